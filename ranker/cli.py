@@ -1,0 +1,57 @@
+"""`fusion-ltr` command line: thin subcommands over :mod:`ranker.pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from retrieval import data
+
+from . import pipeline
+from .config import ConfigError, load_config
+
+
+def _retrieve(args) -> None:
+    pipeline.retrieve(load_config(args.config), args.split)
+
+
+def _evaluate(args) -> None:
+    pipeline.evaluate(load_config(args.config), args.split)
+
+
+def _data(args) -> None:
+    if args.action == "download":
+        print(data.download(args.name))
+    else:
+        print(data.find_dataset(args.name))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fusion-ltr", description="Learning-to-rank reranker that fuses relevance signals.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("retrieve", help="first-stage retrieval (BM25, dense, hybrid) into TREC runs")
+    p.add_argument("--config", required=True, help="TOML config, e.g. configs/scifact.toml")
+    p.add_argument("--split", action="append", help="split(s) to retrieve for (default: the config's)")
+    p.set_defaults(func=_retrieve)
+
+    p = sub.add_parser("evaluate", help="evaluate the runs of a config on its test split")
+    p.add_argument("--config", required=True)
+    p.add_argument("--split", help="split to evaluate (default: dataset.test_split)")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("data", help="find or download a dataset")
+    p.add_argument("action", choices=["where", "download"])
+    p.add_argument("name")
+    p.set_defaults(func=_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, FileNotFoundError, ConnectionError, ValueError, KeyError) as exc:
+        print(f"fusion-ltr {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

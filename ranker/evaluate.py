@@ -1,0 +1,115 @@
+"""Evaluation with ir-measures, and paired significance tests between runs (scipy).
+
+Every query judged in the qrels counts: a query the run has no candidates for scores 0 on every
+measure, instead of silently leaving the mean (which is what trec_eval and ir-measures do alone).
+Runs are evaluated in their ``rank`` order when they carry one, so ties are broken exactly as the
+run broke them (trec_eval would re-sort ties by docno).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from retrieval.frames import DOCNO, LABEL, QID, RANK, SCORE, validate
+
+DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100", "AP")
+
+
+def _measures(names):
+    import ir_measures
+
+    return [ir_measures.parse_measure(m) if isinstance(m, str) else m for m in names]
+
+
+def per_query(run: pd.DataFrame, qrels: pd.DataFrame, measures=DEFAULT_MEASURES) -> pd.DataFrame:
+    """Per-query values: one row per judged query (index ``qid``), one column per measure."""
+    import ir_measures
+
+    validate(run, (QID, DOCNO), what="run")
+    validate(qrels, (QID, DOCNO, LABEL), what="qrels")
+    ms = _measures(measures)
+    score = -run[RANK].astype(float) if RANK in run else run[SCORE].astype(float)
+    run_df = pd.DataFrame({"query_id": run[QID].astype(str), "doc_id": run[DOCNO].astype(str), "score": score})
+    qrels_df = pd.DataFrame(
+        {"query_id": qrels[QID].astype(str), "doc_id": qrels[DOCNO].astype(str), "relevance": qrels[LABEL].astype(int)}
+    )
+    rows = [(m.query_id, str(m.measure), m.value) for m in ir_measures.iter_calc(ms, qrels_df, run_df)]
+    table = pd.DataFrame(rows, columns=[QID, "measure", "value"])
+    wide = table.pivot(index=QID, columns="measure", values="value") if rows else pd.DataFrame()
+    judged = sorted(qrels_df["query_id"].unique())
+    wide = wide.reindex(index=judged, columns=[str(m) for m in ms]).fillna(0.0)
+    wide.index.name = QID
+    return wide
+
+
+def mean(per_q: pd.DataFrame) -> dict[str, float]:
+    return {m: float(per_q[m].mean()) for m in per_q.columns}
+
+
+def evaluate(run: pd.DataFrame, qrels: pd.DataFrame, measures=DEFAULT_MEASURES) -> dict[str, float]:
+    """Mean of each measure over every judged query."""
+    return mean(per_query(run, qrels, measures))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired comparison of system B against system A on one measure."""
+
+    measure: str
+    mean_a: float
+    mean_b: float
+    delta: float  # mean_b - mean_a
+    p_value: float
+    test: str
+    wins: int  # queries where B > A
+    losses: int  # queries where B < A
+    ties: int
+    n: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame, measure: str = "nDCG@10", *, test: str = "t") -> Comparison:
+    """Paired test of per-query values of B against A over the queries both were judged on.
+
+    ``test`` is ``"t"`` (paired t-test, the IR default) or ``"wilcoxon"`` (signed-rank).
+    """
+    from scipy import stats
+
+    if measure not in a.columns or measure not in b.columns:
+        raise KeyError(f"compare: measure {measure!r} not in both tables (found {list(a.columns)} and {list(b.columns)})")
+    common = a.index.intersection(b.index)
+    if len(common) == 0:
+        raise ValueError("compare: the two runs share no judged query")
+    x = a.loc[common, measure].to_numpy(float)
+    y = b.loc[common, measure].to_numpy(float)
+    diff = y - x
+    if np.allclose(diff, 0):
+        p = 1.0
+    elif test == "t":
+        p = float(stats.ttest_rel(y, x).pvalue)
+    elif test == "wilcoxon":
+        p = float(stats.wilcoxon(y, x).pvalue)
+    else:
+        raise ValueError(f"compare: test must be 't' or 'wilcoxon', found {test!r}")
+    return Comparison(
+        measure=measure, mean_a=float(x.mean()), mean_b=float(y.mean()), delta=float(diff.mean()),
+        p_value=p if not math.isnan(p) else 1.0, test=test,
+        wins=int((diff > 0).sum()), losses=int((diff < 0).sum()), ties=int((diff == 0).sum()), n=len(common),
+    )
+
+
+def markdown_table(results: dict[str, dict[str, float]], measures=None) -> str:
+    """A Markdown table, one row per system, one column per measure (4 decimals)."""
+    if not results:
+        return ""
+    measures = list(measures or next(iter(results.values())).keys())
+    lines = ["| system | " + " | ".join(measures) + " |", "|---|" + "---:|" * len(measures)]
+    for name, values in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in measures) + " |")
+    return "\n".join(lines)

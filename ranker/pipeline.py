@@ -1,0 +1,124 @@
+"""The steps behind the CLI: each reads a config, does one job, writes into the run folder.
+
+Run folder layout (all plain files)::
+
+    <run.dir>/
+      config.toml                     copy of the config used
+      index/bm25/                     bm25s index
+      retrieval/<system>.<split>.trec TREC runs of bm25, dense, hybrid
+      retrieval/manifest.json         parameters, corpus size, wall times
+      eval/<split>/metrics.json       means, per-query values, paired tests
+      eval/<split>/table.md           the Markdown table printed by `evaluate`
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from retrieval import BM25Retriever, DenseRetriever, load_beir, read_trec_run, rrf, write_trec_run
+from retrieval.frames import QID
+
+from . import evaluate as ev
+from .config import Config
+
+
+def run_dir(cfg: Config) -> Path:
+    path = Path(cfg.run.dir)
+    path.mkdir(parents=True, exist_ok=True)
+    if cfg.source and Path(cfg.source).exists():
+        shutil.copyfile(cfg.source, path / "config.toml")
+    return path
+
+
+def run_path(folder: Path, system: str, split: str) -> Path:
+    return folder / "retrieval" / f"{system}.{split}.trec"
+
+
+def retrieve(cfg: Config, splits: list[str] | None = None, log=print) -> dict:
+    """Index the corpus and write a TREC run per configured system and split."""
+    r = cfg.retrieval
+    folder = run_dir(cfg)
+    ds = load_beir(cfg.dataset.name)
+    splits = list(splits or cfg.dataset.splits)
+    queries = pd.concat([ds.split(s)[0] for s in splits]).drop_duplicates(QID)
+    need = set(r.systems) | ({"bm25", "dense"} if "hybrid" in r.systems else set())
+    depth = max(r.k, r.depth)
+    timing, runs = {}, {}
+    if "bm25" in need:
+        t = time.perf_counter()
+        bm25 = BM25Retriever(r.bm25).index(ds.corpus)
+        bm25.save(folder / "index" / "bm25")
+        timing["bm25_index_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        runs["bm25"] = bm25.retrieve(queries, depth)
+        timing["bm25_retrieve_s"] = time.perf_counter() - t
+    if "dense" in need:
+        t = time.perf_counter()
+        dense = DenseRetriever(r.dense, cache=cfg.run.cache or None).index(ds.corpus)
+        timing["dense_index_s"] = time.perf_counter() - t
+        timing["dense_docs_encoded"] = dense.stats_["encoded"]
+        t = time.perf_counter()
+        runs["dense"] = dense.retrieve(queries, depth)
+        timing["dense_retrieve_s"] = time.perf_counter() - t
+    if "hybrid" in need:
+        runs["hybrid"] = rrf([runs["bm25"], runs["dense"]], k=r.rrf_k, depth=r.k)
+    for system in r.systems:
+        run = runs[system]
+        run = run[run["rank"] <= r.k]
+        for split in splits:
+            split_q = set(ds.split(split)[0][QID])
+            write_trec_run(run[run[QID].isin(split_q)], run_path(folder, system, split))
+    manifest = {
+        "dataset": ds.name, "n_docs": len(ds.corpus), "splits": splits, "n_queries": len(queries),
+        "systems": list(r.systems), "k": r.k, "depth": r.depth, "rrf_k": r.rrf_k,
+        "bm25": vars(r.bm25), "dense": vars(r.dense), "timing": timing,
+    }
+    (folder / "retrieval" / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    for key, value in timing.items():
+        log(f"  {key}: {value:.1f}" if isinstance(value, float) else f"  {key}: {value}")
+    log(f"wrote {len(r.systems)} run(s) x {len(splits)} split(s) to {folder / 'retrieval'}")
+    return manifest
+
+
+def evaluate(cfg: Config, split: str | None = None, log=print) -> dict:
+    """Evaluate every configured system's run on a split; paired tests of the last system vs the others."""
+    folder = run_dir(cfg)
+    split = split or cfg.dataset.test_split
+    ds = load_beir(cfg.dataset.name)
+    _, qrels = ds.split(split)
+    per_q, means = {}, {}
+    for system in cfg.retrieval.systems:
+        path = run_path(folder, system, split)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: run `fusion-ltr retrieve --config {cfg.source}` first")
+        per_q[system] = ev.per_query(read_trec_run(path), qrels, cfg.evaluate.measures)
+        means[system] = ev.mean(per_q[system])
+    *others, last = cfg.retrieval.systems
+    tests = [
+        ev.compare(per_q[o], per_q[last], m, test=cfg.evaluate.test).as_dict() | {"a": o, "b": last}
+        for o in others for m in cfg.evaluate.measures
+    ]
+    out = folder / "eval" / split
+    out.mkdir(parents=True, exist_ok=True)
+    table = ev.markdown_table(means, cfg.evaluate.measures)
+    result = {
+        "dataset": ds.name, "split": split, "n_queries": int(qrels[QID].nunique()), "means": means,
+        "tests": tests, "per_query": {s: v.to_dict(orient="index") for s, v in per_q.items()},
+    }
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    lines = [f"{ds.name} {split} ({result['n_queries']} queries)", "", table, ""]
+    for t in tests:
+        if t["measure"] == cfg.evaluate.measures[0]:
+            lines.append(
+                f"{t['b']} vs {t['a']}: {t['measure']} {t['delta']:+.4f} (p={t['p_value']:.3g}, {t['test']}-test), "
+                f"wins/losses/ties {t['wins']}/{t['losses']}/{t['ties']}"
+            )
+    text = "\n".join(lines)
+    (out / "table.md").write_text(text + "\n")
+    log(text)
+    return result

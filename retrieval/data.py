@@ -1,0 +1,360 @@
+"""Datasets: BEIR folders, LETOR/SVMlight files, TREC run files, and the data search path.
+
+Datasets are found by *name* through a search path, first match wins:
+
+1. each folder in ``$FUSION_LTR_DATA`` (``os.pathsep``-separated),
+2. ``../shared/data`` beside the current directory and beside the project checkout,
+3. the user cache ``$XDG_CACHE_HOME/fusion-ltr/data`` (default ``~/.cache/fusion-ltr/data``),
+   which is where :func:`download` puts what it fetches.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import urllib.error
+import urllib.request
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .frames import DOCNO, LABEL, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT, TIMESTAMP, TITLE, validate
+
+ENV_VAR = "FUSION_LTR_DATA"
+
+#: Public archives for users who are online (BEIR's own mirror).
+BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
+DOWNLOADABLE = ("scifact", "nfcorpus", "fiqa", "arguana", "scidocs", "trec-covid")
+
+
+class DataFormatError(ValueError):
+    """A data file does not have the expected format; the message names file and line."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """No folder of that name on the search path."""
+
+
+# --------------------------------------------------------------------------- search path
+
+
+def cache_dir() -> Path:
+    """The user cache of fusion-ltr (``$XDG_CACHE_HOME/fusion-ltr``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fusion-ltr"
+
+
+def search_path() -> list[Path]:
+    """The folders searched for datasets, in order."""
+    paths = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    project_root = Path(__file__).resolve().parent.parent
+    for base in (Path.cwd(), project_root):
+        candidate = (base / ".." / "shared" / "data").resolve()
+        if candidate not in paths:
+            paths.append(candidate)
+    paths.append(cache_dir() / "data")
+    return paths
+
+
+def find_dataset(name: str) -> Path:
+    """Return the folder of dataset ``name`` (or ``name`` itself if it is an existing folder)."""
+    direct = Path(name).expanduser()
+    if direct.is_dir():
+        return direct
+    for base in search_path():
+        if (base / name).is_dir():
+            return base / name
+    searched = "\n  ".join(str(p) for p in search_path())
+    hint = f"\nrun `fusion-ltr data download {name}` if you are online" if name in DOWNLOADABLE else ""
+    raise DatasetNotFoundError(
+        f"dataset {name!r} not found; searched (set ${ENV_VAR} to add folders):\n  {searched}{hint}"
+    )
+
+
+def download(name: str, dest: Path | None = None, *, timeout: float = 30.0) -> Path:
+    """Download a public BEIR dataset into the user cache and return its folder."""
+    if name not in DOWNLOADABLE:
+        raise ValueError(f"no download known for {name!r}; known: {', '.join(DOWNLOADABLE)}")
+    dest = Path(dest) if dest else cache_dir() / "data"
+    url = BEIR_URL.format(name=name)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            payload = resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConnectionError(
+            f"could not download {name!r} from {url}: {exc}. You appear to be offline; put the "
+            f"BEIR folder on the search path instead (${ENV_VAR} or ../shared/data)"
+        ) from exc
+    dest.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(io.BytesIO(payload)) as zf:
+        zf.extractall(dest)
+    return dest / name
+
+
+# --------------------------------------------------------------------------- BEIR
+
+
+@dataclass
+class Dataset:
+    """A retrieval dataset: corpus, queries and graded judgments per split."""
+
+    name: str
+    corpus: pd.DataFrame  # docno, title, text, timestamp
+    queries: pd.DataFrame  # qid, query
+    qrels: dict[str, pd.DataFrame] = field(default_factory=dict)  # split -> qid, docno, label
+
+    def split(self, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Queries judged in ``split`` and that split's qrels."""
+        if split not in self.qrels:
+            raise KeyError(f"{self.name}: no qrels for split {split!r}; found {sorted(self.qrels)}")
+        qrels = self.qrels[split]
+        queries = self.queries[self.queries[QID].isin(set(qrels[QID]))].reset_index(drop=True)
+        return queries, qrels
+
+
+def _open_text(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def _find_file(folder: Path, stem: str) -> Path:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.exists():
+            return candidate
+    raise DataFormatError(f"{folder}: expected {stem} or {stem}.gz, found {sorted(p.name for p in folder.iterdir())}")
+
+
+def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    rows = []
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(f"{path}:{lineno}: expected a JSON object, found {line[:80]!r} ({exc.msg})") from None
+            if not isinstance(obj, dict) or any(k not in obj for k in required):
+                raise DataFormatError(
+                    f"{path}:{lineno}: expected a JSON object with keys {list(required)}, found {line[:80]!r}"
+                )
+            rows.append(obj)
+    return rows
+
+
+def _parse_date(value, path: Path, docno: str):
+    if value in (None, ""):
+        return pd.NaT
+    ts = pd.to_datetime(value, utc=True, errors="coerce")
+    if pd.isna(ts):
+        raise DataFormatError(f"{path}: document {docno!r} has metadata.date {value!r}; expected an ISO date")
+    return ts
+
+
+def load_corpus(path: Path) -> pd.DataFrame:
+    rows = _read_jsonl(path, ("_id",))
+    return pd.DataFrame(
+        {
+            DOCNO: [str(r["_id"]) for r in rows],
+            TITLE: [r.get("title") or "" for r in rows],
+            TEXT: [r.get("text") or "" for r in rows],
+            TIMESTAMP: pd.to_datetime(
+                [_parse_date((r.get("metadata") or {}).get("date"), path, r["_id"]) for r in rows], utc=True
+            ),
+        }
+    )
+
+
+def load_queries(path: Path) -> pd.DataFrame:
+    rows = _read_jsonl(path, ("_id", "text"))
+    return pd.DataFrame({QID: [str(r["_id"]) for r in rows], QUERY: [str(r["text"]) for r in rows]})
+
+
+def load_qrels(path: Path) -> pd.DataFrame:
+    """Read BEIR qrels (``query-id corpus-id score`` TSV with header) or TREC qrels (4 columns)."""
+    qids, docnos, labels = [], [], []
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts or (lineno == 1 and parts[0] == "query-id"):
+                continue
+            if len(parts) == 4:  # TREC: qid iter docno label
+                parts = [parts[0], parts[2], parts[3]]
+            if len(parts) != 3:
+                raise DataFormatError(
+                    f"{path}:{lineno}: expected 'query-id corpus-id score' (3 fields) or TREC qrels (4), "
+                    f"found {len(parts)} field(s): {line.strip()[:80]!r}"
+                )
+            try:
+                label = int(float(parts[2]))
+            except ValueError:
+                raise DataFormatError(f"{path}:{lineno}: expected a numeric score, found {parts[2]!r}") from None
+            qids.append(parts[0])
+            docnos.append(parts[1])
+            labels.append(label)
+    return pd.DataFrame({QID: qids, DOCNO: docnos, LABEL: np.asarray(labels, dtype=np.int64)})
+
+
+def load_beir(name_or_path: str | Path) -> Dataset:
+    """Load a BEIR-format folder (by dataset name on the search path, or by path)."""
+    folder = find_dataset(str(name_or_path))
+    corpus = load_corpus(_find_file(folder, "corpus.jsonl"))
+    queries = load_queries(_find_file(folder, "queries.jsonl"))
+    qrels = {}
+    qrels_dir = folder / "qrels"
+    if qrels_dir.is_dir():
+        for f in sorted(qrels_dir.iterdir()):
+            if f.name.endswith((".tsv", ".tsv.gz", ".txt")):
+                qrels[f.name.split(".")[0]] = load_qrels(f)
+    known_docs, known_queries = set(corpus[DOCNO]), set(queries[QID])
+    for split, frame in qrels.items():
+        missing_docs = ~frame[DOCNO].isin(known_docs)
+        missing_q = ~frame[QID].isin(known_queries)
+        if missing_docs.any() or missing_q.any():
+            warnings.warn(
+                f"{folder.name}/{split}: {int(missing_docs.sum())} qrels row(s) name a docno missing from the "
+                f"corpus and {int(missing_q.sum())} a qid missing from the queries; they are kept (they count "
+                "as relevant documents no retriever can find)",
+                stacklevel=2,
+            )
+    return Dataset(name=folder.name, corpus=corpus, queries=queries, qrels=qrels)
+
+
+# --------------------------------------------------------------------------- TREC runs
+
+
+def write_trec_run(run: pd.DataFrame, path: str | Path, tag: str | None = None) -> Path:
+    """Write a run frame as ``qid Q0 docno rank score tag`` lines, sorted by query then rank."""
+    validate(run, (QID, DOCNO, RANK, SCORE), what="run")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    run = run.sort_values([QID, RANK], kind="stable")
+    tags = [tag] * len(run) if tag else (run[RETRIEVER] if RETRIEVER in run else ["fusion-ltr"] * len(run))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for q, d, r, s, t in zip(run[QID], run[DOCNO], run[RANK], run[SCORE], tags):
+            fh.write(f"{q} Q0 {d} {int(r)} {float(s):.6f} {t}\n")
+    tmp.replace(path)
+    return path
+
+
+def read_trec_run(path: str | Path) -> pd.DataFrame:
+    """Read a TREC run file into a run frame (qid, docno, rank, score, retriever)."""
+    path = Path(path)
+    rows = []
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise DataFormatError(
+                    f"{path}:{lineno}: expected 'qid Q0 docno rank score tag' (6 fields), "
+                    f"found {len(parts)}: {line.strip()[:80]!r}"
+                )
+            try:
+                rows.append((parts[0], parts[2], int(parts[3]), float(parts[4]), parts[5]))
+            except ValueError:
+                raise DataFormatError(f"{path}:{lineno}: expected integer rank and numeric score, found {line.strip()[:80]!r}") from None
+    return pd.DataFrame(rows, columns=[QID, DOCNO, RANK, SCORE, RETRIEVER])
+
+
+# --------------------------------------------------------------------------- LETOR / SVMlight
+
+
+@dataclass
+class LetorData:
+    """Rows of a LETOR/SVMlight file: feature matrix, labels, query ids, document ids."""
+
+    X: np.ndarray
+    y: np.ndarray
+    qids: np.ndarray
+    docids: np.ndarray
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f"f{i + 1}" for i in range(self.X.shape[1])]
+
+    @staticmethod
+    def concat(parts: list["LetorData"]) -> "LetorData":
+        width = max(p.X.shape[1] for p in parts)
+        Xs = [np.pad(p.X, ((0, 0), (0, width - p.X.shape[1])), constant_values=np.nan) for p in parts]
+        return LetorData(
+            np.vstack(Xs),
+            np.concatenate([p.y for p in parts]),
+            np.concatenate([p.qids for p in parts]),
+            np.concatenate([p.docids for p in parts]),
+        )
+
+
+def load_svmlight(path: str | Path, n_features: int | None = None) -> LetorData:
+    """Parse ``label qid:Q idx:value ... [# comment]`` lines (LETOR 4.0 / SVMlight ranking format).
+
+    Feature indices are 1-based; features absent from a line are NaN (LETOR lists all of them).
+    The document id is read from a ``docid = X`` comment when present, else the line number.
+    """
+    path = Path(path)
+    labels, qids, docids, rows = [], [], [], []
+    width = 0
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            body, _, comment = line.partition("#")
+            parts = body.split()
+            if not parts:
+                continue
+            if len(parts) < 2 or not parts[1].startswith("qid:"):
+                raise DataFormatError(
+                    f"{path}:{lineno}: expected 'label qid:N idx:value ...', found {line.strip()[:80]!r}"
+                )
+            try:
+                label = float(parts[0])
+                feats = {}
+                for tok in parts[2:]:
+                    idx, val = tok.split(":", 1)
+                    feats[int(idx)] = float(val)
+            except ValueError:
+                raise DataFormatError(
+                    f"{path}:{lineno}: expected numeric 'idx:value' pairs, found {line.strip()[:80]!r}"
+                ) from None
+            if feats and min(feats) < 1:
+                raise DataFormatError(f"{path}:{lineno}: feature indices are 1-based, found {min(feats)}")
+            width = max(width, max(feats, default=0))
+            docid = str(lineno)
+            if "docid" in comment:
+                docid = comment.split("docid", 1)[1].lstrip(" =").split()[0]
+            labels.append(label)
+            qids.append(parts[1][4:])
+            docids.append(docid)
+            rows.append(feats)
+    width = n_features or width
+    X = np.full((len(rows), width), np.nan, dtype=np.float64)
+    for i, feats in enumerate(rows):
+        for idx, val in feats.items():
+            if idx <= width:
+                X[i, idx - 1] = val
+    return LetorData(X, np.asarray(labels), np.asarray(qids, dtype=object), np.asarray(docids, dtype=object))
+
+
+#: Fold definitions of LETOR 4.0 (from its readme): fold -> (train parts, validation part, test part).
+LETOR_FOLDS = {
+    1: ((1, 2, 3), 4, 5),
+    2: ((2, 3, 4), 5, 1),
+    3: ((3, 4, 5), 1, 2),
+    4: ((4, 5, 1), 2, 3),
+    5: ((5, 1, 2), 3, 4),
+}
+
+
+def load_letor_fold(name_or_path: str | Path, fold: int) -> tuple[LetorData, LetorData, LetorData]:
+    """Train, validation and test data of a LETOR 4.0 fold built from the ``S1..S5`` partitions."""
+    if fold not in LETOR_FOLDS:
+        raise ValueError(f"LETOR fold must be one of {sorted(LETOR_FOLDS)}, found {fold!r}")
+    folder = find_dataset(str(name_or_path))
+    train_parts, valid_part, test_part = LETOR_FOLDS[fold]
+    parts = {i: load_svmlight(_find_file(folder, f"S{i}.txt")) for i in range(1, 6)}
+    return LetorData.concat([parts[i] for i in train_parts]), parts[valid_part], parts[test_part]

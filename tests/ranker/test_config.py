@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from ranker.config import Config, ConfigError, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml"))
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    assert isinstance(load_config(path), Config)
+
+
+def test_defaults_and_values(tmp_path):
+    cfg = load_config(write(tmp_path, '[retrieval]\nk = 50\n[retrieval.bm25]\nk1 = 1\n'))
+    assert cfg.retrieval.k == 50 and cfg.retrieval.bm25.k1 == 1.0 and cfg.retrieval.bm25.b == 0.4
+    assert cfg.retrieval.systems == ("bm25", "dense", "hybrid")
+
+
+def test_unknown_top_level_key_lists_allowed(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'retreival' in the top level; allowed keys: dataset, evaluate, retrieval, run"):
+        load_config(write(tmp_path, "[retreival]\nk = 5\n"))
+
+
+def test_unknown_nested_key_lists_allowed(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'retrieval.bm25.k3' in \[retrieval.bm25\]; allowed keys: b, k1, method, stemmer, stopwords"):
+        load_config(write(tmp_path, "[retrieval.bm25]\nk3 = 5\n"))
+
+
+def test_wrong_type_names_key_and_types(tmp_path):
+    with pytest.raises(ConfigError, match=r"retrieval.k: expected int, found str '100'"):
+        load_config(write(tmp_path, '[retrieval]\nk = "100"\n'))
+    with pytest.raises(ConfigError, match=r"dataset.splits: expected a list"):
+        load_config(write(tmp_path, '[dataset]\nsplits = "test"\n'))
+
+
+def test_bad_values_and_files(tmp_path):
+    with pytest.raises(ConfigError, match=r"retrieval.systems has unknown \['splade'\]"):
+        load_config(write(tmp_path, '[retrieval]\nsystems = ["bm25", "splade"]\n'))
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[retrieval\n"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")

@@ -1,0 +1,144 @@
+import gzip
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrieval import data
+from retrieval.data import DataFormatError, DatasetNotFoundError
+from tests.conftest import write_beir, shared_dataset
+
+
+def test_beir_loader_keeps_title_text_and_dates(tiny_beir):
+    ds = data.load_beir(tiny_beir)
+    assert list(ds.corpus.columns) == ["docno", "title", "text", "timestamp"]
+    d1 = ds.corpus.set_index("docno").loc["d1"]
+    assert d1["title"] == "Cats" and d1["text"].startswith("The cat")
+    assert d1["timestamp"] == pd.Timestamp("1970-01-01", tz="UTC")
+    assert pd.isna(ds.corpus.set_index("docno").loc["d3", "timestamp"])
+    assert set(ds.qrels) == {"train", "test"}
+    queries, qrels = ds.split("test")
+    assert sorted(queries["qid"]) == ["q3", "q4"] and len(qrels) == 2
+    with pytest.raises(KeyError, match="no qrels for split 'dev'"):
+        ds.split("dev")
+
+
+def test_gzipped_corpus_loads(tiny_beir):
+    raw = (tiny_beir / "corpus.jsonl").read_bytes()
+    (tiny_beir / "corpus.jsonl").unlink()
+    with gzip.open(tiny_beir / "corpus.jsonl.gz", "wb") as fh:
+        fh.write(raw)
+    assert len(data.load_beir(tiny_beir).corpus) == 6
+
+
+def test_malformed_jsonl_line_names_file_and_line(tiny_beir):
+    path = tiny_beir / "corpus.jsonl"
+    lines = path.read_text().splitlines()
+    lines.insert(2, '{"_id": "bad", "text": ')
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match=r"corpus\.jsonl:3: expected a JSON object"):
+        data.load_beir(tiny_beir)
+
+
+def test_query_without_id_is_an_error(tiny_beir):
+    (tiny_beir / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n{"text": "no id"}\n')
+    with pytest.raises(DataFormatError, match=r"queries\.jsonl:2: expected a JSON object with keys \['_id', 'text'\]"):
+        data.load_beir(tiny_beir)
+
+
+def test_malformed_qrels_line_names_file_and_line(tiny_beir):
+    (tiny_beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq3\td5\t1\nq4 d2\n")
+    with pytest.raises(DataFormatError, match=r"test\.tsv:3: expected 'query-id corpus-id score'.*found 2 field"):
+        data.load_beir(tiny_beir)
+
+
+def test_qrels_ids_missing_from_corpus_load_with_a_counting_warning(tmp_path):
+    folder = write_beir(tmp_path / "ds", qrels={"test": [("q1", "d1", 1), ("q1", "gone1", 1), ("q2", "gone2", 1)]})
+    with pytest.warns(UserWarning, match="2 qrels row.s. name a docno missing"):
+        ds = data.load_beir(folder)
+    assert len(ds.qrels["test"]) == 3
+
+
+def test_bad_date_is_an_error_naming_the_document(tmp_path):
+    folder = write_beir(tmp_path / "ds", docs=[{"_id": "x1", "text": "t", "metadata": {"date": "not a date"}}])
+    with pytest.raises(DataFormatError, match="document 'x1' has metadata.date 'not a date'"):
+        data.load_beir(folder)
+
+
+def test_search_path_env_var_finds_dataset_by_name(tmp_path, monkeypatch):
+    write_beir(tmp_path / "mine")
+    monkeypatch.setenv("FUSION_LTR_DATA", str(tmp_path))
+    assert data.find_dataset("mine") == tmp_path / "mine"
+    assert data.search_path()[0] == tmp_path
+
+
+def test_missing_dataset_lists_the_search_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSION_LTR_DATA", str(tmp_path))
+    with pytest.raises(DatasetNotFoundError, match="searched") as err:
+        data.find_dataset("no-such-dataset")
+    assert str(tmp_path) in str(err.value)
+
+
+def test_download_offline_fails_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "BEIR_URL", "http://127.0.0.1:9/{name}.zip")  # closed local port
+    with pytest.raises(ConnectionError, match="could not download 'scifact'.*offline"):
+        data.download("scifact", tmp_path, timeout=2)
+    with pytest.raises(ValueError, match="no download known"):
+        data.download("not-a-beir-set", tmp_path)
+
+
+def test_trec_run_roundtrip_and_malformed_line(tmp_path):
+    run = pd.DataFrame({"qid": ["q1", "q1", "q2"], "docno": ["a", "b", "c"], "rank": [1, 2, 1],
+                        "score": [2.5, 1.25, 0.5], "retriever": "bm25"})
+    path = data.write_trec_run(run, tmp_path / "x.trec")
+    back = data.read_trec_run(path)
+    pd.testing.assert_frame_equal(back, run)
+    path.write_text("q1 Q0 a 1 2.5 bm25\nq1 Q0 b two 1.0 bm25\n")
+    with pytest.raises(DataFormatError, match=r"x\.trec:2: expected integer rank"):
+        data.read_trec_run(path)
+
+
+def test_svmlight_parser_on_hand_written_lines(tmp_path):
+    path = tmp_path / "S1.txt"
+    path.write_text(
+        "2 qid:10 1:0.5 2:1 3:-0.25 #docid = GX01 inc = 1\n"
+        "0 qid:10 1:0 3:2 #docid = GX02\n"
+        "1 qid:11 2:4\n"
+    )
+    d = data.load_svmlight(path)
+    assert d.X.shape == (3, 3)
+    np.testing.assert_array_equal(d.X[0], [0.5, 1.0, -0.25])
+    assert math.isnan(d.X[1, 1]) and d.X[1, 2] == 2.0
+    assert list(d.y) == [2, 0, 1] and list(d.qids) == ["10", "10", "11"]
+    assert list(d.docids) == ["GX01", "GX02", "3"]
+
+
+def test_svmlight_malformed_line_names_file_and_line(tmp_path):
+    path = tmp_path / "S1.txt"
+    path.write_text("1 qid:1 1:0.5\n1 1:0.5 qid:1\n")
+    with pytest.raises(DataFormatError, match=r"S1\.txt:2: expected 'label qid:N idx:value"):
+        data.load_svmlight(path)
+    path.write_text("1 qid:1 1:abc\n")
+    with pytest.raises(DataFormatError, match=r"S1\.txt:1: expected numeric"):
+        data.load_svmlight(path)
+
+
+def test_letor_mq2008_folds_follow_the_readme():
+    folder = shared_dataset("letor_mq2008")
+    parts = {i: data.load_svmlight(folder / f"S{i}.txt") for i in range(1, 6)}
+    assert sum(len(p.y) for p in parts.values()) == 15211
+    assert len({q for p in parts.values() for q in p.qids}) == 784
+    train, valid, test = data.load_letor_fold(folder, 2)  # train S2,S3,S4 / valid S5 / test S1
+    assert train.X.shape == (sum(len(parts[i].y) for i in (2, 3, 4)), 46)
+    assert len(valid.y) == len(parts[5].y) and list(test.docids) == list(parts[1].docids)
+    assert not set(train.qids) & set(test.qids)
+
+
+def test_real_scifact_and_cacm_counts():
+    sci = data.load_beir(shared_dataset("scifact"))
+    assert len(sci.corpus) == 5183 and len(sci.queries) == 1109
+    assert sci.qrels["train"]["qid"].nunique() == 809 and sci.qrels["test"]["qid"].nunique() == 300
+    cacm = data.load_beir(shared_dataset("cacm"))
+    assert len(cacm.corpus) == 3204 and cacm.corpus["timestamp"].notna().all()
+    assert cacm.qrels["test"]["qid"].nunique() == 52
