@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/fusion-ltr evaluate --config $(CONFIG)
 
 bench: $(STAMP)
-	$(PY) benchmarks/retrieval.py
+	$(PY) benchmarks/first_stage.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
