@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from retrieval.bm25 import BM25Params
 from retrieval.dense import DenseParams
+from retrieval.params import ConfigError, from_dict
 
 from .evaluate import DEFAULT_MEASURES
-
-
-class ConfigError(ValueError):
-    """A config file has an unknown key, a wrong type or a bad value."""
 
 
 @dataclass(frozen=True)
@@ -73,53 +68,6 @@ class Config:
         if self.evaluate.test not in ("t", "wilcoxon"):
             raise ConfigError(f"{self.source}: evaluate.test must be 't' or 'wilcoxon', found {self.evaluate.test!r}")
         return self
-
-
-def _check_type(value, tp, where: str):
-    """Coerce/verify a TOML value against a field type; return the value to store."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_type(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0])
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, found {type(value).__name__} {value!r}")
-        item_tp = typing.get_args(tp)[0]
-        return tuple(_check_type(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
-        raise ConfigError(f"{where}: expected {tp.__name__}, found {type(value).__name__} {value!r}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table [{where}], found {type(value).__name__}")
-        return from_dict(tp, value, where)
-    return value
-
-
-def from_dict(cls, data: dict, where: str = ""):
-    """Build dataclass ``cls`` from a dict, rejecting unknown keys with the list of allowed ones."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    allowed = sorted(k for k in fields if k != "source")
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else key
-        if key not in allowed:
-            section = f"[{where}]" if where else "the top level"
-            raise ConfigError(f"unknown key {path!r} in {section}; allowed keys: {', '.join(allowed)}")
-        kwargs[key] = _check_type(value, hints[key], path)
-    return cls(**kwargs)
 
 
 def load_config(path: str | Path) -> Config:

@@ -1,0 +1,41 @@
+"""Query-term coverage: the share of distinct query terms found in the document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from retrieval.bm25 import BM25Params, BM25Retriever
+from retrieval.frames import QUERY, doc_text
+
+from .base import BaseExtractor
+
+
+@dataclass(frozen=True)
+class CoverageParams:
+    stemmer: str | None = "english"  # the same analysis as BM25
+    stopwords: str | None = "en"
+    top_n: int | None = None
+    batch_size: int = 4096
+
+
+class CoverageExtractor(BaseExtractor):
+    """``coverage``: distinct query terms present in title + text / distinct query terms (NaN for a
+    query with no term left after stop-wording)."""
+
+    name = "coverage"
+    CODE_VERSION = "1"
+    Params = CoverageParams
+    FEATURES = {"coverage": "fraction of distinct (stemmed, non-stop) query terms found in the document"}
+
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        self._tok = BM25Retriever(BM25Params(stemmer=self.params.stemmer, stopwords=self.params.stopwords))
+
+    def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
+        q_tokens = self._tok.tokenize(pairs[QUERY].tolist())
+        d_tokens = self._tok.tokenize(doc_text(pairs))
+        out = np.array([len(set(q) & set(d)) / len(set(q)) if q else np.nan for q, d in zip(q_tokens, d_tokens)])
+        return {"coverage": out.astype(np.float64)}

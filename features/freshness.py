@@ -1,0 +1,61 @@
+"""Freshness: document age at a reference time, and an exponential decay with a half-life."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from retrieval.frames import TIMESTAMP
+from retrieval.params import ConfigError
+
+from .base import BaseExtractor
+
+
+@dataclass(frozen=True)
+class FreshnessParams:
+    reference_time: str = "now"  # an ISO date/time, or "now" (resolved to today, UTC, once per extractor)
+    half_life_days: float = 365.0
+    top_n: int | None = None
+    batch_size: int = 4096
+
+
+class FreshnessExtractor(BaseExtractor):
+    """``age_days`` = (reference - timestamp) in days; ``freshness`` = 0.5 ** (age / half_life);
+    ``has_timestamp`` = 1/0. A document without a timestamp gets NaN age and freshness."""
+
+    name = "freshness"
+    CODE_VERSION = "1"
+    Params = FreshnessParams
+    FEATURES = {
+        "age_days": "document age in days at the reference time",
+        "freshness": "0.5 ** (age_days / half_life_days)",
+        "has_timestamp": "1 if the document has a timestamp, else 0",
+    }
+
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        p = self.params
+        if p.half_life_days <= 0:
+            raise ConfigError(f"features.freshness.half_life_days must be > 0, found {p.half_life_days}")
+        if p.reference_time == "now":
+            self.reference = pd.Timestamp.now(tz="UTC").normalize()
+        else:
+            ref = pd.to_datetime(p.reference_time, utc=True, errors="coerce")
+            if pd.isna(ref):
+                raise ConfigError(f"features.freshness.reference_time: expected an ISO date or 'now', "
+                                  f"found {p.reference_time!r}")
+            self.reference = ref
+
+    def state(self) -> dict:
+        return {"reference": self.reference.isoformat()}
+
+    def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
+        ts = pd.to_datetime(pairs[TIMESTAMP], utc=True)
+        age = ((self.reference - ts).dt.total_seconds() / 86400.0).to_numpy(dtype=np.float64, na_value=np.nan)
+        return {
+            "age_days": age,
+            "freshness": np.power(0.5, age / self.params.half_life_days),
+            "has_timestamp": (~np.isnan(age)).astype(np.float64),
+        }

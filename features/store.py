@@ -1,0 +1,407 @@
+"""The feature store: one DuckDB file with queries, documents, candidates, qrels and feature values.
+
+Tables (plain SQL; ``fusion-ltr features`` also creates a wide view per feature set)::
+
+    queries     (qid, query, query_hash)
+    documents   (docno, doc_hash, title, text, timestamp)
+    candidates  (qid, docno, retriever, rank, score)       first-stage lists, one per retriever
+    qrels       (qid, docno, label)
+    features    (feature, version, qid, docno, query_hash, doc_hash, value)   long format
+    provenance  (feature, version, extractor, code_version, params, model_id, state,
+                 computed_at, seconds, pairs)                                  one row per written batch
+
+The cache key of a value is (feature, version, qid, docno, query_hash, doc_hash): a changed query or
+document text, or a new feature version, misses the cache; nothing else does. NaN is stored as NaN.
+Every :meth:`FeatureStore.write` is one transaction, so a build killed half-way keeps every batch
+written before it. DuckDB allows one writing process per file: a second one gets
+:class:`StoreLockedError`; any number of processes may open it with ``read_only=True`` while no
+process writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from retrieval.frames import DOCNO, LABEL, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT, TIMESTAMP, TITLE, validate
+
+from .base import FeatureSpec
+
+INSTALL = "pip install duckdb"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queries (qid VARCHAR PRIMARY KEY, query VARCHAR NOT NULL, query_hash VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (docno VARCHAR PRIMARY KEY, doc_hash VARCHAR NOT NULL, title VARCHAR,
+    text VARCHAR, timestamp TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS candidates (qid VARCHAR, docno VARCHAR, retriever VARCHAR, rank INTEGER, score DOUBLE,
+    PRIMARY KEY (qid, docno, retriever));
+CREATE TABLE IF NOT EXISTS qrels (qid VARCHAR, docno VARCHAR, label INTEGER, PRIMARY KEY (qid, docno));
+CREATE TABLE IF NOT EXISTS features (feature VARCHAR, version VARCHAR, qid VARCHAR, docno VARCHAR,
+    query_hash VARCHAR, doc_hash VARCHAR, value DOUBLE,
+    PRIMARY KEY (feature, version, qid, docno, query_hash, doc_hash));
+CREATE TABLE IF NOT EXISTS provenance (feature VARCHAR, version VARCHAR, extractor VARCHAR, code_version VARCHAR,
+    params VARCHAR, model_id VARCHAR, state VARCHAR, description VARCHAR, computed_at TIMESTAMPTZ,
+    seconds DOUBLE, pairs BIGINT);
+"""
+
+
+class StoreLockedError(RuntimeError):
+    """Another process has the store open for writing."""
+
+
+def text_hash(*parts: str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update((p or "").encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class RankingData:
+    """A feature matrix for learning to rank, sorted by query once, here.
+
+    Rows of one query are contiguous (queries in ``qid`` order, documents in first-stage rank order);
+    ``group`` holds the number of rows of each query in that order, as LightGBM and XGBoost expect.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    group: np.ndarray
+    qids: np.ndarray
+    docnos: np.ndarray
+    feature_names: list[str]
+    feature_versions: list[str] | None = None
+
+    def __post_init__(self):
+        n = len(self.X)
+        if not (len(self.y) == len(self.qids) == len(self.docnos) == n):
+            raise ValueError(f"RankingData: X has {n} rows but y/qids/docnos have "
+                             f"{len(self.y)}/{len(self.qids)}/{len(self.docnos)}")
+        if self.X.ndim != 2 or self.X.shape[1] != len(self.feature_names):
+            raise ValueError(f"RankingData: X has shape {self.X.shape} for {len(self.feature_names)} feature names")
+        if int(np.sum(self.group)) != n:
+            raise ValueError(f"RankingData: groups sum to {int(np.sum(self.group))}, expected {n} rows")
+
+    @classmethod
+    def from_arrays(cls, X, y, qids, docnos=None, feature_names=None, feature_versions=None) -> "RankingData":
+        """Sort rows by query (stable: keeps the order within a query) and derive the groups."""
+        X = np.asarray(X, dtype=np.float64)
+        qids = np.asarray(qids).astype(str)
+        order = np.argsort(qids, kind="stable")
+        qids = qids[order]
+        _, first, counts = np.unique(qids, return_index=True, return_counts=True)
+        group = counts[np.argsort(first)]
+        docnos = np.arange(len(X)).astype(str) if docnos is None else np.asarray(docnos).astype(str)
+        names = feature_names or [f"f{i + 1}" for i in range(X.shape[1])]
+        return cls(X[order], np.asarray(y)[order], group, qids, docnos[order], list(names),
+                   list(feature_versions) if feature_versions is not None else None)
+
+    def subset(self, qids) -> "RankingData":
+        """The rows of the given queries (order of the data kept)."""
+        mask = np.isin(self.qids, np.asarray(list(qids)).astype(str))
+        return RankingData.from_arrays(self.X[mask], self.y[mask], self.qids[mask], self.docnos[mask],
+                                       self.feature_names, self.feature_versions)
+
+    def select(self, names: list[str]) -> "RankingData":
+        """The same rows with only the named feature columns, in that order."""
+        missing = [n for n in names if n not in self.feature_names]
+        if missing:
+            raise KeyError(f"RankingData.select: unknown feature(s) {missing}; have {self.feature_names}")
+        idx = [self.feature_names.index(n) for n in names]
+        versions = [self.feature_versions[i] for i in idx] if self.feature_versions else None
+        return RankingData(self.X[:, idx], self.y, self.group, self.qids, self.docnos, list(names), versions)
+
+    @property
+    def unique_qids(self) -> np.ndarray:
+        return pd.unique(self.qids)
+
+
+class FeatureStore:
+    """A DuckDB feature store (see the module docstring for the tables)."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False):
+        try:
+            import duckdb
+        except ImportError as exc:
+            raise ImportError(f"the feature store needs duckdb: run `{INSTALL}`") from exc
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(f"feature store {self.path} does not exist")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StoreLockedError(
+                    f"feature store {self.path} is open for writing in another process ({exc}). "
+                    "Wait for that process to finish, or open with read_only=True once it has."
+                ) from None
+            raise
+        if not read_only:
+            self.con.execute(SCHEMA)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def sql(self, query: str, params=None) -> pd.DataFrame:
+        """Run SQL against the store and return a DataFrame."""
+        return self.con.execute(query, params or []).df()
+
+    # ------------------------------------------------------------------------------ inputs
+    def _upsert(self, table: str, frame: pd.DataFrame, key: list[str]) -> None:
+        self.con.register("_incoming", frame)
+        try:
+            cols = ", ".join(frame.columns)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in frame.columns if c not in key)
+            action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+            self.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming "
+                             f"ON CONFLICT ({', '.join(key)}) {action}")
+        finally:
+            self.con.unregister("_incoming")
+
+    def put_queries(self, queries: pd.DataFrame) -> None:
+        validate(queries, (QID, QUERY), what="queries")
+        q = pd.DataFrame({QID: queries[QID].astype(str), QUERY: queries[QUERY].astype(str)})
+        q["query_hash"] = [text_hash(t) for t in q[QUERY]]
+        self._upsert("queries", q.drop_duplicates(QID), [QID])
+
+    def put_documents(self, corpus: pd.DataFrame) -> None:
+        """Insert or update documents; a changed title/text/timestamp gets a new content hash."""
+        validate(corpus, (DOCNO, TEXT), what="corpus")
+        d = pd.DataFrame({
+            DOCNO: corpus[DOCNO].astype(str),
+            TITLE: corpus[TITLE].fillna("").astype(str) if TITLE in corpus else "",
+            TEXT: corpus[TEXT].fillna("").astype(str),
+            TIMESTAMP: pd.to_datetime(corpus[TIMESTAMP], utc=True) if TIMESTAMP in corpus else pd.NaT,
+        })
+        d["doc_hash"] = [text_hash(ti, te, str(ts)) for ti, te, ts in zip(d[TITLE], d[TEXT], d[TIMESTAMP])]
+        self._upsert("documents", d.drop_duplicates(DOCNO), [DOCNO])
+
+    def put_candidates(self, run: pd.DataFrame) -> None:
+        """Store a first-stage run (qid, docno, rank, score, retriever); replaces that retriever's rows
+        for the run's queries."""
+        validate(run, (QID, DOCNO, RANK, SCORE, RETRIEVER), what="candidates")
+        c = run[[QID, DOCNO, RETRIEVER, RANK, SCORE]].astype({QID: str, DOCNO: str, RETRIEVER: str})
+        self.con.register("_incoming", c)
+        try:
+            self.con.execute("BEGIN")
+            self.con.execute("DELETE FROM candidates WHERE (qid, retriever) IN (SELECT DISTINCT qid, retriever FROM _incoming)")
+            self.con.execute("INSERT INTO candidates SELECT qid, docno, retriever, rank, score FROM _incoming")
+            self.con.execute("COMMIT")
+        except Exception:
+            self.con.execute("ROLLBACK")
+            raise
+        finally:
+            self.con.unregister("_incoming")
+
+    def put_qrels(self, qrels: pd.DataFrame) -> None:
+        validate(qrels, (QID, DOCNO, LABEL), what="qrels")
+        self._upsert("qrels", qrels[[QID, DOCNO, LABEL]].astype({QID: str, DOCNO: str}), [QID, DOCNO])
+
+    # ------------------------------------------------------------------------------ pairs
+    def pairs(self, qids=None, *, retriever: str = "hybrid", top_n: int | None = None) -> pd.DataFrame:
+        """The candidate frame of ``retriever``'s lists (with query and document fields), plus
+        ``rank_<r>``/``score_<r>`` of every other retriever stored for the same pairs (NaN if absent)
+        and the content hashes. Sorted by qid, then rank."""
+        where, params = ["c.retriever = ?"], [retriever]
+        if qids is not None:
+            self.con.register("_qids", pd.DataFrame({QID: [str(q) for q in qids]}))
+            where.append("c.qid IN (SELECT qid FROM _qids)")
+        if top_n is not None:
+            where.append("c.rank <= ?")
+            params.append(int(top_n))
+        frame = self.sql(
+            f"""SELECT c.qid, q.query, c.docno, d.text, d.title, d.timestamp, c.rank, c.score, c.retriever,
+                       q.query_hash, d.doc_hash
+                FROM candidates c JOIN queries q USING (qid) JOIN documents d USING (docno)
+                WHERE {' AND '.join(where)} ORDER BY c.qid, c.rank""",
+            params,
+        )
+        if qids is not None:
+            self.con.unregister("_qids")
+        others = [r for r in self.retrievers() if r != retriever]
+        if others and len(frame):
+            extra = self.sql(
+                "SELECT qid, docno, retriever, rank, score FROM candidates WHERE retriever IN "
+                f"({', '.join('?' * len(others))})", others)
+            wide = extra.pivot_table(index=[QID, DOCNO], columns=RETRIEVER, values=[RANK, SCORE], aggfunc="first")
+            wide.columns = [f"{a}_{b}" for a, b in wide.columns]
+            frame = frame.merge(wide.reset_index(), on=[QID, DOCNO], how="left")
+        for r in others:
+            for col in (f"rank_{r}", f"score_{r}"):
+                if col not in frame:
+                    frame[col] = np.nan
+        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+        return frame
+
+    def retrievers(self) -> list[str]:
+        return self.sql("SELECT DISTINCT retriever FROM candidates ORDER BY 1")[RETRIEVER].tolist()
+
+    # ------------------------------------------------------------------------------ features
+    def missing(self, pairs: pd.DataFrame, specs: tuple[FeatureSpec, ...]) -> pd.DataFrame:
+        """The rows of ``pairs`` lacking a stored value for at least one of ``specs``."""
+        if len(pairs) == 0:
+            return pairs
+        keys = pairs[[QID, DOCNO, "query_hash", "doc_hash"]].reset_index(drop=True)
+        keys["_row"] = np.arange(len(keys))
+        self.con.register("_pairs", keys)
+        self.con.register("_specs", pd.DataFrame({"feature": [s.name for s in specs], "version": [s.version for s in specs]}))
+        try:
+            have = self.sql(
+                """SELECT p._row FROM _pairs p
+                   JOIN features f ON f.qid = p.qid AND f.docno = p.docno
+                        AND f.query_hash = p.query_hash AND f.doc_hash = p.doc_hash
+                   JOIN _specs s ON f.feature = s.feature AND f.version = s.version
+                   GROUP BY p._row HAVING count(*) = (SELECT count(*) FROM _specs)"""
+            )["_row"].to_numpy()
+        finally:
+            self.con.unregister("_pairs")
+            self.con.unregister("_specs")
+        keep = np.ones(len(pairs), dtype=bool)
+        keep[have] = False
+        return pairs[keep]
+
+    def write(self, pairs: pd.DataFrame, values: dict[str, np.ndarray], specs: tuple[FeatureSpec, ...],
+              provenance: dict, seconds: float) -> None:
+        """Store one computed batch and its provenance in a single transaction (replacing old values).
+
+        ``seconds`` is the batch's wall time; it is split evenly over the specs so that summing the
+        provenance over an extractor's features gives its true cost.
+        """
+        keys = pairs[[QID, DOCNO, "query_hash", "doc_hash"]].reset_index(drop=True)
+        long = pd.concat(
+            [keys.assign(feature=s.name, version=s.version, value=np.asarray(values[s.name], dtype=np.float64))
+             for s in specs], ignore_index=True)
+        now = datetime.now(timezone.utc)
+        prov = pd.DataFrame({
+            "feature": [s.name for s in specs], "version": [s.version for s in specs],
+            "extractor": provenance["extractor"], "code_version": provenance["code_version"],
+            "params": json.dumps(provenance["params"], sort_keys=True, default=str),
+            "model_id": provenance.get("model_id"), "state": json.dumps(provenance.get("state", {}), default=str)[:10000],
+            "description": [s.description for s in specs], "computed_at": now,
+            "seconds": seconds / len(specs), "pairs": len(pairs),
+        })
+        self.con.register("_long", long)
+        self.con.register("_prov", prov)
+        try:
+            self.con.execute("BEGIN")
+            self.con.execute(
+                """INSERT INTO features SELECT feature, version, qid, docno, query_hash, doc_hash, value FROM _long
+                   ON CONFLICT (feature, version, qid, docno, query_hash, doc_hash) DO UPDATE SET value = excluded.value""")
+            self.con.execute("INSERT INTO provenance SELECT * FROM _prov")
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        finally:
+            self.con.unregister("_long")
+            self.con.unregister("_prov")
+
+    # ------------------------------------------------------------------------------ reads
+    def _values(self, specs, qids, retriever: str) -> pd.DataFrame:
+        """Long values of ``specs`` for the current content of the candidate pairs."""
+        self.con.register("_specs", pd.DataFrame({"feature": [s.name for s in specs], "version": [s.version for s in specs]}))
+        where, params = "c.retriever = ?", [retriever]
+        if qids is not None:
+            self.con.register("_qids", pd.DataFrame({QID: [str(q) for q in qids]}))
+            where += " AND c.qid IN (SELECT qid FROM _qids)"
+        try:
+            return self.sql(
+                f"""SELECT c.qid, c.docno, f.feature, f.value FROM candidates c
+                    JOIN queries q USING (qid) JOIN documents d USING (docno)
+                    JOIN features f ON f.qid = c.qid AND f.docno = c.docno
+                         AND f.query_hash = q.query_hash AND f.doc_hash = d.doc_hash
+                    JOIN _specs s ON f.feature = s.feature AND f.version = s.version
+                    WHERE {where}""", params)
+        finally:
+            self.con.unregister("_specs")
+            if qids is not None:
+                self.con.unregister("_qids")
+
+    def frame(self, specs, qids=None, *, retriever: str = "hybrid") -> pd.DataFrame:
+        """A wide frame: candidate pairs (qid, docno, rank, label) and one column per spec, NaN where
+        a value is missing. Sorted by qid, then first-stage rank."""
+        specs = tuple(specs)
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate feature names in {names}")
+        base = self.pairs(qids, retriever=retriever)[[QID, DOCNO, RANK]]
+        labels = self.sql("SELECT qid, docno, label FROM qrels")
+        base = base.merge(labels, on=[QID, DOCNO], how="left")
+        base[LABEL] = base[LABEL].fillna(0).astype(np.int64)
+        long = self._values(specs, qids, retriever)
+        wide = long.pivot_table(index=[QID, DOCNO], columns="feature", values="value", aggfunc="first", dropna=False)
+        out = base.merge(wide.reset_index(), on=[QID, DOCNO], how="left")
+        for n in names:
+            if n not in out:
+                out[n] = np.nan
+        return out[[QID, DOCNO, RANK, LABEL] + names]
+
+    def matrix(self, specs, qids=None, *, retriever: str = "hybrid") -> RankingData:
+        """X, y, group and ids of the candidate pairs, features in the order of ``specs``."""
+        specs = tuple(specs)
+        f = self.frame(specs, qids, retriever=retriever)
+        return RankingData.from_arrays(
+            f[[s.name for s in specs]].to_numpy(np.float64), f[LABEL].to_numpy(), f[QID].to_numpy(),
+            f[DOCNO].to_numpy(), [s.name for s in specs], [s.version for s in specs])
+
+    def nan_counts(self, specs, qids=None, *, retriever: str = "hybrid") -> dict[str, int]:
+        """How many candidate pairs lack a value (not stored, or stored as NaN) per feature."""
+        f = self.frame(specs, qids, retriever=retriever)
+        return {s.name: int(f[s.name].isna().sum()) for s in specs}
+
+    def cost(self, specs=None) -> pd.DataFrame:
+        """Seconds and pairs computed per feature version, and seconds per 1,000 pairs."""
+        df = self.sql("""SELECT feature, version, any_value(extractor) AS extractor, sum(seconds) AS seconds,
+                                sum(pairs) AS pairs FROM provenance GROUP BY feature, version""")
+        if specs is not None:
+            keep = {(s.name, s.version) for s in specs}
+            df = df[[(f, v) in keep for f, v in zip(df["feature"], df["version"])]]
+        df["s_per_1000_pairs"] = 1000 * df["seconds"] / df["pairs"].clip(lower=1)
+        return df.reset_index(drop=True)
+
+    def create_view(self, name: str, specs, *, retriever: str = "hybrid") -> str:
+        """A wide SQL view ``features_<name>`` (one column per feature) for plain-SQL use."""
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+            raise ValueError(f"view name must be letters, digits and underscores, found {name!r}")
+        cols = ",\n  ".join(
+            f"max(f.value) FILTER (WHERE f.feature = '{s.name}' AND f.version = '{s.version}') AS \"{s.name}\""
+            for s in specs)
+        view = f"features_{name}"
+        self.con.execute(
+            f"""CREATE OR REPLACE VIEW {view} AS
+                SELECT c.qid, c.docno, c.rank, coalesce(r.label, 0) AS label,
+                  {cols}
+                FROM candidates c JOIN queries q USING (qid) JOIN documents d USING (docno)
+                LEFT JOIN qrels r ON r.qid = c.qid AND r.docno = c.docno
+                LEFT JOIN features f ON f.qid = c.qid AND f.docno = c.docno
+                     AND f.query_hash = q.query_hash AND f.doc_hash = d.doc_hash
+                WHERE c.retriever = '{retriever}'
+                GROUP BY c.qid, c.docno, c.rank, r.label""")
+        return view
+
+    def to_parquet(self, path: str | Path, specs, qids=None, *, retriever: str = "hybrid",
+                   partition_by_query: bool = False) -> Path:
+        """Export the wide frame to Parquet (one file, or a folder partitioned by qid)."""
+        path = Path(path)
+        f = self.frame(specs, qids, retriever=retriever)
+        if partition_by_query:
+            f.to_parquet(path, partition_cols=[QID], index=False)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f.to_parquet(path, index=False)
+        return path

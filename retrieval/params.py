@@ -1,0 +1,66 @@
+"""Parameters declared as data: build frozen dataclasses from plain dicts (TOML tables), strictly.
+
+Used by the config loader and by the feature-extractor registry: an unknown key is an error that
+lists the allowed keys, and a value of the wrong type names the key and both types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+
+
+class ConfigError(ValueError):
+    """A config has an unknown key, a wrong type or a bad value."""
+
+
+def _check_type(value, tp, where: str):
+    """Verify (and lightly coerce: int -> float, list -> tuple) a value against a field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, found {type(value).__name__} {value!r}")
+        item_tp = typing.get_args(tp)[0]
+        return tuple(_check_type(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, found {type(value).__name__} {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {tp.__name__}, found {type(value).__name__} {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table [{where}], found {type(value).__name__}")
+        return from_dict(tp, value, where)
+    return value
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys with the list of allowed ones."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    allowed = sorted(fields)
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in fields:
+            section = f"[{where}]" if where else "the top level"
+            raise ConfigError(f"unknown key {path!r} in {section}; allowed keys: {', '.join(allowed)}")
+        kwargs[key] = _check_type(value, hints[key], path)
+    return cls(**kwargs)
