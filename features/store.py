@@ -300,7 +300,9 @@ class FeatureStore:
         try:
             self.con.execute("BEGIN")
             self.con.execute(
-                """INSERT INTO features SELECT feature, version, qid, docno, query_hash, doc_hash, value FROM _long
+                # DuckDB reads a pandas NaN as NULL; values come from float arrays, so NULL here was NaN.
+                """INSERT INTO features SELECT feature, version, qid, docno, query_hash, doc_hash,
+                          coalesce(value, 'NaN'::DOUBLE) FROM _long
                    ON CONFLICT (feature, version, qid, docno, query_hash, doc_hash) DO UPDATE SET value = excluded.value""")
             self.con.execute("INSERT INTO provenance SELECT * FROM _prov")
             self.con.execute("COMMIT")

@@ -19,6 +19,10 @@ def _evaluate(args) -> None:
     pipeline.evaluate(load_config(args.config), args.split)
 
 
+def _features(args) -> None:
+    pipeline.features(load_config(args.config), args.split, progress=not args.quiet)
+
+
 def _data(args) -> None:
     if args.action == "download":
         print(data.download(args.name))
@@ -39,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--split", help="split to evaluate (default: dataset.test_split)")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("features", help="build the configured feature set into the feature store")
+    p.add_argument("--config", required=True)
+    p.add_argument("--split", action="append", help="split(s) to build for (default: the config's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_features)
 
     p = sub.add_parser("data", help="find or download a dataset")
     p.add_argument("action", choices=["where", "download"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from retrieval.bm25 import BM25Params
 from retrieval.dense import DenseParams
+from features.base import extractor_class
 from retrieval.params import ConfigError, from_dict
 
 from .evaluate import DEFAULT_MEASURES
@@ -37,6 +38,17 @@ class RetrievalConfig:
     dense: DenseParams = field(default_factory=DenseParams)
 
 
+DEFAULT_EXTRACTORS = {"first_stage": {}, "bm25": {}, "coverage": {}, "biencoder": {}, "length": {}}
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    store: str = ""  # DuckDB file; empty: <run.dir>/features.duckdb
+    candidates: str = "hybrid"  # the first-stage list that is reranked
+    # extractor name -> its parameters ([features.extractors.<name>] tables, in file order)
+    extractors: dict[str, dict] = field(default_factory=lambda: dict(DEFAULT_EXTRACTORS))
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
     measures: tuple[str, ...] = DEFAULT_MEASURES
@@ -53,6 +65,7 @@ class RunConfig:
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     run: RunConfig = field(default_factory=RunConfig)
     source: str = ""  # the file it was read from (set by load_config)
@@ -65,6 +78,14 @@ class Config:
             raise ConfigError(f"{self.source}: retrieval.systems has unknown {bad}; allowed: {sorted(known)}")
         if r.k < 1 or r.depth < 1:
             raise ConfigError(f"{self.source}: retrieval.k and retrieval.depth must be >= 1, found {r.k}, {r.depth}")
+        if self.features.candidates not in r.systems:
+            raise ConfigError(f"{self.source}: features.candidates = {self.features.candidates!r} is not one of "
+                              f"retrieval.systems {list(r.systems)}")
+        for name, params in self.features.extractors.items():
+            cls = extractor_class(name)
+            if not isinstance(params, dict):
+                raise ConfigError(f"{self.source}: [features.extractors.{name}] must be a table, found {params!r}")
+            from_dict(cls.Params, params, f"features.extractors.{name}")
         if self.evaluate.test not in ("t", "wilcoxon"):
             raise ConfigError(f"{self.source}: evaluate.test must be 't' or 'wilcoxon', found {self.evaluate.test!r}")
         return self

@@ -9,6 +9,9 @@ Run folder layout (all plain files)::
       retrieval/manifest.json         parameters, corpus size, wall times
       eval/<split>/metrics.json       means, per-query values, paired tests
       eval/<split>/table.md           the Markdown table printed by `evaluate`
+      features.duckdb                 the feature store (unless features.store says otherwise)
+      features/manifest.json          the feature set: names, versions, extractor configs
+      features/summary.md             rows, computed vs cached, NaN counts, cost per feature
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from features import base as fbase
+from features.build import build, feature_specs, summary_table
+from features.store import FeatureStore
 from retrieval import BM25Retriever, DenseRetriever, load_beir, read_trec_run, rrf, write_trec_run
 from retrieval.frames import QID
 
@@ -122,3 +128,63 @@ def evaluate(cfg: Config, split: str | None = None, log=print) -> dict:
     (out / "table.md").write_text(text + "\n")
     log(text)
     return result
+
+
+def store_path(cfg: Config) -> Path:
+    return Path(cfg.features.store) if cfg.features.store else Path(cfg.run.dir) / "features.duckdb"
+
+
+def make_extractors(cfg: Config) -> list:
+    """The configured extractors, in config order (each built from its config table)."""
+    return [fbase.create(name, params) for name, params in cfg.features.extractors.items()]
+
+
+def load_candidates(store: FeatureStore, cfg: Config, folder: Path, splits: list[str]) -> None:
+    """Copy each retriever's TREC runs of ``splits`` into the store's candidates table."""
+    for system in cfg.retrieval.systems:
+        for split in splits:
+            path = run_path(folder, system, split)
+            if not path.exists():
+                raise FileNotFoundError(f"{path} not found: run `fusion-ltr retrieve --config {cfg.source}` first")
+            store.put_candidates(read_trec_run(path).assign(retriever=system))
+
+
+def features(cfg: Config, splits: list[str] | None = None, log=print, progress: bool = True) -> dict:
+    """Build the configured feature set for the candidates of ``splits``; print the summary table."""
+    t0 = time.perf_counter()
+    folder = run_dir(cfg)
+    splits = list(splits or cfg.dataset.splits)
+    ds = load_beir(cfg.dataset.name)
+    extractors = make_extractors(cfg)
+    specs = feature_specs(extractors)
+    with FeatureStore(store_path(cfg)) as store:
+        store.put_documents(ds.corpus)
+        store.put_queries(ds.queries)
+        for split in splits:
+            store.put_qrels(ds.split(split)[1])
+        load_candidates(store, cfg, folder, splits)
+        qids = sorted({q for s in splits for q in ds.split(s)[0][QID]})
+        pairs = store.pairs(qids, retriever=cfg.features.candidates)
+        for ext in extractors:
+            ext.fit(ds.corpus)
+        specs = feature_specs(extractors)  # versions include the fitted corpus statistics
+        reports = build(store, pairs, extractors, progress=progress)
+        table = summary_table(store, extractors, reports, qids, retriever=cfg.features.candidates)
+        view = store.create_view(ds.name.replace("-", "_"), specs, retriever=cfg.features.candidates)
+    seconds = time.perf_counter() - t0
+    out = folder / "features"
+    out.mkdir(exist_ok=True)
+    manifest = {
+        "dataset": ds.name, "splits": splits, "candidates": cfg.features.candidates, "store": str(store_path(cfg)),
+        "features": [{"name": s.name, "version": s.version, "description": s.description} for s in specs],
+        "extractors": {e.name: e.provenance() for e in extractors}, "sql_view": view, "seconds": seconds,
+        "reports": [vars(r) for r in reports],
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    text = table.to_markdown(index=False, floatfmt=".4g")
+    (out / "summary.md").write_text(text + "\n")
+    log(text)
+    log(f"{len(pairs)} candidate pairs, {sum(r.computed for r in reports)} values computed, "
+        f"{seconds:.1f}s; SQL view {view} in {store_path(cfg)}")
+    return manifest
+

@@ -55,3 +55,33 @@ def test_config_error_is_reported(tmp_path, capsys):
 def test_python_dash_m_ranker_is_the_cli():
     out = subprocess.run([sys.executable, "-m", "ranker", "--help"], capture_output=True, text=True, check=True).stdout
     assert "retrieve" in out and "evaluate" in out and "data" in out
+
+
+def test_features_build_then_rerun_computes_nothing(config, tmp_path, capsys):
+    text = config.read_text() + (
+        '[features]\n[features.extractors.first_stage]\n[features.extractors.bm25]\n[features.extractors.coverage]\n'
+        '[features.extractors.length]\n[features.extractors.biencoder]\n'
+        f'cache = "{tmp_path / "cache"}"\n'
+        '[features.extractors.freshness]\nreference_time = "1980-01-01"\nhalf_life_days = 365\n')
+    config.write_text(text)
+    assert main(["retrieve", "--config", str(config)]) == 0
+    assert main(["features", "--config", str(config), "--quiet"]) == 0
+    first = json.loads((tmp_path / "run" / "features" / "manifest.json").read_text())
+    computed = {r["extractor"]: r["computed"] for r in first["reports"]}
+    n_pairs = first["reports"][0]["pairs"]
+    assert n_pairs > 0 and all(v == n_pairs for v in computed.values())
+    out = capsys.readouterr().out
+    assert "age_days" in out and "s_per_1000_pairs" in out
+
+    assert main(["features", "--config", str(config), "--quiet"]) == 0
+    second = json.loads((tmp_path / "run" / "features" / "manifest.json").read_text())
+    recomputed = {r["extractor"]: r["computed"] for r in second["reports"]}
+    assert recomputed == {"first_stage": n_pairs, "bm25": 0, "coverage": 0, "length": 0, "biencoder": 0, "freshness": 0}
+    assert [f["version"] for f in second["features"]] == [f["version"] for f in first["features"]]
+
+    from features.store import FeatureStore
+
+    with FeatureStore(tmp_path / "run" / "features.duckdb", read_only=True) as store:
+        view = store.sql(f"SELECT * FROM {first['sql_view']}")
+        assert len(view) == n_pairs and {"bm25", "cosine", "freshness", "has_timestamp"} <= set(view.columns)
+        assert view.loc[view["docno"] == "d3", "has_timestamp"].eq(0).all()  # d3 has no date

@@ -1,0 +1,110 @@
+"""Cross-encoder relevance score: a sentence-transformers CrossEncoder or any HF sequence classifier.
+
+Pairs are sorted by length before batching (dynamic padding wastes little), scored on CUDA with bf16
+autocast when a GPU is present (else fp32 on the CPU), and a CUDA out-of-memory error halves the batch
+and retries instead of failing. With ``maxp = true`` a document longer than the window is cut into
+overlapping word windows, each scored with the query, and the pair gets the best window (MaxP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from retrieval.frames import QUERY, doc_text
+from retrieval.models import require, resolve_device, resolve_model
+
+from .base import BaseExtractor
+
+INSTALL = "pip install 'fusion-ltr[neural]'"
+DEFAULT_CROSSENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
+
+
+@dataclass(frozen=True)
+class CrossEncoderParams:
+    model: str = DEFAULT_CROSSENCODER  # a local folder (e.g. from `fusion-ltr finetune-ce`) or a hub name
+    max_length: int = 256  # tokens of query + document
+    model_batch_size: int = 32
+    maxp: bool = False  # score overlapping windows and keep the max
+    window_words: int = 150
+    stride_words: int = 75
+    device: str = "auto"
+    top_n: int | None = None
+    batch_size: int = 256
+
+
+def windows(text: str, size: int, stride: int) -> list[str]:
+    """Overlapping word windows covering ``text`` (one window when it is short enough)."""
+    words = text.split()
+    if len(words) <= size:
+        return [text]
+    starts = list(range(0, len(words) - size + 1, stride))
+    if starts[-1] + size < len(words):
+        starts.append(len(words) - size)
+    return [" ".join(words[s:s + size]) for s in starts]
+
+
+class CrossEncoderExtractor(BaseExtractor):
+    """``ce_score``: the cross-encoder's relevance logit for (query, title + text)."""
+
+    name = "crossencoder"
+    CODE_VERSION = "1"
+    Params = CrossEncoderParams
+    FEATURES = {"ce_score": "cross-encoder relevance logit"}
+
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        if self.params.maxp and not 0 < self.params.stride_words <= self.params.window_words:
+            raise ValueError("features.crossencoder: need 0 < stride_words <= window_words for MaxP")
+        self._model = None
+        self.device = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            st = require("sentence_transformers", INSTALL)
+            torch = require("torch", INSTALL)
+            self.device = resolve_device(self.params.device)
+            self._model = st.CrossEncoder(resolve_model(self.params.model), device=self.device,
+                                          max_length=self.params.max_length, activation_fn=torch.nn.Identity())
+        return self._model
+
+    def score(self, queries: list[str], docs: list[str]) -> np.ndarray:
+        """Logits of (query, doc) text pairs, in input order, whatever the batching."""
+        torch = require("torch", INSTALL)
+        model = self.model
+        order = np.argsort([-(len(q) + len(d)) for q, d in zip(queries, docs)], kind="stable")
+        out = np.empty(len(queries), dtype=np.float64)
+        bs, start = self.params.model_batch_size, 0
+        while start < len(order):
+            idx = order[start:start + bs]
+            try:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
+                    scores = model.predict([(queries[i], docs[i]) for i in idx], batch_size=len(idx),
+                                           show_progress_bar=False, convert_to_numpy=True)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if bs == 1:
+                    raise
+                bs = max(1, bs // 2)
+                continue
+            out[idx] = np.asarray(scores, dtype=np.float64).reshape(-1)
+            start += len(idx)
+        return out
+
+    def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
+        queries, texts = pairs[QUERY].tolist(), doc_text(pairs)
+        if not self.params.maxp:
+            return {"ce_score": self.score(queries, texts)}
+        owner, qs, ws = [], [], []
+        for i, (q, t) in enumerate(zip(queries, texts)):
+            for w in windows(t, self.params.window_words, self.params.stride_words):
+                owner.append(i)
+                qs.append(q)
+                ws.append(w)
+        scores = self.score(qs, ws)
+        best = np.full(len(pairs), -np.inf)
+        np.maximum.at(best, np.asarray(owner, dtype=np.int64), scores)
+        return {"ce_score": best}

