@@ -25,7 +25,7 @@ def test_defaults_and_values(tmp_path):
 
 
 def test_unknown_top_level_key_lists_allowed(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown key 'retreival' in the top level; allowed keys: dataset, evaluate, retrieval, run"):
+    with pytest.raises(ConfigError, match=r"unknown key 'retreival' in the top level; allowed keys: dataset, evaluate, features, retrieval, run"):
         load_config(write(tmp_path, "[retreival]\nk = 5\n"))
 
 
@@ -48,3 +48,12 @@ def test_bad_values_and_files(tmp_path):
         load_config(write(tmp_path, "[retrieval\n"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_feature_extractor_tables_are_checked_at_load(tmp_path):
+    with pytest.raises(ConfigError, match="unknown extractor 'bm52'; registered:"):
+        load_config(write(tmp_path, "[features.extractors.bm52]\n"))
+    with pytest.raises(ConfigError, match=r"unknown key 'features.extractors.bm25.k3' in \[features.extractors.bm25\]; allowed keys: b, batch_size, k1"):
+        load_config(write(tmp_path, "[features.extractors.bm25]\nk3 = 1\n"))
+    with pytest.raises(ConfigError, match="features.candidates = 'bm25x' is not one of"):
+        load_config(write(tmp_path, '[features]\ncandidates = "bm25x"\n'))
