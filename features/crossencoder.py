@@ -9,11 +9,12 @@ overlapping word windows, each scored with the query, and the pair gets the best
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from retrieval.frames import QUERY, doc_text
+from retrieval.frames import QID, QUERY, doc_text
 from retrieval.models import require, resolve_device, resolve_model
 
 from .base import BaseExtractor
@@ -59,6 +60,7 @@ class CrossEncoderExtractor(BaseExtractor):
         if self.params.maxp and not 0 < self.params.stride_words <= self.params.window_words:
             raise ValueError("features.crossencoder: need 0 < stride_words <= window_words for MaxP")
         self._model = None
+        self._trained = None
         self.device = None
 
     @property
@@ -94,7 +96,22 @@ class CrossEncoderExtractor(BaseExtractor):
             start += len(idx)
         return out
 
+    def trained_qids(self) -> set[str]:
+        """Queries the model learned from (from its fine-tuning manifest): never scored, to keep the
+        ranker from learning on leaked scores."""
+        if self._trained is None:
+            from .ce_training import trained_qids
+
+            self._trained = trained_qids(self.params.model) if Path(self.params.model).exists() else set()
+        return self._trained
+
     def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
+        leaked = pairs[QID].astype(str).isin(self.trained_qids()).to_numpy()
+        if leaked.any():
+            out = np.full(len(pairs), np.nan)
+            if (~leaked).any():
+                out[~leaked] = self.compute(pairs[~leaked])["ce_score"]
+            return {"ce_score": out}
         queries, texts = pairs[QUERY].tolist(), doc_text(pairs)
         if not self.params.maxp:
             return {"ce_score": self.score(queries, texts)}

@@ -23,6 +23,10 @@ def _features(args) -> None:
     pipeline.features(load_config(args.config), args.split, progress=not args.quiet)
 
 
+def _finetune_ce(args) -> None:
+    pipeline.finetune_ce(load_config(args.config), progress=not args.quiet)
+
+
 def _data(args) -> None:
     if args.action == "download":
         print(data.download(args.name))
@@ -49,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", help="split(s) to build for (default: the config's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_features)
+
+    p = sub.add_parser("finetune-ce", help="fine-tune the cross-encoder (resumes from its last checkpoint)")
+    p.add_argument("--config", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_finetune_ce)
 
     p = sub.add_parser("data", help="find or download a dataset")
     p.add_argument("action", choices=["where", "download"])

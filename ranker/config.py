@@ -16,6 +16,7 @@ from pathlib import Path
 from retrieval.bm25 import BM25Params
 from retrieval.dense import DenseParams
 from features.base import extractor_class
+from features.ce_training import CETrainingParams
 from retrieval.params import ConfigError, from_dict
 
 from .evaluate import DEFAULT_MEASURES
@@ -50,6 +51,14 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig:
+    """[finetune]: `fusion-ltr finetune-ce` (see features.ce_training.CETrainingParams)."""
+
+    output: str = ""  # model folder parent; empty: <run.dir>/crossencoder
+    params: CETrainingParams = field(default_factory=CETrainingParams)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     measures: tuple[str, ...] = DEFAULT_MEASURES
     test: str = "t"  # paired test: "t" or "wilcoxon"
@@ -66,6 +75,7 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     run: RunConfig = field(default_factory=RunConfig)
     source: str = ""  # the file it was read from (set by load_config)
@@ -86,6 +96,7 @@ class Config:
             if not isinstance(params, dict):
                 raise ConfigError(f"{self.source}: [features.extractors.{name}] must be a table, found {params!r}")
             from_dict(cls.Params, params, f"features.extractors.{name}")
+        self.finetune.params.check()
         if self.evaluate.test not in ("t", "wilcoxon"):
             raise ConfigError(f"{self.source}: evaluate.test must be 't' or 'wilcoxon', found {self.evaluate.test!r}")
         return self

@@ -12,6 +12,7 @@ Run folder layout (all plain files)::
       features.duckdb                 the feature store (unless features.store says otherwise)
       features/manifest.json          the feature set: names, versions, extractor configs
       features/summary.md             rows, computed vs cached, NaN counts, cost per feature
+      crossencoder/                   `finetune-ce`: model/, checkpoints/, manifest.json, split.json
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from features import base as fbase
+from features import ce_training
 from features.build import build, feature_specs, summary_table
 from features.store import FeatureStore
 from retrieval import BM25Retriever, DenseRetriever, load_beir, read_trec_run, rrf, write_trec_run
@@ -188,3 +190,40 @@ def features(cfg: Config, splits: list[str] | None = None, log=print, progress: 
         f"{seconds:.1f}s; SQL view {view} in {store_path(cfg)}")
     return manifest
 
+
+
+def ce_output(cfg: Config) -> Path:
+    return Path(cfg.finetune.output) if cfg.finetune.output else Path(cfg.run.dir) / "crossencoder"
+
+
+def finetune_ce(cfg: Config, log=print, progress: bool = True) -> dict:
+    """Fine-tune the cross-encoder on the CE side of the training queries (see features.ce_training)."""
+    p = cfg.finetune.params.check()
+    folder = run_dir(cfg)
+    ds = load_beir(cfg.dataset.name)
+    train = [s for s in cfg.dataset.splits if s != cfg.dataset.test_split]
+    if not train:
+        raise ValueError(f"finetune-ce: dataset.splits {list(cfg.dataset.splits)} has no training split besides "
+                         f"the test split {cfg.dataset.test_split!r}")
+    queries = pd.concat([ds.split(s)[0] for s in train]).drop_duplicates(QID)
+    qrels = pd.concat([ds.split(s)[1] for s in train])
+    ce_qids, ranker_qids = ce_training.split_queries(queries[QID], p.ranker_fraction, p.seed)
+    if p.max_queries:
+        ce_qids = sorted(pd.Series(ce_qids).sample(n=min(p.max_queries, len(ce_qids)), random_state=p.seed))
+    groups = []
+    if p.use_real:
+        cands = pd.concat([read_trec_run(run_path(folder, cfg.features.candidates, s)) for s in train])
+        groups = ce_training.training_groups(
+            queries[queries[QID].isin(set(ce_qids))], qrels, cands, ds.corpus,
+            negatives=p.negatives, negatives_from=p.negatives_from, seed=p.seed)
+    if p.synthetic:
+        raise NotImplementedError("finetune-ce: synthetic queries are not wired into this pipeline yet")
+    out = ce_output(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "split.json").write_text(json.dumps({"ce_qids": ce_qids, "ranker_qids": ranker_qids}, indent=1))
+    log(f"finetune-ce: {len(groups)} groups from {len(ce_qids)} CE queries ({len(ranker_qids)} kept for the ranker), "
+        f"loss {p.loss}, base {p.base_model}")
+    manifest = ce_training.finetune(groups, p, out, meta={"dataset": ds.name, "ranker_qids": ranker_qids},
+                                    progress=progress)
+    log(f"model: {out / 'model'} ({manifest['steps']} steps, {manifest['train_seconds']:.0f}s on {manifest['hardware']})")
+    return manifest

@@ -1,0 +1,95 @@
+"""Cross-encoder fine-tuning on a tiny hand-made set (real MiniLM weights, real trainer)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from transformers import TrainerCallback
+
+from features.ce_training import CETrainingParams, finetune, split_queries, trained_qids, training_groups
+from features.crossencoder import CrossEncoderExtractor
+from retrieval.params import ConfigError
+
+TOPICS = {
+    "cats": ("what do cats eat", "Cats are carnivores and eat meat, fish and mice."),
+    "bread": ("how is sourdough bread made", "Sourdough bread is made from flour, water and a starter."),
+    "qubits": ("what is a qubit", "A qubit is the basic unit of quantum information."),
+    "volcano": ("why do volcanoes erupt", "Volcanoes erupt when magma pressure builds under the crust."),
+    "chess": ("how does a knight move in chess", "In chess the knight moves in an L shape."),
+    "tides": ("what causes ocean tides", "Tides are caused by the gravity of the moon and the sun."),
+}
+CORPUS = pd.DataFrame({"docno": list(TOPICS), "title": "", "text": [d for _, d in TOPICS.values()]})
+QUERIES = pd.DataFrame({"qid": [f"q_{t}" for t in TOPICS], "query": [q for q, _ in TOPICS.values()]})
+QRELS = pd.DataFrame({"qid": QUERIES["qid"], "docno": list(TOPICS), "label": 1})
+CANDS = pd.DataFrame([(q, d, r + 1, 1.0, "hybrid") for q in QUERIES["qid"] for r, d in enumerate(TOPICS)],
+                     columns=["qid", "docno", "rank", "score", "retriever"])
+
+
+def test_split_is_disjoint_deterministic_and_stable():
+    qids = [str(i) for i in range(1000)]
+    ce, ranker = split_queries(qids, 0.5, seed=1)
+    assert not set(ce) & set(ranker) and set(ce) | set(ranker) == set(qids)
+    assert 400 < len(ranker) < 600
+    assert split_queries(qids, 0.5, seed=1) == (ce, ranker)
+    ce_more, ranker_more = split_queries(qids + ["new"], 0.5, seed=1)
+    assert set(ce) <= set(ce_more) and set(ranker) <= set(ranker_more)  # old queries never move
+    assert split_queries(qids, 0.0, seed=1) == (sorted(qids), [])
+
+
+def test_training_groups_by_hand():
+    qrels = pd.DataFrame({"qid": ["q1", "q1", "q1"], "docno": ["a", "b", "c"], "label": [1, 1, 0]})
+    cands = pd.DataFrame({"qid": "q1", "docno": ["a", "c", "x", "y", "z"], "rank": [1, 2, 3, 4, 9]})
+    corpus = pd.DataFrame({"docno": ["a", "b", "c", "x", "y", "z"], "title": "", "text": list("ABCXYZ")})
+    groups = training_groups(pd.DataFrame({"qid": ["q1"], "query": ["?"]}), qrels, cands, corpus,
+                             negatives=5, negatives_from=4, seed=0)
+    assert [g["docs"][0] for g in groups] == ["A", "B"]  # one group per relevant document
+    for g in groups:
+        assert sorted(g["docs"][1:]) == ["X", "Y"]  # judged c and rank-9 z are never negatives
+        assert g["labels"] == [1.0, 0.0, 0.0]
+
+
+def test_params_are_checked():
+    with pytest.raises(ConfigError, match="expected one of"):
+        CETrainingParams(loss="hinge").check()
+    with pytest.raises(ConfigError, match="nothing to learn from"):
+        CETrainingParams(use_real=False).check()
+
+
+def groups():
+    return training_groups(QUERIES, QRELS, CANDS, CORPUS, negatives=3, negatives_from=6, seed=0)
+
+
+@pytest.mark.parametrize("loss", ["listnet", "bce"])
+def test_tiny_training_moves_positives_above_negatives(tmp_path, loss):
+    params = CETrainingParams(loss=loss, epochs=12, batch_size=2, learning_rate=3e-4, warmup_ratio=0.0,
+                              max_length=64, checkpoint_steps=1000, negatives=3, negatives_from=6)
+    manifest = finetune(groups(), params, tmp_path / "ce", progress=False)
+    assert manifest["data"]["train_qids"] == sorted(QUERIES["qid"]) and manifest["loss"] == loss
+    ext = CrossEncoderExtractor(model=str(tmp_path / "ce" / "model"), model_batch_size=16)
+    assert ext.trained_qids() == set(QUERIES["qid"])
+    scores = ext.score([q for q in QUERIES["query"] for _ in TOPICS], [d for _ in TOPICS for d in CORPUS["text"]])
+    matrix = scores.reshape(len(TOPICS), len(TOPICS))  # row: query, column: document
+    assert (matrix.argmax(axis=1) == np.arange(len(TOPICS))).mean() >= 5 / 6
+    # and the leakage guard: the extractor refuses to score the queries the model learned from
+    frame = pd.DataFrame({"qid": ["q_cats", "other"], "query": ["what do cats eat"] * 2, "docno": ["cats"] * 2,
+                          "title": "", "text": [CORPUS["text"][0]] * 2})
+    out = ext.compute(frame)["ce_score"]
+    assert np.isnan(out[0]) and np.isfinite(out[1])
+
+
+class Kill(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path):
+    params = CETrainingParams(epochs=1, batch_size=1, max_length=32, checkpoint_steps=2, negatives=3, negatives_from=6)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(groups(), params, tmp_path / "ce", max_steps=5, callbacks=[Kill()], progress=False)
+    assert (tmp_path / "ce" / "checkpoints" / "checkpoint-2").exists() and not (tmp_path / "ce" / "model").exists()
+    manifest = finetune(groups(), params, tmp_path / "ce", max_steps=5, progress=False)
+    assert manifest["resumed_from"].endswith("checkpoint-2") and manifest["steps"] == 5
+    assert json.loads((tmp_path / "ce" / "manifest.json").read_text())["steps"] == 5
+    assert trained_qids(tmp_path / "ce" / "model") == set(QUERIES["qid"])
