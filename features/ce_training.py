@@ -148,7 +148,7 @@ def finetune(groups: list[dict], params: CETrainingParams, output: str | Path, *
     per_step = params.batch_size if params.loss != "bce" else params.batch_size * (1 + params.negatives)
     args = CrossEncoderTrainingArguments(
         output_dir=str(ckpt_dir), num_train_epochs=params.epochs, max_steps=max_steps,
-        per_device_train_batch_size=per_step, learning_rate=params.learning_rate, warmup_ratio=params.warmup_ratio,
+        per_device_train_batch_size=per_step, learning_rate=params.learning_rate, warmup_steps=params.warmup_ratio,  # a float < 1 is a ratio
         seed=params.seed, data_seed=params.seed, save_strategy="steps", save_steps=params.checkpoint_steps,
         save_total_limit=2, logging_steps=10, report_to="none", bf16=device.startswith("cuda"),
         use_cpu=not device.startswith("cuda"), disable_tqdm=not progress, dataloader_num_workers=0,

@@ -16,7 +16,11 @@ def _retrieve(args) -> None:
 
 
 def _evaluate(args) -> None:
-    pipeline.evaluate(load_config(args.config), args.split)
+    cfg = load_config(args.config)
+    pipeline.evaluate(cfg, args.split)
+    if pipeline.has_ranker(cfg):
+        print()
+        pipeline.evaluate_ranker(cfg)
 
 
 def _features(args) -> None:
@@ -25,6 +29,14 @@ def _features(args) -> None:
 
 def _finetune_ce(args) -> None:
     pipeline.finetune_ce(load_config(args.config), progress=not args.quiet)
+
+
+def _train(args) -> None:
+    pipeline.train(load_config(args.config))
+
+
+def _report(args) -> None:
+    pipeline.report(load_config(args.config), query=args.query, ablate=not args.no_ablation)
 
 
 def _data(args) -> None:
@@ -43,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", help="split(s) to retrieve for (default: the config's)")
     p.set_defaults(func=_retrieve)
 
-    p = sub.add_parser("evaluate", help="evaluate the runs of a config on its test split")
+    p = sub.add_parser("evaluate", help="evaluate first-stage runs, and the ranker against baselines when one is trained")
     p.add_argument("--config", required=True)
     p.add_argument("--split", help="split to evaluate (default: dataset.test_split)")
     p.set_defaults(func=_evaluate)
@@ -58,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_finetune_ce)
+
+    p = sub.add_parser("train", help="train the LambdaMART ranker (and its variants) on the feature store")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("report", help="feature importance: gain, split, SHAP, ablation, cost vs benefit")
+    p.add_argument("--config", required=True)
+    p.add_argument("--query", help="query id to explain (default: the first test query)")
+    p.add_argument("--no-ablation", action="store_true", help="skip the drop-one retraining")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("data", help="find or download a dataset")
     p.add_argument("action", choices=["where", "download"])

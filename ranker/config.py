@@ -17,6 +17,7 @@ from retrieval.bm25 import BM25Params
 from retrieval.dense import DenseParams
 from features.base import extractor_class
 from features.ce_training import CETrainingParams
+from .lambdamart import LambdaMARTParams
 from retrieval.params import ConfigError, from_dict
 
 from .evaluate import DEFAULT_MEASURES
@@ -59,6 +60,18 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class RankerConfig:
+    """[ranker]: LambdaMART training (`fusion-ltr train`)."""
+
+    params: LambdaMARTParams = field(default_factory=LambdaMARTParams)
+    valid_fraction: float = 0.2  # training queries held out for early stopping
+    features: tuple[str, ...] = ()  # features to learn from; empty: the whole feature set
+    # extra models trained the same way on a subset of features, evaluated side by side
+    variants: dict[str, list] = field(default_factory=dict)
+    cv_folds: int = 0  # > 0: query-level K-fold cross-validation on the test split (no training split)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     measures: tuple[str, ...] = DEFAULT_MEASURES
     test: str = "t"  # paired test: "t" or "wilcoxon"
@@ -76,6 +89,7 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    ranker: RankerConfig = field(default_factory=RankerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     run: RunConfig = field(default_factory=RunConfig)
     source: str = ""  # the file it was read from (set by load_config)
@@ -97,6 +111,9 @@ class Config:
                 raise ConfigError(f"{self.source}: [features.extractors.{name}] must be a table, found {params!r}")
             from_dict(cls.Params, params, f"features.extractors.{name}")
         self.finetune.params.check()
+        self.ranker.params.check()
+        if not 0 <= self.ranker.valid_fraction < 1:
+            raise ConfigError(f"{self.source}: ranker.valid_fraction must be in [0, 1), found {self.ranker.valid_fraction}")
         if self.evaluate.test not in ("t", "wilcoxon"):
             raise ConfigError(f"{self.source}: evaluate.test must be 't' or 'wilcoxon', found {self.evaluate.test!r}")
         return self

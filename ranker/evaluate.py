@@ -104,6 +104,18 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, measure: str = "nDCG@10", *, test:
     )
 
 
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given)."""
+    m = len(p_values)
+    order = np.argsort(p_values)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
 def markdown_table(results: dict[str, dict[str, float]], measures=None) -> str:
     """A Markdown table, one row per system, one column per measure (4 decimals)."""
     if not results:

@@ -22,6 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from features import base as fbase
@@ -178,7 +179,8 @@ def features(cfg: Config, splits: list[str] | None = None, log=print, progress: 
     out.mkdir(exist_ok=True)
     manifest = {
         "dataset": ds.name, "splits": splits, "candidates": cfg.features.candidates, "store": str(store_path(cfg)),
-        "features": [{"name": s.name, "version": s.version, "description": s.description} for s in specs],
+        "features": [{"name": s.name, "version": s.version, "description": s.description, "extractor": e.name}
+                     for e in extractors for s in e.specs],
         "extractors": {e.name: e.provenance() for e in extractors}, "sql_view": view, "seconds": seconds,
         "reports": [vars(r) for r in reports],
     }
@@ -227,3 +229,202 @@ def finetune_ce(cfg: Config, log=print, progress: bool = True) -> dict:
                                     progress=progress)
     log(f"model: {out / 'model'} ({manifest['steps']} steps, {manifest['train_seconds']:.0f}s on {manifest['hardware']})")
     return manifest
+
+
+# ---------------------------------------------------------------------------------------- ranker
+
+
+def feature_set(cfg: Config) -> tuple[list, dict, dict]:
+    """(specs, feature -> extractor, feature -> extractor s/1000 pairs) of the built feature set,
+    restricted to ``ranker.features`` when given."""
+    path = Path(cfg.run.dir) / "features" / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `fusion-ltr features --config {cfg.source}` first")
+    manifest = json.loads(path.read_text())
+    specs = [fbase.FeatureSpec(f["name"], f["version"], f.get("description", "")) for f in manifest["features"]]
+    if cfg.ranker.features:
+        known = {s.name: s for s in specs}
+        missing = [n for n in cfg.ranker.features if n not in known]
+        if missing:
+            raise ValueError(f"ranker.features names {missing}, not in the built feature set {list(known)}")
+        specs = [known[n] for n in cfg.ranker.features]
+    extractor_of = {f["name"]: f["extractor"] for f in manifest["features"]}
+    with FeatureStore(store_path(cfg), read_only=True) as store:
+        cost_df = store.cost(specs)
+    share = cost_df.groupby("feature")["s_per_1000_pairs"].sum().to_dict()
+    # an extractor's features share its cost: report the extractor's total per feature
+    cost = {n: sum(share.get(m, 0.0) for m, e2 in extractor_of.items() if e2 == e) for n, e in extractor_of.items()}
+    return specs, extractor_of, cost
+
+
+def leakage_guard(cfg: Config, test_qids) -> set[str]:
+    """Query ids the ranker must not learn from: those the configured cross-encoder was trained on."""
+    ce = cfg.features.extractors.get("crossencoder")
+    if ce is None:
+        return set()
+    trained = ce_training.trained_qids(ce.get("model", "")) if Path(ce.get("model", "")).exists() else set()
+    overlap = trained & {str(q) for q in test_qids}
+    if overlap:
+        raise ValueError(f"the cross-encoder {ce['model']} was trained on {len(overlap)} test query(ies) "
+                         f"(e.g. {sorted(overlap)[:3]}): its scores on the test split would be leaked")
+    return trained
+
+
+def ranker_data(cfg: Config, specs) -> dict:
+    """train / valid / test RankingData (train minus leaked queries) and the test qrels."""
+    ds = load_beir(cfg.dataset.name)
+    test_q, test_qrels = ds.split(cfg.dataset.test_split)
+    leaked = leakage_guard(cfg, test_q[QID])
+    train_splits = [s for s in cfg.dataset.splits if s != cfg.dataset.test_split]
+    with FeatureStore(store_path(cfg), read_only=True) as store:
+        test = store.matrix(specs, test_q[QID], retriever=cfg.features.candidates)
+        out = {"test": test, "qrels": test_qrels, "leaked": sorted(leaked), "train": None, "valid": None}
+        if train_splits and not cfg.ranker.cv_folds:
+            train_q = sorted({q for s in train_splits for q in ds.split(s)[0][QID]} - leaked)
+            from .data import hash_split
+
+            fit_q, valid_q = hash_split(train_q, cfg.ranker.valid_fraction, cfg.ranker.params.seed)
+            out["train"] = store.matrix(specs, fit_q, retriever=cfg.features.candidates)
+            out["valid"] = store.matrix(specs, valid_q, retriever=cfg.features.candidates) if valid_q else None
+    return out
+
+
+def _models(cfg: Config, specs) -> dict[str, list]:
+    names = [s.name for s in specs]
+    models = {"lambdamart": names}
+    for variant, feats in cfg.ranker.variants.items():
+        unknown = [f for f in feats if f not in names]
+        if unknown:
+            raise ValueError(f"ranker.variants.{variant} names {unknown}, not in the feature set {names}")
+        models[f"lambdamart[{variant}]"] = list(feats)
+    return models
+
+
+def model_dir(cfg: Config, name: str) -> Path:
+    return Path(cfg.run.dir) / ("model" if name == "lambdamart" else f"model-{name[len('lambdamart['):-1]}")
+
+
+def train(cfg: Config, log=print) -> dict:
+    """Train the LambdaMART (and its variants) on the training split's candidates; save the models."""
+    from .lambdamart import LambdaMART
+
+    specs, _, _ = feature_set(cfg)
+    data = ranker_data(cfg, specs)
+    if data["train"] is None:
+        raise ValueError(f"{cfg.source}: no training split (dataset.splits {list(cfg.dataset.splits)}); "
+                         "set ranker.cv_folds to cross-validate on the test split instead")
+    info = {}
+    for name, feats in _models(cfg, specs).items():
+        t = time.perf_counter()
+        valid = data["valid"].select(feats) if data["valid"] is not None else None
+        model = LambdaMART.from_params(cfg.ranker.params).fit(data["train"].select(feats), valid)
+        seconds = time.perf_counter() - t
+        extra = {"dataset": cfg.dataset.name, "candidates": cfg.features.candidates,
+                 "extractors": cfg.features.extractors, "config": cfg.source,
+                 "train_queries": len(data["train"].group), "excluded_queries_leakage_guard": len(data["leaked"]),
+                 "fit_seconds": seconds}
+        path = model.save(model_dir(cfg, name), extra=extra)
+        info[name] = {"path": str(path), "best_iteration": model.best_iteration_, "seconds": seconds, "evals": model.evals_}
+        log(f"{name}: {len(feats)} features, {len(data['train'].group)} train / "
+            f"{len(data['valid'].group) if data['valid'] is not None else 0} valid queries "
+            f"({len(data['leaked'])} excluded: the cross-encoder learned on them), "
+            f"best iteration {model.best_iteration_}, {seconds:.1f}s -> {path}")
+    return info
+
+
+def _direction(data, j) -> float:
+    """+1 if a higher value of feature j should rank higher (by Spearman correlation with the label)."""
+    from scipy import stats
+
+    x = data.X[:, j]
+    ok = np.isfinite(x)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(data.y[ok]) == 0:
+        return 1.0
+    rho = stats.spearmanr(x[ok], data.y[ok]).statistic
+    return -1.0 if rho < 0 else 1.0
+
+
+def has_ranker(cfg: Config) -> bool:
+    """A feature set is built and a model is trained (or the config cross-validates)."""
+    built = (Path(cfg.run.dir) / "features" / "manifest.json").exists()
+    return built and (cfg.ranker.cv_folds > 0 or (model_dir(cfg, "lambdamart") / "manifest.json").exists())
+
+
+def evaluate_ranker(cfg: Config, log=print) -> dict:
+    """The fused ranking against baselines on the test split's candidates; Holm-corrected paired tests."""
+    from . import evaluate as ev
+    from .data import run_from_scores
+    from .lambdamart import LambdaMART, cross_val_predict
+
+    specs, _, _ = feature_set(cfg)
+    data = ranker_data(cfg, specs)
+    test, qrels = data["test"], data["qrels"]
+    ref = data["train"] if data["train"] is not None else test
+    measures = cfg.evaluate.measures
+    runs = {"first stage": run_from_scores(test, -test.X[:, [s.name for s in specs].index("fs_rank")], "fs")
+            if "fs_rank" in [s.name for s in specs] else None}
+    if runs["first stage"] is None:
+        runs.pop("first stage")
+    for j, s in enumerate(specs):
+        if s.name == "fs_rank":
+            continue
+        runs[f"{s.name} alone"] = run_from_scores(test, _direction(ref, j) * test.X[:, j], s.name)
+    learned = []
+    for name, feats in _models(cfg, specs).items():
+        if cfg.ranker.cv_folds:
+            scores = cross_val_predict(cfg.ranker.params, test.select(feats), cfg.ranker.cv_folds,
+                                       valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.params.seed)
+        else:
+            scores = LambdaMART.load(model_dir(cfg, name)).predict(test.select(feats))
+        runs[name] = run_from_scores(test, scores, name)
+        learned.append(name)
+    per_q = {n: ev.per_query(r, qrels, measures) for n, r in runs.items()}
+    means = {n: ev.mean(p) for n, p in per_q.items()}
+    baselines = [n for n in runs if n not in learned]
+    best = max(baselines, key=lambda n: means[n][measures[0]])
+    tests = [ev.compare(per_q[best], per_q[n], m, test=cfg.evaluate.test).as_dict() | {"a": best, "b": n}
+             for n in learned for m in measures]
+    for t, p in zip(tests, ev.holm([t["p_value"] for t in tests])):
+        t["p_holm"] = p
+    if "lambdamart" in learned and len(learned) > 1:
+        for n in learned[1:]:
+            extra = ev.compare(per_q[n], per_q["lambdamart"], measures[0], test=cfg.evaluate.test).as_dict()
+            tests.append(extra | {"a": n, "b": "lambdamart", "p_holm": None})
+    out = Path(cfg.run.dir) / "eval" / cfg.dataset.test_split
+    out.mkdir(parents=True, exist_ok=True)
+    order = sorted(runs, key=lambda n: (n not in learned, -means[n][measures[0]]))
+    table = ev.markdown_table({n: means[n] for n in order}, measures)
+    lines = [f"{cfg.dataset.name} {cfg.dataset.test_split}: reranking the {cfg.features.candidates} top-"
+             f"{int(test.group.max())} ({len(test.group)} queries"
+             + (f", {cfg.ranker.cv_folds}-fold query-level cross-validation" if cfg.ranker.cv_folds else "") + ")",
+             "", table, "", f"best baseline: {best}"]
+    for t in tests:
+        if t["measure"] == measures[0]:
+            holm_txt = f", Holm p={t['p_holm']:.3g}" if t["p_holm"] is not None else ""
+            lines.append(f"{t['b']} vs {t['a']}: {t['measure']} {t['delta']:+.4f} (p={t['p_value']:.3g}{holm_txt}), "
+                         f"wins/losses/ties {t['wins']}/{t['losses']}/{t['ties']}")
+    text = "\n".join(lines)
+    (out / "ranker.md").write_text(text + "\n")
+    result = {"means": means, "best_baseline": best, "tests": tests, "learned": learned,
+              "per_query": {n: p.to_dict(orient="index") for n, p in per_q.items()}}
+    (out / "ranker.json").write_text(json.dumps(result, indent=2, default=float))
+    log(text)
+    return result
+
+
+def report(cfg: Config, query: str | None = None, ablate: bool = True, log=print) -> Path:
+    """Importance report of the trained model (Markdown, JSON, PNG) into <run.dir>/report."""
+    from . import importance
+    from .lambdamart import LambdaMART
+
+    specs, extractor_of, cost = feature_set(cfg)
+    data = ranker_data(cfg, specs)
+    if data["train"] is None:
+        raise ValueError("report needs a training split (cross-validated runs have no single model to explain)")
+    model = LambdaMART.load(model_dir(cfg, "lambdamart"))
+    rep = importance.build_report(model, data["train"], data["valid"], data["test"], data["qrels"],
+                                  extractor_of=extractor_of, cost=cost, query=query, ablate=ablate)
+    out = importance.write(rep, model, data["test"], Path(cfg.run.dir) / "report")
+    log((out / "importance.md").read_text())
+    log(f"report written to {out}")
+    return out

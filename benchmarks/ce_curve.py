@@ -1,0 +1,109 @@
+"""Cross-encoder learning curve on SciFact: nDCG@10 of the cross-encoder alone, reranking the hybrid
+top-N of test queries, against training queries, loss, learning rate and epochs.
+
+Each point fine-tunes from the configured base model on the CE side of the training split (the
+leakage guard's split) and records wall time and hardware. Results: benchmarks/results/ce_curve.json.
+
+    .venv/bin/python benchmarks/ce_curve.py --config configs/scifact.toml \
+        --points listnet:404:1:5e-5 listnet:404:1:2e-4 bce:404:1:2e-4 --eval-queries 100 --top 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features import ce_training
+from features.crossencoder import CrossEncoderExtractor
+from ranker import evaluate as ev
+from ranker.config import load_config
+from ranker.pipeline import run_path
+from retrieval import load_beir, read_trec_run
+from retrieval.frames import QID, RANK, SCORE, doc_text
+
+
+def rerank(ext, queries, run, corpus, top):
+    text = dict(zip(corpus["docno"], doc_text(corpus)))
+    qtext = dict(zip(queries[QID], queries["query"]))
+    head = run[run[RANK] <= top].copy()
+    head[SCORE] = ext.score([qtext[q] for q in head[QID]], [text[d] for d in head["docno"]])
+    head = head.sort_values([QID, SCORE], ascending=[True, False], kind="stable")
+    head[RANK] = head.groupby(QID).cumcount() + 1
+    tail = run[run[RANK] > top]
+    return pd.concat([head, tail])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="configs/scifact.toml")
+    ap.add_argument("--points", nargs="+", required=True, help="loss:queries:epochs:lr (queries 0 = all)")
+    ap.add_argument("--eval-queries", type=int, default=100, help="test queries scored (seeded sample; 0 = all)")
+    ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--existing", nargs="*", default=[], help="name=model_dir of already trained points")
+    ap.add_argument("--out", default="runs/ce_curve")
+    args = ap.parse_args()
+
+    cfg = load_config(args.config)
+    base = cfg.finetune.params
+    ds = load_beir(cfg.dataset.name)
+    folder = Path(cfg.run.dir)
+    test_q, test_qrels = ds.split(cfg.dataset.test_split)
+    if args.eval_queries:
+        test_q = test_q.sample(n=min(args.eval_queries, len(test_q)), random_state=0)
+    test_qrels = test_qrels[test_qrels[QID].isin(set(test_q[QID]))]
+    test_run = read_trec_run(run_path(folder, cfg.features.candidates, cfg.dataset.test_split))
+    test_run = test_run[test_run[QID].isin(set(test_q[QID]))]
+    train_q, train_qrels = ds.split("train")
+    ce_qids, _ = ce_training.split_queries(train_q[QID], base.ranker_fraction, base.seed)
+    cands = read_trec_run(run_path(folder, cfg.features.candidates, "train"))
+
+    out_json = Path(__file__).parent / "results" / "ce_curve.json"
+    results = json.loads(out_json.read_text()) if out_json.exists() else {}
+    fs = ev.per_query(test_run, test_qrels)
+    results["first stage (hybrid)"] = {"nDCG@10": float(fs["nDCG@10"].mean()), "eval_queries": len(test_q)}
+    points = [(p, None) for p in args.points] + [tuple(e.split("=", 1))[::-1] for e in args.existing]
+    for spec, model_dir in points:
+        if model_dir is None:
+            loss, n, epochs, lr = spec.split(":")
+            n = int(n)
+            qids = ce_qids if n == 0 else sorted(pd.Series(ce_qids).sample(n=min(n, len(ce_qids)), random_state=0))
+            params = dataclasses.replace(base, loss=loss, epochs=float(epochs), learning_rate=float(lr))
+            groups = ce_training.training_groups(train_q[train_q[QID].isin(set(qids))], train_qrels, cands, ds.corpus,
+                                                 negatives=params.negatives, negatives_from=params.negatives_from,
+                                                 seed=params.seed)
+            name = f"{loss}-q{len(qids)}-ep{epochs}-lr{lr}"
+            manifest = ce_training.finetune(groups, params, Path(args.out) / name, progress=False)
+            model_dir = str(Path(args.out) / name / "model")
+        else:
+            name = spec
+            manifest = json.loads((Path(model_dir).parent / "manifest.json").read_text())
+        t = time.perf_counter()
+        ext = CrossEncoderExtractor(model=model_dir, max_length=256, model_batch_size=32)
+        run = rerank(ext, test_q, test_run, ds.corpus, args.top)
+        score_s = time.perf_counter() - t
+        per_q = ev.per_query(run, test_qrels)
+        cmp = ev.compare(fs, per_q, "nDCG@10")
+        results[name] = {
+            "nDCG@10": float(per_q["nDCG@10"].mean()), "vs_first_stage": cmp.as_dict(),
+            "loss": manifest["loss"], "train_queries": manifest["data"]["queries"], "groups": manifest["data"]["groups"],
+            "epochs": manifest["params"]["epochs"], "learning_rate": manifest["params"]["learning_rate"],
+            "train_seconds": manifest["train_seconds"], "hardware": manifest["hardware"],
+            "train_loss_first_last": manifest["train_loss_first_last"],
+            "eval_queries": len(test_q), "top": args.top, "score_seconds": score_s,
+            "pairs_per_s": len(run[run[RANK] <= args.top]) / score_s,
+        }
+        print(f"{name}: nDCG@10 {results[name]['nDCG@10']:.4f} (first stage {results['first stage (hybrid)']['nDCG@10']:.4f}, "
+              f"p={cmp.p_value:.3g}), train {manifest['train_seconds']:.0f}s, loss {manifest['train_loss_first_last']}, "
+              f"scoring {results[name]['pairs_per_s']:.1f} pairs/s", flush=True)
+        out_json.parent.mkdir(exist_ok=True)
+        out_json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Ranking data for the ranker: the store's matrix, LETOR files, and the query splits.
+
+:class:`RankingData` itself lives in :mod:`features.store` (the layer that builds it); this module
+re-exports it and adds the conversions the ranker needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from features.store import RankingData
+from retrieval.data import LetorData
+from retrieval.frames import DOCNO, LABEL, QID, RANK, RETRIEVER, SCORE
+
+__all__ = ["RankingData", "from_letor", "hash_split", "run_from_scores", "qrels_of"]
+
+
+def from_letor(data: LetorData) -> RankingData:
+    """LETOR/SVMlight rows as RankingData (features ``f1..fN``)."""
+    return RankingData.from_arrays(data.X, data.y, data.qids, data.docids, data.feature_names)
+
+
+def hash_split(qids, fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Split query ids into (rest, held-out ``fraction``) by a seeded hash; deterministic and stable."""
+    rest, held = [], []
+    for q in sorted({str(q) for q in qids}):
+        h = int(hashlib.sha256(f"valid:{seed}:{q}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (held if h < fraction else rest).append(q)
+    return rest, held
+
+
+def run_from_scores(data: RankingData, scores: np.ndarray, name: str) -> pd.DataFrame:
+    """A run frame ranking each query's rows by score (descending); NaN scores go last, and ties keep
+    the data's order (the first-stage order, for store data)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    key = np.where(np.isnan(scores), -np.inf, scores)
+    frame = pd.DataFrame({QID: data.qids, DOCNO: data.docnos, "_key": key, "_pos": np.arange(len(scores)),
+                          SCORE: scores})
+    frame = frame.sort_values([QID, "_key", "_pos"], ascending=[True, False, True], kind="stable")
+    frame[RANK] = frame.groupby(QID, sort=False).cumcount() + 1
+    frame[RETRIEVER] = name
+    frame[SCORE] = frame["_key"]
+    return frame[[QID, DOCNO, RANK, SCORE, RETRIEVER]].reset_index(drop=True)
+
+
+def qrels_of(data: RankingData) -> pd.DataFrame:
+    """Judgments implied by the data's labels (every row, label 0 included)."""
+    return pd.DataFrame({QID: data.qids, DOCNO: data.docnos, LABEL: data.y.astype(int)})

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from features.store import RankingData
+from ranker.lambdamart import FeatureMismatchError, LambdaMART
+from retrieval.params import ConfigError
+
+
+def synthetic(n_queries=60, docs=10, seed=0, versions=True):
+    """Feature 'signal' decides the label; 'noise' is random."""
+    rng = np.random.default_rng(seed)
+    qids = np.repeat([f"q{i:03d}" for i in range(n_queries)], docs)
+    signal = rng.normal(size=len(qids))
+    noise = rng.normal(size=len(qids))
+    y = (signal > 0.8).astype(int) + (signal > 1.5).astype(int)
+    return RankingData.from_arrays(np.c_[signal, noise], y, qids, feature_names=["signal", "noise"],
+                                   feature_versions=["1.a", "1.b"] if versions else None)
+
+
+@pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
+def test_learns_the_signal_and_saves_loads(backend, tmp_path):
+    train, valid, test = synthetic(seed=0), synthetic(20, seed=1), synthetic(20, seed=2)
+    model = LambdaMART(backend=backend, n_estimators=50, min_data_in_leaf=5).fit(train, valid)
+    scores = model.predict(test)
+    starts = np.r_[0, np.cumsum(test.group)[:-1]]
+    top_is_best = [test.y[s + np.argmax(scores[s:s + g])] == test.y[s:s + g].max() for s, g in zip(starts, test.group)]
+    assert np.mean(top_is_best) >= 0.9
+    imp = model.importance("gain")
+    assert imp["signal"] > 10 * max(imp["noise"], 1e-9)
+    loaded = LambdaMART.load(model.save(tmp_path / "m"))
+    np.testing.assert_allclose(loaded.predict(test), scores, rtol=1e-6)
+    shap = loaded.contributions(test)
+    assert shap.shape == (len(test.y), 3)
+    np.testing.assert_allclose(shap.sum(axis=1), scores, rtol=1e-4, atol=1e-4)  # TreeSHAP is exact
+
+
+@pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
+def test_fixed_seed_reproduces_the_model(backend, tmp_path):
+    train = synthetic()
+    kw = dict(backend=backend, n_estimators=30, feature_fraction=0.5, bagging_fraction=0.7, seed=7)
+    a = LambdaMART(**kw).fit(train).save(tmp_path / "a")
+    b = LambdaMART(**kw).fit(train).save(tmp_path / "b")
+    name = "model.txt" if backend == "lightgbm" else "model.json"
+    assert (a / name).read_bytes() == (b / name).read_bytes()
+    c = LambdaMART(**{**kw, "seed": 8}).fit(train).save(tmp_path / "c")
+    assert (a / name).read_bytes() != (c / name).read_bytes()
+
+
+def test_groups_are_handled_once_on_a_hand_made_example():
+    data = RankingData.from_arrays([[1], [2], [3], [4], [5]], [0, 1, 0, 1, 1], ["b", "a", "b", "c", "a"],
+                                   docnos=["b1", "a1", "b2", "c1", "a2"])
+    assert data.qids.tolist() == ["a", "a", "b", "b", "c"] and data.group.tolist() == [2, 2, 1]
+    assert data.docnos.tolist() == ["a1", "a2", "b1", "b2", "c1"]
+    with pytest.raises(TypeError, match="must be RankingData"):
+        LambdaMART().fit(data.X, data.y)
+
+
+def test_manifest_mismatch_is_refused(tmp_path):
+    train = synthetic()
+    model = LambdaMART.load(LambdaMART(n_estimators=5).fit(train).save(tmp_path / "m"))
+    swapped = train.select(["noise", "signal"])
+    with pytest.raises(FeatureMismatchError, match="order differs"):
+        model.predict(swapped)
+    renamed = RankingData(train.X, train.y, train.group, train.qids, train.docnos, ["signal", "bm25"], ["1.a", "1.b"])
+    with pytest.raises(FeatureMismatchError, match=r"trained using 2 features .*missing \['noise'\], unexpected \['bm25'\]"):
+        model.predict(renamed)
+    bumped = RankingData(train.X, train.y, train.group, train.qids, train.docnos, ["signal", "noise"], ["1.a", "2.z"])
+    with pytest.raises(FeatureMismatchError, match="noise: trained on 1.b, found 2.z"):
+        model.predict(bumped)
+    with pytest.raises(FeatureMismatchError, match="trained using 2 features, but found 3"):
+        model.predict(np.zeros((4, 3)))
+
+
+def test_bad_parameters_are_clear():
+    with pytest.raises(ConfigError, match="expected one of"):
+        LambdaMART(backend="catboost").fit(synthetic())
+    with pytest.raises(ConfigError, match="unknown feature"):
+        LambdaMART(monotone={"nope": 1}).fit(synthetic())
+    with pytest.raises(RuntimeError, match="not fitted"):
+        LambdaMART().predict(np.zeros((1, 2)))
+
+
+def test_monotone_constraint_is_applied():
+    data = synthetic()
+    model = LambdaMART(n_estimators=30, monotone={"noise": -1}).fit(data)
+    grid = np.c_[np.zeros(50), np.linspace(-3, 3, 50)]
+    assert np.all(np.diff(model.predict(grid)) <= 1e-12)
