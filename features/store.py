@@ -7,6 +7,7 @@ Tables (plain SQL; ``fusion-ltr features`` also creates a wide view per feature 
     candidates  (qid, docno, retriever, rank, score)       first-stage lists, one per retriever
     qrels       (qid, docno, label)
     features    (feature, version, qid, docno, query_hash, doc_hash, value)   long format
+    synthetic_queries (docno, doc_hash, generator, query, created_at)   made once per document and settings
     provenance  (feature, version, extractor, code_version, params, model_id, state,
                  computed_at, seconds, pairs)                                  one row per written batch
 
@@ -46,6 +47,8 @@ CREATE TABLE IF NOT EXISTS qrels (qid VARCHAR, docno VARCHAR, label INTEGER, PRI
 CREATE TABLE IF NOT EXISTS features (feature VARCHAR, version VARCHAR, qid VARCHAR, docno VARCHAR,
     query_hash VARCHAR, doc_hash VARCHAR, value DOUBLE,
     PRIMARY KEY (feature, version, qid, docno, query_hash, doc_hash));
+CREATE TABLE IF NOT EXISTS synthetic_queries (docno VARCHAR, doc_hash VARCHAR, generator VARCHAR, query VARCHAR,
+    created_at TIMESTAMPTZ, PRIMARY KEY (docno, doc_hash, generator));
 CREATE TABLE IF NOT EXISTS provenance (feature VARCHAR, version VARCHAR, extractor VARCHAR, code_version VARCHAR,
     params VARCHAR, model_id VARCHAR, state VARCHAR, description VARCHAR, computed_at TIMESTAMPTZ,
     seconds DOUBLE, pairs BIGINT);
@@ -312,6 +315,17 @@ class FeatureStore:
         finally:
             self.con.unregister("_long")
             self.con.unregister("_prov")
+
+    # ------------------------------------------------------------------------------ synthetic queries
+    def put_synthetic(self, frame: pd.DataFrame, generator: str) -> None:
+        """Store generated queries (docno, doc_hash, query) made by generator settings ``generator``."""
+        validate(frame, (DOCNO, "doc_hash", QUERY), what="synthetic queries")
+        rows = frame[[DOCNO, "doc_hash", QUERY]].assign(generator=generator, created_at=datetime.now(timezone.utc))
+        self._upsert("synthetic_queries", rows[[DOCNO, "doc_hash", "generator", QUERY, "created_at"]],
+                     [DOCNO, "doc_hash", "generator"])
+
+    def synthetic(self, generator: str) -> pd.DataFrame:
+        return self.sql("SELECT docno, doc_hash, query FROM synthetic_queries WHERE generator = ?", [generator])
 
     # ------------------------------------------------------------------------------ reads
     def _values(self, specs, qids, retriever: str) -> pd.DataFrame:

@@ -166,7 +166,13 @@ def features(cfg: Config, splits: list[str] | None = None, log=print, progress: 
         for split in splits:
             store.put_qrels(ds.split(split)[1])
         load_candidates(store, cfg, folder, splits)
-        qids = sorted({q for s in splits for q in ds.split(s)[0][QID]})
+        qids = {q for s in splits for q in ds.split(s)[0][QID]}
+        test_qids = set(ds.split(cfg.dataset.test_split)[0][QID]) if cfg.dataset.test_split in ds.qrels else set()
+        leaked = leakage_guard(cfg, test_qids)  # the ranker never learns from these: no features needed
+        qids = sorted(qids - leaked)
+        if leaked:
+            log(f"skipping {len(leaked & set(q for s in splits for q in ds.split(s)[0][QID]))} queries the "
+                "cross-encoder was trained on (the ranker never uses them)")
         pairs = store.pairs(qids, retriever=cfg.features.candidates)
         for ext in extractors:
             ext.fit(ds.corpus)
@@ -198,6 +204,29 @@ def ce_output(cfg: Config) -> Path:
     return Path(cfg.finetune.output) if cfg.finetune.output else Path(cfg.run.dir) / "crossencoder"
 
 
+def _synthetic_groups(cfg: Config, ds, ce_queries: pd.DataFrame, qrels: pd.DataFrame, progress: bool):
+    """Generate (cached), filter and turn synthetic queries into training groups with hard negatives."""
+    from features import synthetic as syn
+
+    p = cfg.finetune.params
+    sp = syn.SyntheticParams(n_docs=p.synthetic, label=p.synthetic_label, filter_k=p.synthetic_filter_k, seed=p.seed)
+    examples = syn.few_shot_examples(ce_queries, qrels, ds.corpus, sp.examples, sp.seed)
+    with FeatureStore(store_path(cfg)) as store:
+        generated = syn.synthetic_queries(store, ds.corpus, examples, sp, progress=progress)
+    bm25 = BM25Retriever.load(Path(cfg.run.dir) / "index" / "bm25")
+    dense = DenseRetriever(cfg.retrieval.dense, cache=cfg.run.cache or None).index(ds.corpus)
+    runs = [bm25.retrieve(generated, p.negatives_from), dense.retrieve(generated, p.negatives_from)]
+    kept = syn.filter_by_retrieval(generated, runs, sp.filter_k)
+    kept = kept[kept["kept"]]
+    syn_qrels = pd.DataFrame({QID: kept[QID], "docno": kept["docno"], "label": 1})
+    cands = rrf(runs, k=cfg.retrieval.rrf_k, depth=p.negatives_from)
+    groups = ce_training.training_groups(kept[[QID, "query"]], syn_qrels, cands, ds.corpus, negatives=p.negatives,
+                                         negatives_from=p.negatives_from, seed=p.seed)
+    info = {"documents": len(generated), "generated": len(generated), "kept": len(kept), "filter_k": sp.filter_k,
+            "generator": sp.version(), "examples": [q for _, q in examples]}
+    return groups, info
+
+
 def finetune_ce(cfg: Config, log=print, progress: bool = True) -> dict:
     """Fine-tune the cross-encoder on the CE side of the training queries (see features.ce_training)."""
     p = cfg.finetune.params.check()
@@ -218,15 +247,17 @@ def finetune_ce(cfg: Config, log=print, progress: bool = True) -> dict:
         groups = ce_training.training_groups(
             queries[queries[QID].isin(set(ce_qids))], qrels, cands, ds.corpus,
             negatives=p.negatives, negatives_from=p.negatives_from, seed=p.seed)
+    meta = {"dataset": ds.name, "ranker_qids": ranker_qids}
     if p.synthetic:
-        raise NotImplementedError("finetune-ce: synthetic queries are not wired into this pipeline yet")
+        syn_groups, meta["synthetic"] = _synthetic_groups(cfg, ds, queries[queries[QID].isin(set(ce_qids))], qrels,
+                                                          progress)
+        groups += syn_groups
     out = ce_output(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps({"ce_qids": ce_qids, "ranker_qids": ranker_qids}, indent=1))
     log(f"finetune-ce: {len(groups)} groups from {len(ce_qids)} CE queries ({len(ranker_qids)} kept for the ranker), "
         f"loss {p.loss}, base {p.base_model}")
-    manifest = ce_training.finetune(groups, p, out, meta={"dataset": ds.name, "ranker_qids": ranker_qids},
-                                    progress=progress)
+    manifest = ce_training.finetune(groups, p, out, meta=meta, progress=progress)
     log(f"model: {out / 'model'} ({manifest['steps']} steps, {manifest['train_seconds']:.0f}s on {manifest['hardware']})")
     return manifest
 

@@ -60,7 +60,7 @@ def groups():
     return training_groups(QUERIES, QRELS, CANDS, CORPUS, negatives=3, negatives_from=6, seed=0)
 
 
-@pytest.mark.parametrize("loss", ["listnet", "bce"])
+@pytest.mark.parametrize("loss", ["softmax", "bce"])
 def test_tiny_training_moves_positives_above_negatives(tmp_path, loss):
     params = CETrainingParams(loss=loss, epochs=12, batch_size=2, learning_rate=3e-4, warmup_ratio=0.0,
                               max_length=64, checkpoint_steps=1000, negatives=3, negatives_from=6)
@@ -93,3 +93,39 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path):
     assert manifest["resumed_from"].endswith("checkpoint-2") and manifest["steps"] == 5
     assert json.loads((tmp_path / "ce" / "manifest.json").read_text())["steps"] == 5
     assert trained_qids(tmp_path / "ce" / "model") == set(QUERIES["qid"])
+
+
+def test_synthetic_filtering_on_a_hand_made_example():
+    from features.synthetic import build_prompt, clean, filter_by_retrieval
+
+    generated = pd.DataFrame({"qid": ["syn:a", "syn:b", "syn:c"], "query": ["x", "y", "z"], "docno": ["a", "b", "c"]})
+    bm25 = pd.DataFrame({"qid": ["syn:a", "syn:a", "syn:b"], "docno": ["a", "q", "b"], "rank": [1, 2, 30]})
+    dense = pd.DataFrame({"qid": ["syn:c", "syn:c"], "docno": ["zz", "c"], "rank": [1, 5]})
+    kept = filter_by_retrieval(generated, [bm25, dense], k=10)
+    # a: BM25 rank 1 -> kept; b: only at rank 30 -> dropped; c: dense rank 5 -> kept
+    assert kept["kept"].tolist() == [True, False, True]
+    prompt = build_prompt([("Doc one.", "first claim here")], "Target doc.", label="Claim")
+    assert prompt == "Document: Doc one.\nClaim: first claim here\n\nDocument: Target doc.\nClaim:"
+    assert clean(" Aspirin lowers fever.\nDocument: junk") == "Aspirin lowers fever."
+    assert clean(" ok\n") == ""  # too short to be a query
+
+
+def test_synthetic_queries_are_generated_once_and_cached(tmp_path):
+    from features.store import FeatureStore
+    from features.synthetic import SyntheticParams, synthetic_queries
+
+    params = SyntheticParams(n_docs=2, max_new_tokens=12, doc_tokens=32, example_doc_tokens=16, batch_size=2)
+    examples = [(CORPUS["text"][0], QUERIES["query"][0])]
+    with FeatureStore(tmp_path / "s.duckdb") as store:
+        first = synthetic_queries(store, CORPUS, examples, params, progress=False)
+        assert len(store.synthetic(params.version())) == 2
+        assert first["qid"].str.startswith("syn:").all() and set(first["docno"]) <= set(CORPUS["docno"])
+        import features.synthetic as syn
+
+        original = syn.QueryGenerator.generate
+        syn.QueryGenerator.generate = lambda *a, **k: pytest.fail("cached queries were generated again")
+        try:
+            again = synthetic_queries(store, CORPUS, examples, params, progress=False)
+        finally:
+            syn.QueryGenerator.generate = original
+        pd.testing.assert_frame_equal(first, again)
