@@ -23,7 +23,7 @@ from features import ce_training
 from features.crossencoder import CrossEncoderExtractor
 from ranker import evaluate as ev
 from ranker.config import load_config
-from ranker.pipeline import run_path
+from ranker.pipeline import _synthetic_groups, run_path
 from retrieval import load_beir, read_trec_run
 from retrieval.frames import QID, RANK, SCORE, doc_text
 
@@ -42,7 +42,9 @@ def rerank(ext, queries, run, corpus, top):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/scifact.toml")
-    ap.add_argument("--points", nargs="+", required=True, help="loss:queries:epochs:lr (queries 0 = all)")
+    ap.add_argument("--points", nargs="+", default=[],
+                    help="loss:queries:epochs:lr; queries = N real (0: all), synN (N synthetic documents only) "
+                         "or N+synM (both)")
     ap.add_argument("--eval-queries", type=int, default=100, help="test queries scored (seeded sample; 0 = all)")
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--existing", nargs="*", default=[], help="name=model_dir of already trained points")
@@ -67,18 +69,28 @@ def main() -> None:
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
     fs = ev.per_query(test_run, test_qrels)
     results["first stage (hybrid)"] = {"nDCG@10": float(fs["nDCG@10"].mean()), "eval_queries": len(test_q)}
-    points = [(p, None) for p in args.points] + [tuple(e.split("=", 1))[::-1] for e in args.existing]
+    points = [(p, None) for p in args.points] + [tuple(e.split("=", 1)) for e in args.existing]
     for spec, model_dir in points:
         if model_dir is None:
             loss, n, epochs, lr = spec.split(":")
-            n = int(n)
-            qids = ce_qids if n == 0 else sorted(pd.Series(ce_qids).sample(n=min(n, len(ce_qids)), random_state=0))
-            params = dataclasses.replace(base, loss=loss, epochs=float(epochs), learning_rate=float(lr))
+            real, _, syn = n.partition("syn")
+            real = real.rstrip("+")
+            qids = [] if real == "" else (ce_qids if int(real) == 0 else
+                                          sorted(pd.Series(ce_qids).sample(n=min(int(real), len(ce_qids)), random_state=0)))
+            params = dataclasses.replace(base, loss=loss, epochs=float(epochs), learning_rate=float(lr),
+                                         synthetic=int(syn or 0))
             groups = ce_training.training_groups(train_q[train_q[QID].isin(set(qids))], train_qrels, cands, ds.corpus,
                                                  negatives=params.negatives, negatives_from=params.negatives_from,
                                                  seed=params.seed)
-            name = f"{loss}-q{len(qids)}-ep{epochs}-lr{lr}"
-            manifest = ce_training.finetune(groups, params, Path(args.out) / name, progress=False)
+            syn_info = None
+            if params.synthetic:
+                syn_cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, params=params))
+                syn_groups, syn_info = _synthetic_groups(syn_cfg, ds, train_q[train_q[QID].isin(set(ce_qids))],
+                                                         train_qrels, progress=False)
+                groups += syn_groups
+            name = f"{loss}-q{len(qids)}" + (f"-syn{params.synthetic}" if params.synthetic else "") + f"-ep{epochs}-lr{lr}"
+            manifest = ce_training.finetune(groups, params, Path(args.out) / name, progress=False,
+                                            meta={"synthetic": syn_info} if syn_info else None)
             model_dir = str(Path(args.out) / name / "model")
         else:
             name = spec
@@ -92,6 +104,7 @@ def main() -> None:
         results[name] = {
             "nDCG@10": float(per_q["nDCG@10"].mean()), "vs_first_stage": cmp.as_dict(),
             "loss": manifest["loss"], "train_queries": manifest["data"]["queries"], "groups": manifest["data"]["groups"],
+            "synthetic_groups": manifest["data"]["synthetic_groups"], "synthetic": manifest.get("synthetic"),
             "epochs": manifest["params"]["epochs"], "learning_rate": manifest["params"]["learning_rate"],
             "train_seconds": manifest["train_seconds"], "hardware": manifest["hardware"],
             "train_loss_first_last": manifest["train_loss_first_last"],

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -127,6 +128,18 @@ class RankingData:
         return pd.unique(self.qids)
 
 
+def _spec_frame(specs) -> pd.DataFrame:
+    return pd.DataFrame({"feature": [s.name for s in specs], "version": [s.version for s in specs]})
+
+
+def _candidate_filter(qids, retriever: str) -> tuple[dict, str, list]:
+    """Frames to register, a WHERE clause over candidates ``c`` and its parameters."""
+    if qids is None:
+        return {}, "c.retriever = ?", [retriever]
+    return ({"_qids": pd.DataFrame({QID: [str(q) for q in qids]})},
+            "c.retriever = ? AND c.qid IN (SELECT qid FROM _qids)", [retriever])
+
+
 class FeatureStore:
     """A DuckDB feature store (see the module docstring for the tables)."""
 
@@ -164,17 +177,38 @@ class FeatureStore:
         """Run SQL against the store and return a DataFrame."""
         return self.con.execute(query, params or []).df()
 
+    @contextmanager
+    def _frames(self, **frames: pd.DataFrame):
+        """Make DataFrames visible to SQL under the given names for the duration of the block."""
+        for name, frame in frames.items():
+            self.con.register(name, frame)
+        try:
+            yield
+        finally:
+            for name in frames:
+                self.con.unregister(name)
+
+    @contextmanager
+    def _transaction(self, **frames: pd.DataFrame):
+        """One atomic write: committed at the end of the block, rolled back on any exception
+        (KeyboardInterrupt included), so an interrupted build never leaves half a batch."""
+        with self._frames(**frames):
+            self.con.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            self.con.execute("COMMIT")
+
     # ------------------------------------------------------------------------------ inputs
     def _upsert(self, table: str, frame: pd.DataFrame, key: list[str]) -> None:
-        self.con.register("_incoming", frame)
-        try:
-            cols = ", ".join(frame.columns)
-            updates = ", ".join(f"{c} = excluded.{c}" for c in frame.columns if c not in key)
-            action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        cols = ", ".join(frame.columns)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in frame.columns if c not in key)
+        action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        with self._transaction(_incoming=frame):
             self.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _incoming "
                              f"ON CONFLICT ({', '.join(key)}) {action}")
-        finally:
-            self.con.unregister("_incoming")
 
     def put_queries(self, queries: pd.DataFrame) -> None:
         validate(queries, (QID, QUERY), what="queries")
@@ -199,17 +233,9 @@ class FeatureStore:
         for the run's queries."""
         validate(run, (QID, DOCNO, RANK, SCORE, RETRIEVER), what="candidates")
         c = run[[QID, DOCNO, RETRIEVER, RANK, SCORE]].astype({QID: str, DOCNO: str, RETRIEVER: str})
-        self.con.register("_incoming", c)
-        try:
-            self.con.execute("BEGIN")
+        with self._transaction(_incoming=c):
             self.con.execute("DELETE FROM candidates WHERE (qid, retriever) IN (SELECT DISTINCT qid, retriever FROM _incoming)")
             self.con.execute("INSERT INTO candidates SELECT qid, docno, retriever, rank, score FROM _incoming")
-            self.con.execute("COMMIT")
-        except Exception:
-            self.con.execute("ROLLBACK")
-            raise
-        finally:
-            self.con.unregister("_incoming")
 
     def put_qrels(self, qrels: pd.DataFrame) -> None:
         validate(qrels, (QID, DOCNO, LABEL), what="qrels")
@@ -220,22 +246,16 @@ class FeatureStore:
         """The candidate frame of ``retriever``'s lists (with query and document fields), plus
         ``rank_<r>``/``score_<r>`` of every other retriever stored for the same pairs (NaN if absent)
         and the content hashes. Sorted by qid, then rank."""
-        where, params = ["c.retriever = ?"], [retriever]
-        if qids is not None:
-            self.con.register("_qids", pd.DataFrame({QID: [str(q) for q in qids]}))
-            where.append("c.qid IN (SELECT qid FROM _qids)")
+        frames, where, params = _candidate_filter(qids, retriever)
         if top_n is not None:
-            where.append("c.rank <= ?")
+            where += " AND c.rank <= ?"
             params.append(int(top_n))
-        frame = self.sql(
-            f"""SELECT c.qid, q.query, c.docno, d.text, d.title, d.timestamp, c.rank, c.score, c.retriever,
-                       q.query_hash, d.doc_hash
-                FROM candidates c JOIN queries q USING (qid) JOIN documents d USING (docno)
-                WHERE {' AND '.join(where)} ORDER BY c.qid, c.rank""",
-            params,
-        )
-        if qids is not None:
-            self.con.unregister("_qids")
+        with self._frames(**frames):
+            frame = self.sql(
+                f"""SELECT c.qid, q.query, c.docno, d.text, d.title, d.timestamp, c.rank, c.score, c.retriever,
+                           q.query_hash, d.doc_hash
+                    FROM candidates c JOIN queries q USING (qid) JOIN documents d USING (docno)
+                    WHERE {where} ORDER BY c.qid, c.rank""", params)
         others = [r for r in self.retrievers() if r != retriever]
         if others and len(frame):
             extra = self.sql(
@@ -261,9 +281,7 @@ class FeatureStore:
             return pairs
         keys = pairs[[QID, DOCNO, "query_hash", "doc_hash"]].reset_index(drop=True)
         keys["_row"] = np.arange(len(keys))
-        self.con.register("_pairs", keys)
-        self.con.register("_specs", pd.DataFrame({"feature": [s.name for s in specs], "version": [s.version for s in specs]}))
-        try:
+        with self._frames(_pairs=keys, _specs=_spec_frame(specs)):
             have = self.sql(
                 """SELECT p._row FROM _pairs p
                    JOIN features f ON f.qid = p.qid AND f.docno = p.docno
@@ -271,9 +289,6 @@ class FeatureStore:
                    JOIN _specs s ON f.feature = s.feature AND f.version = s.version
                    GROUP BY p._row HAVING count(*) = (SELECT count(*) FROM _specs)"""
             )["_row"].to_numpy()
-        finally:
-            self.con.unregister("_pairs")
-            self.con.unregister("_specs")
         keep = np.ones(len(pairs), dtype=bool)
         keep[have] = False
         return pairs[keep]
@@ -298,23 +313,13 @@ class FeatureStore:
             "description": [s.description for s in specs], "computed_at": now,
             "seconds": seconds / len(specs), "pairs": len(pairs),
         })
-        self.con.register("_long", long)
-        self.con.register("_prov", prov)
-        try:
-            self.con.execute("BEGIN")
+        with self._transaction(_long=long, _prov=prov):
             self.con.execute(
                 # DuckDB reads a pandas NaN as NULL; values come from float arrays, so NULL here was NaN.
                 """INSERT INTO features SELECT feature, version, qid, docno, query_hash, doc_hash,
                           coalesce(value, 'NaN'::DOUBLE) FROM _long
                    ON CONFLICT (feature, version, qid, docno, query_hash, doc_hash) DO UPDATE SET value = excluded.value""")
             self.con.execute("INSERT INTO provenance SELECT * FROM _prov")
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        finally:
-            self.con.unregister("_long")
-            self.con.unregister("_prov")
 
     # ------------------------------------------------------------------------------ synthetic queries
     def put_synthetic(self, frame: pd.DataFrame, generator: str) -> None:
@@ -330,12 +335,8 @@ class FeatureStore:
     # ------------------------------------------------------------------------------ reads
     def _values(self, specs, qids, retriever: str) -> pd.DataFrame:
         """Long values of ``specs`` for the current content of the candidate pairs."""
-        self.con.register("_specs", pd.DataFrame({"feature": [s.name for s in specs], "version": [s.version for s in specs]}))
-        where, params = "c.retriever = ?", [retriever]
-        if qids is not None:
-            self.con.register("_qids", pd.DataFrame({QID: [str(q) for q in qids]}))
-            where += " AND c.qid IN (SELECT qid FROM _qids)"
-        try:
+        frames, where, params = _candidate_filter(qids, retriever)
+        with self._frames(_specs=_spec_frame(specs), **frames):
             return self.sql(
                 f"""SELECT c.qid, c.docno, f.feature, f.value FROM candidates c
                     JOIN queries q USING (qid) JOIN documents d USING (docno)
@@ -343,10 +344,6 @@ class FeatureStore:
                          AND f.query_hash = q.query_hash AND f.doc_hash = d.doc_hash
                     JOIN _specs s ON f.feature = s.feature AND f.version = s.version
                     WHERE {where}""", params)
-        finally:
-            self.con.unregister("_specs")
-            if qids is not None:
-                self.con.unregister("_qids")
 
     def frame(self, specs, qids=None, *, retriever: str = "hybrid") -> pd.DataFrame:
         """A wide frame: candidate pairs (qid, docno, rank, label) and one column per spec, NaN where

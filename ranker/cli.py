@@ -50,36 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusion-ltr", description="Learning-to-rank reranker that fuses relevance signals.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("retrieve", help="first-stage retrieval (BM25, dense, hybrid) into TREC runs")
-    p.add_argument("--config", required=True, help="TOML config, e.g. configs/scifact.toml")
+    def command(name: str, help: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--config", required=True, help="TOML config, e.g. configs/scifact.toml")
+        p.set_defaults(func=func)
+        return p
+
+    p = command("retrieve", "first-stage retrieval (BM25, dense, hybrid) into TREC runs", _retrieve)
     p.add_argument("--split", action="append", help="split(s) to retrieve for (default: the config's)")
-    p.set_defaults(func=_retrieve)
 
-    p = sub.add_parser("evaluate", help="evaluate first-stage runs, and the ranker against baselines when one is trained")
-    p.add_argument("--config", required=True)
+    p = command("evaluate", "evaluate first-stage runs, and the ranker against baselines when one is trained", _evaluate)
     p.add_argument("--split", help="split to evaluate (default: dataset.test_split)")
-    p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("features", help="build the configured feature set into the feature store")
-    p.add_argument("--config", required=True)
+    p = command("features", "build the configured feature set into the feature store", _features)
     p.add_argument("--split", action="append", help="split(s) to build for (default: the config's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_features)
 
-    p = sub.add_parser("finetune-ce", help="fine-tune the cross-encoder (resumes from its last checkpoint)")
-    p.add_argument("--config", required=True)
+    p = command("finetune-ce", "fine-tune the cross-encoder (resumes from its last checkpoint)", _finetune_ce)
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_finetune_ce)
 
-    p = sub.add_parser("train", help="train the LambdaMART ranker (and its variants) on the feature store")
-    p.add_argument("--config", required=True)
-    p.set_defaults(func=_train)
+    command("train", "train the LambdaMART ranker (and its variants) on the feature store", _train)
 
-    p = sub.add_parser("report", help="feature importance: gain, split, SHAP, ablation, cost vs benefit")
-    p.add_argument("--config", required=True)
+    p = command("report", "feature importance: gain, split, SHAP, ablation, cost vs benefit", _report)
     p.add_argument("--query", help="query id to explain (default: the first test query)")
     p.add_argument("--no-ablation", action="store_true", help="skip the drop-one retraining")
-    p.set_defaults(func=_report)
 
     p = sub.add_parser("data", help="find or download a dataset")
     p.add_argument("action", choices=["where", "download"])

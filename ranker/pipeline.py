@@ -159,20 +159,18 @@ def features(cfg: Config, splits: list[str] | None = None, log=print, progress: 
     splits = list(splits or cfg.dataset.splits)
     ds = load_beir(cfg.dataset.name)
     extractors = make_extractors(cfg)
-    specs = feature_specs(extractors)
     with FeatureStore(store_path(cfg)) as store:
         store.put_documents(ds.corpus)
         store.put_queries(ds.queries)
         for split in splits:
             store.put_qrels(ds.split(split)[1])
         load_candidates(store, cfg, folder, splits)
-        qids = {q for s in splits for q in ds.split(s)[0][QID]}
+        all_qids = {q for s in splits for q in ds.split(s)[0][QID]}
         test_qids = set(ds.split(cfg.dataset.test_split)[0][QID]) if cfg.dataset.test_split in ds.qrels else set()
-        leaked = leakage_guard(cfg, test_qids)  # the ranker never learns from these: no features needed
-        qids = sorted(qids - leaked)
+        leaked = leakage_guard(cfg, test_qids) & all_qids  # the ranker never learns from these: no features
+        qids = sorted(all_qids - leaked)
         if leaked:
-            log(f"skipping {len(leaked & set(q for s in splits for q in ds.split(s)[0][QID]))} queries the "
-                "cross-encoder was trained on (the ranker never uses them)")
+            log(f"skipping {len(leaked)} queries the cross-encoder was trained on (the ranker never uses them)")
         pairs = store.pairs(qids, retriever=cfg.features.candidates)
         for ext in extractors:
             ext.fit(ds.corpus)
@@ -199,7 +197,6 @@ def features(cfg: Config, splits: list[str] | None = None, log=print, progress: 
     return manifest
 
 
-
 def ce_output(cfg: Config) -> Path:
     return Path(cfg.finetune.output) if cfg.finetune.output else Path(cfg.run.dir) / "crossencoder"
 
@@ -222,7 +219,7 @@ def _synthetic_groups(cfg: Config, ds, ce_queries: pd.DataFrame, qrels: pd.DataF
     cands = rrf(runs, k=cfg.retrieval.rrf_k, depth=p.negatives_from)
     groups = ce_training.training_groups(kept[[QID, "query"]], syn_qrels, cands, ds.corpus, negatives=p.negatives,
                                          negatives_from=p.negatives_from, seed=p.seed)
-    info = {"documents": len(generated), "generated": len(generated), "kept": len(kept), "filter_k": sp.filter_k,
+    info = {"documents": sp.n_docs, "generated": len(generated), "kept": len(kept), "filter_k": sp.filter_k,
             "generator": sp.version(), "examples": [q for _, q in examples]}
     return groups, info
 

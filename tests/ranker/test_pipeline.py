@@ -85,3 +85,30 @@ def test_full_pipeline(generated, capsys):
     assert report["explain"]["qid"] == "q25" and {r["feature"] for r in report["features"]} >= {"bm25", "coverage"}
     assert all(r["s_per_1000_pairs"] is not None for r in report["features"])
     assert (run / "report" / "shap_summary.png").exists()
+
+
+def test_leakage_guard_keeps_cross_encoder_training_queries_from_the_ranker(generated, tmp_path, capsys):
+    config, run = generated
+    ce = tmp_path / "ce"
+    (ce / "model").mkdir(parents=True)
+    trained = ["q0", "q1", "q2", "q3"]
+    (ce / "manifest.json").write_text(json.dumps({"data": {"train_qids": trained}}))
+    text = config.read_text().replace(
+        "[features.extractors.length]\n",
+        f'[features.extractors.length]\n[features.extractors.crossencoder]\nmodel = "{ce / "model"}"\ntop_n = 0\n')
+    config.write_text(text)
+    for step in ("retrieve", "features", "train"):
+        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    out = capsys.readouterr().out
+    assert "skipping 4 queries the cross-encoder was trained on" in out
+    manifest = json.loads((run / "model" / "manifest.json").read_text())
+    assert manifest["excluded_queries_leakage_guard"] == 4
+    from features.store import FeatureStore
+
+    with FeatureStore(run / "features.duckdb", read_only=True) as store:
+        built = set(store.sql("SELECT DISTINCT qid FROM features")["qid"])
+    assert built and not built & set(trained)
+
+    (ce / "manifest.json").write_text(json.dumps({"data": {"train_qids": ["q30"]}}))  # a test query
+    assert main(["train", "--config", str(config)]) == 2
+    assert "was trained on 1 test query" in capsys.readouterr().err
