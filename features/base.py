@@ -28,6 +28,7 @@ import hashlib
 import importlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -47,6 +48,20 @@ class FeatureSpec:
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def model_fingerprint(model: str | None) -> str | None:
+    """A content hash of a local model folder's config and weight files (None for hub names)."""
+    if not model or not Path(model).is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(Path(model).rglob("*")):
+        if f.is_file() and (f.suffix in (".safetensors", ".bin", ".pt") or f.name == "config.json"):
+            h.update(f.relative_to(model).as_posix().encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:12]
 
 
 #: Parameters that decide which pairs are computed or how they are batched, never a value.
@@ -99,7 +114,16 @@ class BaseExtractor:
     @property
     def version(self) -> str:
         params = {k: v for k, v in dataclasses.asdict(self.params).items() if k not in NON_VALUE_PARAMS}
-        return f"{self.CODE_VERSION}.{_digest([params, self.model_id(), self.state()])}"
+        parts = [params, self.model_id(), self.state()]
+        fingerprint = self._model_fingerprint()
+        if fingerprint:  # a local model folder: its content, so retraining it in place recomputes
+            parts.append(fingerprint)
+        return f"{self.CODE_VERSION}.{_digest(parts)}"
+
+    def _model_fingerprint(self) -> str | None:
+        if not hasattr(self, "_fingerprint"):
+            self._fingerprint = model_fingerprint(self.model_id())
+        return self._fingerprint
 
     @property
     def specs(self) -> tuple[FeatureSpec, ...]:

@@ -77,7 +77,7 @@ def summary_table(store: FeatureStore, extractors: list[BaseExtractor], reports:
         for s in ext.specs:
             rows.append({
                 "feature": s.name, "extractor": ext.name, "version": s.version, "rows": n_rows,
-                "top_n": ext.top_n or "all", "computed": r.computed, "cached": r.cached, "nan": nans[s.name],
+                "top_n": "all" if ext.top_n is None else ext.top_n, "computed": r.computed, "cached": r.cached, "nan": nans[s.name],
                 "s_per_1000_pairs": float(cost.loc[s.name, "s_per_1000_pairs"]) * len(ext.specs)
                 if s.name in cost.index else float("nan"),
             })

@@ -45,3 +45,16 @@ def test_check_values_names_the_problem():
         base.check_values(ext, pairs, {"doc_len": [1, 2, 3], "query_len": [1, 1], "len_ratio": [1, 1]})
     out = base.check_values(ext, pairs, {"doc_len": [1, 2], "query_len": [1, 1], "len_ratio": [1, 2]})
     assert out["doc_len"].dtype == np.float64
+
+
+def test_a_local_model_folder_is_versioned_by_its_content(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights v1")
+    v1 = base.create("crossencoder", {"model": str(model)}).version
+    assert base.create("crossencoder", {"model": str(model)}).version == v1
+    (model / "model.safetensors").write_bytes(b"weights v2")  # retrained in place
+    assert base.create("crossencoder", {"model": str(model)}).version != v1
+    # a hub name has no local content: versioned by its name and parameters only
+    assert base.model_fingerprint("cross-encoder/ms-marco-MiniLM-L-6-v2") is None

@@ -135,6 +135,9 @@ def test_top_n_restricts_and_missing_is_nan(store):
     report = build(store, store.pairs(), [ext], progress=False)[0]
     assert report.pairs == 2 and ext.pairs_seen == 2
     assert store.nan_counts(ext.specs)["chars"] == 3
+    none = CountingExtractor(CountingParams(top_n=0))
+    assert summary_table(store, [none], build(store, store.pairs(), [none], progress=False))["top_n"].tolist() == [0, 0]
+    assert none.pairs_seen == 0
 
 
 def test_matrix_groups_labels_and_order(store):
