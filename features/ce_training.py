@@ -17,7 +17,6 @@ from the last one. The output folder holds ``model/`` (loadable by the cross-enc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from retrieval.data import hash_split
 from retrieval.frames import DOCNO, LABEL, QID, QUERY, RANK, doc_text
 from retrieval.models import DEFAULT_BIENCODER, require, resolve_device, resolve_model
 from retrieval.params import ConfigError
@@ -77,11 +77,7 @@ def split_queries(qids, ranker_fraction: float, seed: int) -> tuple[list[str], l
 
     A query's side depends only on its id and the seed, so adding queries never moves old ones.
     """
-    ce, ranker = [], []
-    for q in sorted({str(q) for q in qids}):
-        h = int(hashlib.sha256(f"{seed}:{q}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (ranker if h < ranker_fraction else ce).append(q)
-    return ce, ranker
+    return hash_split(qids, ranker_fraction, seed)
 
 
 def training_groups(queries: pd.DataFrame, qrels: pd.DataFrame, candidates: pd.DataFrame,

@@ -6,8 +6,6 @@ re-exports it and adds the conversions the ranker needs.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pandas as pd
 
@@ -15,21 +13,12 @@ from features.store import RankingData
 from retrieval.data import LetorData
 from retrieval.frames import DOCNO, LABEL, QID, RANK, RETRIEVER, SCORE
 
-__all__ = ["RankingData", "from_letor", "hash_split", "run_from_scores", "qrels_of"]
+__all__ = ["RankingData", "from_letor", "run_from_scores", "qrels_of"]
 
 
 def from_letor(data: LetorData) -> RankingData:
     """LETOR/SVMlight rows as RankingData (features ``f1..fN``)."""
     return RankingData.from_arrays(data.X, data.y, data.qids, data.docids, data.feature_names)
-
-
-def hash_split(qids, fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Split query ids into (rest, held-out ``fraction``) by a seeded hash; deterministic and stable."""
-    rest, held = [], []
-    for q in sorted({str(q) for q in qids}):
-        h = int(hashlib.sha256(f"valid:{seed}:{q}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (held if h < fraction else rest).append(q)
-    return rest, held
 
 
 def run_from_scores(data: RankingData, scores: np.ndarray, name: str) -> pd.DataFrame:

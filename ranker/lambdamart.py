@@ -303,14 +303,14 @@ def cross_val_predict(params: LambdaMARTParams, data: RankingData, k: int, *, va
 
     With ``valid_fraction`` > 0, each fold's training queries lose that share to early stopping.
     """
-    from .data import hash_split
+    from retrieval.data import hash_split
 
     scores = np.full(len(data.y), np.nan)
     for fold in query_folds(data.qids, k, seed):
         train_q = [q for q in data.unique_qids if q not in set(fold)]
         valid = None
         if valid_fraction > 0:
-            train_q, valid_q = hash_split(train_q, valid_fraction, seed)
+            train_q, valid_q = hash_split(train_q, valid_fraction, seed, salt="valid:")
             valid = data.subset(valid_q) if valid_q else None
         model = LambdaMART.from_params(params).fit(data.subset(train_q), valid)
         mask = np.isin(data.qids, fold)

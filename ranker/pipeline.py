@@ -29,6 +29,7 @@ from features import base as fbase
 from features import ce_training
 from features.build import build, feature_specs, summary_table
 from features.store import FeatureStore
+from retrieval.data import hash_split
 from retrieval import BM25Retriever, DenseRetriever, load_beir, read_trec_run, rrf, write_trec_run
 from retrieval.frames import QID
 
@@ -309,9 +310,7 @@ def ranker_data(cfg: Config, specs) -> dict:
         out = {"test": test, "qrels": test_qrels, "leaked": sorted(leaked), "train": None, "valid": None}
         if train_splits and not cfg.ranker.cv_folds:
             train_q = sorted({q for s in train_splits for q in ds.split(s)[0][QID]} - leaked)
-            from .data import hash_split
-
-            fit_q, valid_q = hash_split(train_q, cfg.ranker.valid_fraction, cfg.ranker.params.seed)
+            fit_q, valid_q = hash_split(train_q, cfg.ranker.valid_fraction, cfg.ranker.params.seed, salt="valid:")
             out["train"] = store.matrix(specs, fit_q, retriever=cfg.features.candidates)
             out["valid"] = store.matrix(specs, valid_q, retriever=cfg.features.candidates) if valid_q else None
     return out
@@ -389,10 +388,10 @@ def evaluate_ranker(cfg: Config, log=print) -> dict:
     test, qrels = data["test"], data["qrels"]
     ref = data["train"] if data["train"] is not None else test
     measures = cfg.evaluate.measures
-    runs = {"first stage": run_from_scores(test, -test.X[:, [s.name for s in specs].index("fs_rank")], "fs")
-            if "fs_rank" in [s.name for s in specs] else None}
-    if runs["first stage"] is None:
-        runs.pop("first stage")
+    names = [s.name for s in specs]
+    runs = {}
+    if "fs_rank" in names:
+        runs["first stage"] = run_from_scores(test, -test.X[:, names.index("fs_rank")], "fs")
     for j, s in enumerate(specs):
         if s.name == "fs_rank":
             continue

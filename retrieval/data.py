@@ -11,6 +11,7 @@ Datasets are found by *name* through a search path, first match wins:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -223,6 +224,19 @@ def load_beir(name_or_path: str | Path) -> Dataset:
                 stacklevel=2,
             )
     return Dataset(name=folder.name, corpus=corpus, queries=queries, qrels=qrels)
+
+
+def hash_split(qids, fraction: float, seed: int, salt: str = "") -> tuple[list[str], list[str]]:
+    """Split query ids into (rest, held-out ``fraction``) by a seeded hash of each id.
+
+    Deterministic, and stable: a query's side depends only on its id, the seed and the salt, so adding
+    queries never moves old ones. Different salts give independent splits.
+    """
+    rest, held = [], []
+    for q in sorted({str(q) for q in qids}):
+        h = int(hashlib.sha256(f"{salt}{seed}:{q}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        (held if h < fraction else rest).append(q)
+    return rest, held
 
 
 # --------------------------------------------------------------------------- TREC runs
