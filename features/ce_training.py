@@ -31,7 +31,7 @@ from retrieval.frames import DOCNO, LABEL, QID, QUERY, RANK, doc_text
 from retrieval.models import DEFAULT_BIENCODER, require, resolve_device, resolve_model
 from retrieval.params import ConfigError
 
-INSTALL = "pip install 'fusion-ltr[neural]' datasets"
+INSTALL = "pip install 'fusion-ltr[neural]'"
 LOSSES = ("softmax", "listnet", "lambdaloss", "bce")
 #: ListNet's target is softmax(labels): with binary labels that is nearly uniform (0.28 on the positive
 #: vs 0.10 on each of 7 negatives), a weak signal. "softmax" scales the labels so the target is one-hot:
