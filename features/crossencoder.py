@@ -69,8 +69,14 @@ class CrossEncoderExtractor(BaseExtractor):
             st = require("sentence_transformers", INSTALL)
             torch = require("torch", INSTALL)
             self.device = resolve_device(self.params.device)
-            self._model = st.CrossEncoder(resolve_model(self.params.model), device=self.device,
-                                          max_length=self.params.max_length, activation_fn=torch.nn.Identity())
+            try:
+                self._model = st.CrossEncoder(resolve_model(self.params.model), device=self.device,
+                                              max_length=self.params.max_length, activation_fn=torch.nn.Identity())
+            except OSError as exc:
+                raise FileNotFoundError(
+                    f"cross-encoder {self.params.model!r} is neither a local model folder nor loadable from the "
+                    f"hub ({type(exc).__name__}: {str(exc)[:200]}). Train one with `fusion-ltr finetune-ce "
+                    "--config ...`, or name a hub model (needs a network)") from exc
         return self._model
 
     def score(self, queries: list[str], docs: list[str]) -> np.ndarray:

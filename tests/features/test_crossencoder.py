@@ -46,3 +46,10 @@ def test_maxp_is_the_best_window(tiny_crossencoder):
     assert got == pytest.approx(per_window.max()) and len(per_window) == 5
     with pytest.raises(ValueError, match="stride_words"):
         CrossEncoderExtractor(model=tiny_crossencoder, maxp=True, window_words=5, stride_words=6)
+
+
+def test_a_missing_model_says_how_to_get_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ext = CrossEncoderExtractor(model=str(tmp_path / "runs" / "crossencoder" / "model"))
+    with pytest.raises(FileNotFoundError, match="fusion-ltr finetune-ce"):
+        ext.compute(pairs(ROWS[:1]))
