@@ -26,10 +26,6 @@ class ExtractorReport:
     cached: int
     seconds: float  # wall time of this build for this extractor
 
-    @property
-    def s_per_1000(self) -> float:
-        return 1000 * self.seconds / self.computed if self.computed else float("nan")
-
 
 def feature_specs(extractors: list[BaseExtractor]) -> tuple[FeatureSpec, ...]:
     """All specs of a feature set, in extractor order; duplicate names are an error."""
@@ -67,9 +63,10 @@ def summary_table(store: FeatureStore, extractors: list[BaseExtractor], reports:
                   qids=None, *, retriever: str = "hybrid") -> pd.DataFrame:
     """Per feature: rows, computed vs cached in this build, NaN count, stored cost per 1,000 pairs."""
     specs = feature_specs(extractors)
-    nans = store.nan_counts(specs, qids, retriever=retriever)
+    frame = store.frame(specs, qids, retriever=retriever)  # one read gives the rows and the NaN counts
+    nans = {s.name: int(frame[s.name].isna().sum()) for s in specs}
     cost = store.cost(specs).set_index("feature")
-    n_rows = len(store.pairs(qids, retriever=retriever))
+    n_rows = len(frame)
     by_ext = {r.extractor: r for r in reports}
     rows = []
     for ext in extractors:

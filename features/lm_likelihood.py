@@ -55,7 +55,8 @@ def packaged_lm_path(name: str = DEFAULT_LM) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.replace(out) if not out.exists() else None
+    if not out.exists():  # another process may have finished the same conversion first
+        tmp.replace(out)
     return out
 
 
