@@ -82,12 +82,24 @@ class BaseExtractor:
     FEATURES: ClassVar[dict[str, str]]
     cacheable: ClassVar[bool] = True
 
+    #: Folder that relative local paths in the parameters (e.g. a fine-tuned model) are also looked up
+    #: in when they do not exist from the working directory: the Scorer sets it to the directory the
+    #: run was made from, so an app can load a run from anywhere. Values and versions never depend on it.
+    root: Path | None = None
+
     def __init__(self, params=None, **kwargs):
         if params is None:
             params = from_dict(self.Params, kwargs, f"features.{self.name}")
         elif kwargs:
             raise TypeError("pass either a Params object or keyword parameters, not both")
         self.params = params
+
+    def local_path(self, value: str | None) -> str | None:
+        """``value`` as given, or under :attr:`root` when it is a relative path that exists only there."""
+        if not value or Path(value).is_absolute() or Path(value).exists() or self.root is None:
+            return value
+        candidate = Path(self.root) / value
+        return str(candidate) if candidate.exists() else value
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -122,7 +134,7 @@ class BaseExtractor:
 
     def _model_fingerprint(self) -> str | None:
         if not hasattr(self, "_fingerprint"):
-            self._fingerprint = model_fingerprint(self.model_id())
+            self._fingerprint = model_fingerprint(self.local_path(self.model_id()))
         return self._fingerprint
 
     @property
@@ -132,6 +144,16 @@ class BaseExtractor:
 
     # -- work -------------------------------------------------------------------------------
     def fit(self, corpus: pd.DataFrame) -> "BaseExtractor":
+        return self
+
+    #: True when :meth:`fit` learns corpus statistics that serving needs (saved beside a trained model).
+    has_corpus_state: ClassVar[bool] = False
+
+    def save_state(self, folder: Path) -> None:
+        """Write the fitted corpus statistics into ``folder`` (extractors with ``has_corpus_state``)."""
+
+    def load_state(self, folder: Path) -> "BaseExtractor":
+        """Read what :meth:`save_state` wrote; returns self."""
         return self
 
     def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:  # pragma: no cover - abstract

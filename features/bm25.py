@@ -70,6 +70,18 @@ class BM25Extractor(BaseExtractor):
         digest = hashlib.sha256(json.dumps(sorted(self.df_.items())).encode()).hexdigest()[:12]
         return {"n_docs": self.n_docs_, "avgdl": round(self.avgdl_, 6), "df": digest}
 
+    has_corpus_state = True
+
+    def save_state(self, folder: Path) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.save(Path(folder) / f"{self.name}.json")
+
+    def load_state(self, folder: Path) -> "BM25Extractor":
+        path = Path(folder) / f"{self.name}.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: the BM25 corpus statistics the model was trained with are missing")
+        return self.load(path)
+
     def save(self, path: str | Path) -> None:
         self._require_fit()
         Path(path).write_text(json.dumps({"n_docs": self.n_docs_, "avgdl": self.avgdl_, "df": self.df_}))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -37,25 +38,55 @@ def feature_specs(extractors: list[BaseExtractor]) -> tuple[FeatureSpec, ...]:
     return specs
 
 
+def eligible(ext: BaseExtractor, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The pairs an extractor computes: all of them, or those within its ``top_n`` first-stage ranks."""
+    return pairs if ext.top_n is None else pairs[pairs[RANK] <= ext.top_n]
+
+
+def compute_batch(ext: BaseExtractor, batch: pd.DataFrame) -> dict:
+    """One extractor's checked values for one batch: the single code path of training and serving."""
+    return check_values(ext, batch, ext.compute(batch))
+
+
+def compute(pairs: pd.DataFrame, extractors: list[BaseExtractor]) -> tuple[dict, dict[str, float]]:
+    """Every feature of ``extractors`` for ``pairs`` in memory, without a store (serving): a float
+    array per feature (NaN outside an extractor's ``top_n``, as in the store) and the seconds each
+    extractor took."""
+    feature_specs(extractors)
+    values, seconds = {}, {}
+    for ext in extractors:
+        t = time.perf_counter()
+        positions = np.arange(len(pairs)) if ext.top_n is None else np.flatnonzero(pairs[RANK].to_numpy() <= ext.top_n)
+        todo = pairs.iloc[positions]
+        cols = {s.name: np.full(len(pairs), np.nan) for s in ext.specs}
+        for start in range(0, len(todo), ext.batch_size):
+            batch = todo.iloc[start:start + ext.batch_size]
+            for name, arr in compute_batch(ext, batch).items():
+                cols[name][positions[start:start + len(batch)]] = arr
+        values.update(cols)
+        seconds[ext.name] = time.perf_counter() - t
+    return values, seconds
+
+
 def build(store: FeatureStore, pairs: pd.DataFrame, extractors: list[BaseExtractor], *,
           progress: bool = True) -> list[ExtractorReport]:
     """Compute the missing values of every extractor for ``pairs`` (a frame from ``store.pairs``)."""
     feature_specs(extractors)
     reports = []
     for ext in extractors:
-        eligible = pairs if ext.top_n is None else pairs[pairs[RANK] <= ext.top_n]
-        todo = store.missing(eligible, ext.specs) if ext.cacheable else eligible
+        todo_all = eligible(ext, pairs)
+        todo = store.missing(todo_all, ext.specs) if ext.cacheable else todo_all
         t_ext = time.perf_counter()
         bar = tqdm(total=len(todo), desc=f"{ext.name:>14}", unit="pair", disable=not progress or not len(todo))
         for start in range(0, len(todo), ext.batch_size):
             batch = todo.iloc[start:start + ext.batch_size]
             t = time.perf_counter()
-            values = check_values(ext, batch, ext.compute(batch))
+            values = compute_batch(ext, batch)
             store.write(batch, values, ext.specs, ext.provenance(), time.perf_counter() - t)
             bar.update(len(batch))
         bar.close()
-        reports.append(ExtractorReport(ext.name, [s.name for s in ext.specs], len(eligible), len(todo),
-                                       len(eligible) - len(todo), time.perf_counter() - t_ext))
+        reports.append(ExtractorReport(ext.name, [s.name for s in ext.specs], len(todo_all), len(todo),
+                                       len(todo_all) - len(todo), time.perf_counter() - t_ext))
     return reports
 
 

@@ -70,7 +70,7 @@ class CrossEncoderExtractor(BaseExtractor):
             torch = require("torch", INSTALL)
             self.device = resolve_device(self.params.device)
             try:
-                self._model = st.CrossEncoder(resolve_model(self.params.model), device=self.device,
+                self._model = st.CrossEncoder(resolve_model(self.local_path(self.params.model)), device=self.device,
                                               max_length=self.params.max_length, activation_fn=torch.nn.Identity())
             except OSError as exc:
                 raise FileNotFoundError(
@@ -108,7 +108,8 @@ class CrossEncoderExtractor(BaseExtractor):
         if self._trained is None:
             from .ce_training import trained_qids
 
-            self._trained = trained_qids(self.params.model) if Path(self.params.model).exists() else set()
+            model = self.local_path(self.params.model)
+            self._trained = trained_qids(model) if Path(model).exists() else set()
         return self._trained
 
     def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -93,7 +93,7 @@ class LMLikelihoodExtractor(BaseExtractor):
         if self._model is None:
             transformers = require("transformers", INSTALL)
             torch = require("torch", INSTALL)
-            name = self.params.model
+            name = self.local_path(self.params.model)
             path = str(packaged_lm_path(name)) if name in PACKAGED_GGUF and not Path(name).exists() else resolve_model(name)
             self.device = resolve_device(self.params.device)
             dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32

@@ -1,0 +1,8 @@
+"""The ranker layer: LambdaMART over the feature store, evaluation, importance, the CLI and the Scorer.
+
+``from ranker import Scorer`` is the app-facing entry point (see :mod:`ranker.scorer`).
+"""
+
+from .scorer import Ranking, Result, Scorer
+
+__all__ = ["Ranking", "Result", "Scorer"]

@@ -31,6 +31,7 @@ from features.build import build, feature_specs, summary_table
 from features.store import FeatureStore
 from retrieval.data import hash_split
 from retrieval import BM25Retriever, DenseRetriever, load_beir, read_trec_run, rrf, write_trec_run
+from retrieval.fusion import first_stage_runs
 from retrieval.frames import QID
 
 from . import evaluate as ev
@@ -75,11 +76,11 @@ def retrieve(cfg: Config, splits: list[str] | None = None, log=print) -> dict:
         t = time.perf_counter()
         runs["dense"] = dense.retrieve(queries, depth)
         timing["dense_retrieve_s"] = time.perf_counter() - t
-    if "hybrid" in need:
-        runs["hybrid"] = rrf([runs["bm25"], runs["dense"]], k=r.rrf_k, depth=r.k)
+    runs = first_stage_runs(runs, r.systems, k=r.k, rrf_k=r.rrf_k)
+    (folder / "index").mkdir(parents=True, exist_ok=True)
+    ds.corpus.to_parquet(folder / "index" / "corpus.parquet", index=False)  # the Scorer's `search` reads it
     for system in r.systems:
         run = runs[system]
-        run = run[run["rank"] <= r.k]
         for split in splits:
             split_q = set(ds.split(split)[0][QID])
             write_trec_run(run[run[QID].isin(split_q)], run_path(folder, system, split))
@@ -331,6 +332,21 @@ def model_dir(cfg: Config, name: str) -> Path:
     return Path(cfg.run.dir) / ("model" if name == "lambdamart" else f"model-{name[len('lambdamart['):-1]}")
 
 
+def _serving_info(cfg: Config) -> tuple[dict, list]:
+    """What the Scorer needs beside the booster: the first-stage recipe (for ``search``), where the run
+    was made from (to find relative model paths) and the extractors whose corpus statistics it saves."""
+    r = cfg.retrieval
+    serving = {"retrieval": {"systems": list(r.systems), "k": r.k, "depth": r.depth, "rrf_k": r.rrf_k,
+                             "bm25": vars(r.bm25), "dense": vars(r.dense)},
+               "run_dir": cfg.run.dir, "workdir": str(Path.cwd()), "embedding_cache": cfg.run.cache}
+    stateful = [e for e in make_extractors(cfg) if e.has_corpus_state]
+    if stateful:
+        corpus = load_beir(cfg.dataset.name).corpus
+        for ext in stateful:
+            ext.fit(corpus)
+    return serving, stateful
+
+
 def train(cfg: Config, log=print) -> dict:
     """Train the LambdaMART (and its variants) on the training split's candidates; save the models."""
     from .lambdamart import LambdaMART
@@ -340,6 +356,7 @@ def train(cfg: Config, log=print) -> dict:
     if data["train"] is None:
         raise ValueError(f"{cfg.source}: no training split (dataset.splits {list(cfg.dataset.splits)}); "
                          "set ranker.cv_folds to cross-validate on the test split instead")
+    serving, stateful = _serving_info(cfg)
     info = {}
     for name, feats in _models(cfg, specs).items():
         t = time.perf_counter()
@@ -347,10 +364,12 @@ def train(cfg: Config, log=print) -> dict:
         model = LambdaMART.from_params(cfg.ranker.params).fit(data["train"].select(feats), valid)
         seconds = time.perf_counter() - t
         extra = {"dataset": cfg.dataset.name, "candidates": cfg.features.candidates,
-                 "extractors": cfg.features.extractors, "config": cfg.source,
+                 "extractors": cfg.features.extractors, "config": cfg.source, **serving,
                  "train_queries": len(data["train"].group), "excluded_queries_leakage_guard": len(data["leaked"]),
                  "fit_seconds": seconds}
         path = model.save(model_dir(cfg, name), extra=extra)
+        for ext in stateful:
+            ext.save_state(path / "extractors")
         info[name] = {"path": str(path), "best_iteration": model.best_iteration_, "seconds": seconds, "evals": model.evals_}
         log(f"{name}: {len(feats)} features, {len(data['train'].group)} train / "
             f"{len(data['valid'].group) if data['valid'] is not None else 0} valid queries "

@@ -48,3 +48,16 @@ class HybridRetriever:
     def retrieve(self, queries: pd.DataFrame, k: int = 100) -> pd.DataFrame:
         runs = [r.retrieve(queries, self.depth or k) for r in self.retrievers]
         return rrf(runs, k=self.k, depth=k, name=self.name)
+
+
+def first_stage_runs(member_runs: dict[str, pd.DataFrame], systems, *, k: int, rrf_k: int = 60) -> dict[str, pd.DataFrame]:
+    """Each system's run cut to its top ``k``, from the members' deeper runs (``bm25``, ``dense``);
+    ``hybrid`` fuses the members' full-depth runs with RRF first. The one recipe of offline
+    retrieval and of the Scorer's ``search``, so both rerank the same lists."""
+    runs = dict(member_runs)
+    if "hybrid" in systems:
+        missing = [m for m in ("bm25", "dense") if m not in runs]
+        if missing:
+            raise ValueError(f"hybrid needs the {missing} run(s); found {sorted(runs)}")
+        runs["hybrid"] = rrf([runs["bm25"], runs["dense"]], k=rrf_k, depth=k)
+    return {s: runs[s][runs[s][RANK] <= k].reset_index(drop=True) for s in systems}

@@ -2,64 +2,7 @@
 
 import json
 
-import numpy as np
-import pytest
-
 from ranker.cli import main
-from tests.conftest import write_beir
-
-TOPICS = ["volcano magma eruption", "chess knight opening", "sourdough bread starter", "qubit quantum gate",
-          "tide moon gravity", "honey bee colony", "glacier ice melt", "jazz saxophone solo",
-          "marathon runner training", "comet tail orbit", "coral reef bleaching", "violin string bow",
-          "desert cactus water", "tornado storm wind", "pasta tomato sauce", "rocket fuel engine",
-          "owl night hunting", "printing press paper", "vaccine immune response", "bridge steel cable",
-          "penguin antarctic ice", "coffee bean roast", "earthquake fault plate", "satellite signal orbit",
-          "tea leaf ferment", "piano key chord", "wolf pack forest", "camera lens light", "salt ocean water",
-          "robot arm sensor", "cheese milk culture", "kite wind string"]
-
-
-@pytest.fixture
-def generated(tmp_path):
-    rng = np.random.default_rng(0)
-    docs, queries, qrels = [], [], {"train": [], "test": []}
-    vocab = sorted({w for t in TOPICS for w in t.split()})
-    for i, topic in enumerate(TOPICS):
-        words = topic.split()
-        docs.append({"_id": f"rel{i}", "title": topic, "text": " ".join(words * 3)})
-        for j in range(4):  # distractors share one topic word
-            filler = " ".join(rng.choice(vocab, 6))
-            docs.append({"_id": f"dis{i}_{j}", "title": "", "text": f"{words[j % 3]} {filler} {words[j % 3]} " * 2})
-        queries.append({"_id": f"q{i}", "text": " ".join(words[:2] + [words[2]])})
-        qrels["train" if i < 22 else "test"].append((f"q{i}", f"rel{i}", 1))
-    folder = write_beir(tmp_path / "gen", docs=docs, queries=queries, qrels=qrels)
-    config = tmp_path / "gen.toml"
-    config.write_text(f"""
-[dataset]
-name = "{folder}"
-[retrieval]
-systems = ["bm25"]
-k = 20
-depth = 20
-[features]
-candidates = "bm25"
-[features.extractors.first_stage]
-retrievers = []
-[features.extractors.bm25]
-[features.extractors.coverage]
-[features.extractors.length]
-[ranker]
-valid_fraction = 0.2
-[ranker.params]
-n_estimators = 40
-min_data_in_leaf = 5
-num_leaves = 7
-[ranker.variants]
-first_stage_only = ["fs_rank", "fs_score"]
-[run]
-dir = "{tmp_path / 'run'}"
-""")
-    return config, tmp_path / "run"
-
 
 def test_full_pipeline(generated, capsys):
     config, run = generated

@@ -1,0 +1,314 @@
+"""Serving: rerank an app's candidates with a trained run, computing features with the training code.
+
+    from ranker import Scorer
+
+    scorer = Scorer.load("runs/scifact")
+    for r in scorer.rerank("do statins lower LDL?", ["doc text one", "doc text two"]):
+        print(r.rank, round(r.score, 3), r.text[:60])
+
+:meth:`Scorer.load` rebuilds the extractors from the model's manifest (the configs it was trained
+with), loads the corpus statistics saved beside the booster, and refuses to serve when any feature's
+version differs from the one the model learned from (a changed model, parameter or code). Models
+load on first use and stay resident. Features go through :func:`features.build.compute`, the code
+path the offline feature build uses, so a (query, document) pair gets the same values in both.
+
+First-stage signals: ``fs_rank`` / ``fs_score`` come from each doc's ``rank`` / ``score`` (its
+position and NaN when not given); a member retriever's ``rank_<r>`` / ``score_<r>`` are NaN unless
+the doc carries those keys, or :meth:`Scorer.search` retrieved it (it reproduces the run's
+first stage exactly). LightGBM and XGBoost route NaN as "missing", as for a document outside a
+retriever's list in training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features import base as fbase
+from features.build import compute, feature_specs
+from features.store import RankingData
+from retrieval.frames import DOCNO, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT, TIMESTAMP, TITLE
+
+from .lambdamart import LambdaMART
+
+log = logging.getLogger("fusion_ltr.scorer")
+
+QUERY_ID = "_query"  # the qid of an app's query: never one a cross-encoder was trained on
+DOC_KEYS = ("id", "text", "title", "timestamp", "score", "rank")
+
+
+@dataclass
+class Result:
+    """One reranked document."""
+
+    id: str
+    score: float  # the ranker's score (higher is better)
+    rank: int  # 1-based rank after reranking
+    original_rank: int  # the doc's first-stage rank (its ``rank``, else its position in the input)
+    text: str
+    title: str = ""
+    features: dict[str, float] | None = None  # explain=True: each feature's value (NaN = not computed)
+    contributions: dict[str, float] | None = None  # explain=True: SHAP per feature, plus "bias"
+
+
+class Ranking(list):
+    """A list of :class:`Result`, best first, with ``timing``: seconds per extractor (each computes
+    the features listed in :attr:`Scorer.features_by_extractor`), ``ranker``, ``explain``, ``total``."""
+
+    def __init__(self, results: Iterable[Result] = (), timing: dict[str, float] | None = None):
+        super().__init__(results)
+        self.timing = timing or {}
+
+
+class Scorer:
+    """A trained LambdaMART and the extractors of its features, ready to rerank."""
+
+    def __init__(self, model: LambdaMART, extractors: list, *, run_dir: Path | None = None,
+                 manifest: dict | None = None):
+        self.model = model
+        self.extractors = extractors
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.manifest = manifest or model.manifest_
+        self.candidates = self.manifest.get("candidates", "hybrid")
+        specs = {s.name: s for s in feature_specs(extractors)}
+        missing = [n for n in model.feature_names_ if n not in specs]
+        if missing:
+            raise fbase.ConfigError(f"the model uses feature(s) {missing} that none of its extractors "
+                                    f"({[e.name for e in extractors]}) produces")
+        self.feature_names = list(model.feature_names_)
+        self.feature_versions = [specs[n].version for n in self.feature_names]
+        model.check_features(self.feature_names, self.feature_versions)  # refuses a changed feature
+        self.features_by_extractor = {e.name: [s.name for s in e.specs] for e in extractors}
+        self._search = None
+
+    # ------------------------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, run_dir: str | Path, *, model: str = "model", device: str | None = None) -> "Scorer":
+        """The Scorer of a run folder (``<run_dir>/<model>``) or of a model folder itself.
+
+        ``device`` overrides the extractors' device ("cpu", "cuda", ...); it never changes a value.
+        """
+        run_dir = Path(run_dir)
+        model_dir = run_dir if (run_dir / "manifest.json").exists() else run_dir / model
+        if not (model_dir / "manifest.json").exists():
+            raise FileNotFoundError(f"{model_dir}: no trained model (expected manifest.json); "
+                                    "run `fusion-ltr run --config ...` or `fusion-ltr train` first")
+        booster = LambdaMART.load(model_dir)
+        manifest = booster.manifest_
+        if "extractors" not in manifest:
+            raise ValueError(f"{model_dir}: the manifest names no extractors, so its features cannot be "
+                             "computed at serving time (a model trained on precomputed features, e.g. LETOR)")
+        root = _root(model_dir.parent, manifest)
+        extractors = []
+        for name, params in manifest["extractors"].items():
+            params = dict(params)
+            if device is not None and "device" in {f.name for f in dataclasses.fields(fbase.extractor_class(name).Params)}:
+                params["device"] = device
+            ext = fbase.create(name, params)
+            ext.root = root
+            if ext.has_corpus_state:
+                ext.load_state(model_dir / "extractors")
+            extractors.append(ext)
+        used = set(booster.feature_names_)
+        extractors = [e for e in extractors if used & {s.name for s in e.specs}]
+        return cls(booster, extractors, run_dir=model_dir.parent, manifest=manifest)
+
+    # ------------------------------------------------------------------------------- serving
+    def rerank(self, query: str, docs, *, top_k: int | None = None, explain: bool = False,
+               min_score: float | None = None) -> Ranking:
+        """Rerank ``docs`` (strings, or mappings with ``id``, ``text`` and optional ``title``,
+        ``timestamp``, ``score``, ``rank``, ``rank_<r>``/``score_<r>``) for ``query``; best first.
+
+        ``top_k`` keeps the best k; ``min_score`` drops results scoring below it; ``explain`` adds each
+        feature's value and SHAP contribution. An empty ``docs`` gives an empty :class:`Ranking`.
+        """
+        t0 = time.perf_counter()
+        query = _check_query(query)
+        docs = list(docs)
+        if not docs:
+            return Ranking([], {"total": time.perf_counter() - t0})
+        return self._score(_candidate_frame(query, docs, self.candidates), t0, top_k, explain, min_score)
+
+    def search(self, query: str, k: int = 10, *, explain: bool = False, min_score: float | None = None) -> Ranking:
+        """Retrieve the run's first-stage candidates for ``query`` from its index, then rerank them."""
+        t0 = time.perf_counter()
+        query = _check_query(query)
+        frame = self._retrieve(query)
+        t1 = time.perf_counter()
+        out = self._score(frame, t0, k, explain, min_score)
+        out.timing = {"retrieve": t1 - t0, **out.timing}
+        return out
+
+    def features(self, query: str, docs) -> pd.DataFrame:
+        """The model's feature matrix for ``docs`` (rows in input order, columns in model order)."""
+        frame = _candidate_frame(_check_query(query), list(docs), self.candidates)
+        values, _ = compute(frame, self.extractors)
+        return pd.DataFrame({n: values[n] for n in self.feature_names}, index=frame[DOCNO].tolist())
+
+    # ------------------------------------------------------------------------------- internals
+    def _score(self, frame: pd.DataFrame, t0: float, top_k, explain: bool, min_score) -> Ranking:
+        values, timing = compute(frame, self.extractors)
+        t = time.perf_counter()
+        X = np.column_stack([values[n] for n in self.feature_names])
+        data = RankingData.from_arrays(X, np.zeros(len(X)), frame[QID], frame[DOCNO], self.feature_names,
+                                       self.feature_versions)
+        scores = self.model.predict(data)  # checks names and versions again
+        timing["ranker"] = time.perf_counter() - t
+        order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -scores))
+        if min_score is not None:
+            order = order[scores[order] >= min_score]
+        if top_k is not None:
+            order = order[:max(0, int(top_k))]
+        contrib = None
+        if explain:
+            t = time.perf_counter()
+            contrib = self.model.contributions(data)
+            timing["explain"] = time.perf_counter() - t
+        results = []
+        for new_rank, i in enumerate(order, start=1):
+            row = frame.iloc[i]
+            results.append(Result(
+                id=row[DOCNO], score=float(scores[i]), rank=new_rank, original_rank=int(row[RANK]),
+                text=row[TEXT], title=row[TITLE],
+                features={n: float(X[i, j]) for j, n in enumerate(self.feature_names)} if explain else None,
+                contributions=({n: float(contrib[i, j]) for j, n in enumerate(self.feature_names)}
+                               | {"bias": float(contrib[i, -1])}) if explain else None,
+            ))
+        timing["total"] = time.perf_counter() - t0
+        log.debug("reranked %d docs in %.3fs: %s", len(frame), timing["total"],
+                  ", ".join(f"{k} {v * 1000:.1f}ms" for k, v in timing.items()))
+        return Ranking(results, timing)
+
+    def _retrieve(self, query: str) -> pd.DataFrame:
+        from retrieval import BM25Retriever, DenseParams, DenseRetriever, load_beir
+        from retrieval.bm25 import BM25Params
+        from retrieval.fusion import first_stage_runs
+
+        r = self.manifest.get("retrieval")
+        index = self.run_dir / "index" if self.run_dir else None
+        if not r or index is None or not (index / "bm25").exists():
+            raise FileNotFoundError(f"{index}: this run folder holds no retrieval index (expected index/bm25 from "
+                                    "`fusion-ltr retrieve`); use rerank() with your own candidates")
+        if self._search is None:
+            corpus_file = index / "corpus.parquet"
+            corpus = pd.read_parquet(corpus_file) if corpus_file.exists() else load_beir(self.manifest["dataset"]).corpus
+            members = {}
+            if {"bm25", "hybrid"} & set(r["systems"]):
+                members["bm25"] = BM25Retriever.load(index / "bm25")
+                if members["bm25"].params != BM25Params(**r["bm25"]):
+                    raise ValueError(f"{index / 'bm25'}: index parameters differ from the model's retrieval config")
+            if {"dense", "hybrid"} & set(r["systems"]):
+                members["dense"] = DenseRetriever(DenseParams(**r["dense"]),
+                                                  cache=self.manifest.get("embedding_cache") or None).index(corpus)
+            for ext in self.extractors:
+                if not ext.has_corpus_state:  # e.g. the bi-encoder reuses the corpus embeddings
+                    ext.fit(corpus)
+            self._search = (corpus.set_index(DOCNO, drop=False), members)
+        corpus, members = self._search
+        queries = pd.DataFrame({QID: [QUERY_ID], QUERY: [query]})
+        depth = max(r["k"], r["depth"])
+        runs = first_stage_runs({m: ret.retrieve(queries, depth) for m, ret in members.items()}, r["systems"],
+                                k=r["k"], rrf_k=r["rrf_k"])
+        frame = runs[self.candidates].sort_values(RANK).reset_index(drop=True)
+        docs = corpus.loc[frame[DOCNO]]
+        frame[QUERY] = query
+        frame[TEXT] = docs[TEXT].fillna("").astype(str).to_numpy()
+        frame[TITLE] = docs[TITLE].fillna("").astype(str).to_numpy() if TITLE in docs else ""
+        frame[TIMESTAMP] = pd.to_datetime(docs[TIMESTAMP].to_numpy(), utc=True) if TIMESTAMP in docs else pd.NaT
+        for name, run in runs.items():
+            if name == self.candidates:
+                continue
+            member = run.set_index(DOCNO)
+            frame[f"rank_{name}"] = frame[DOCNO].map(member[RANK]).astype(float)
+            frame[f"score_{name}"] = frame[DOCNO].map(member[SCORE]).astype(float)
+        return frame
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def _root(run_dir: Path, manifest: dict) -> Path:
+    """The directory the run was made from: the run folder minus its configured relative path when it
+    ends with it (the project moved or is used from elsewhere), else the recorded working directory."""
+    configured = Path(manifest.get("run_dir") or "")
+    resolved = run_dir.resolve()
+    n = len(configured.parts)
+    if configured.parts and not configured.is_absolute() and resolved.parts[-n:] == configured.parts:
+        return resolved.parents[n - 1]
+    return Path(manifest.get("workdir") or Path.cwd())
+
+
+def _check_query(query) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError(f"query: expected a non-empty string, found {query!r}")
+    return query
+
+
+def _timestamp(value, doc_id: str) -> pd.Timestamp:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT or value == "":
+        return pd.NaT
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            ts = pd.Timestamp(float(value), unit="s")  # a number is a Unix time in seconds
+        elif isinstance(value, (str, dt.date, dt.datetime, pd.Timestamp, np.datetime64)):
+            ts = pd.Timestamp(value)
+        else:
+            raise TypeError
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"doc {doc_id!r}: timestamp {value!r} is not a date: expected an ISO 8601 string, a "
+                         "datetime or Unix seconds") from None
+    if pd.isna(ts):
+        raise ValueError(f"doc {doc_id!r}: timestamp {value!r} is not a date")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
+    """An app's docs as a candidate frame (the contract of :mod:`retrieval.frames`)."""
+    rows, extra = [], {}
+    for pos, doc in enumerate(docs):
+        if isinstance(doc, str):
+            doc = {"text": doc}
+        if not isinstance(doc, Mapping):
+            raise TypeError(f"doc {pos}: expected a string or a mapping with {list(DOC_KEYS)}, "
+                            f"found {type(doc).__name__}")
+        doc_id = str(doc.get("id", pos))
+        text = doc.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"doc {doc_id!r} (position {pos}): expected a non-empty 'text' string, found "
+                             f"{text!r}; its keys: {sorted(doc)}")
+        title = doc.get("title") or ""
+        if not isinstance(title, str):
+            raise ValueError(f"doc {doc_id!r}: title must be a string, found {type(title).__name__}")
+        rank = doc.get("rank", pos + 1)
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+            raise ValueError(f"doc {doc_id!r}: rank must be a positive integer, found {rank!r}")
+        score = doc.get("score")
+        try:
+            score = np.nan if score is None else float(score)
+        except (TypeError, ValueError):
+            raise ValueError(f"doc {doc_id!r}: score must be a number, found {score!r}") from None
+        rows.append({QID: QUERY_ID, QUERY: query, DOCNO: doc_id, TEXT: text, TITLE: title,
+                     TIMESTAMP: _timestamp(doc.get("timestamp"), doc_id), RANK: int(rank), SCORE: score,
+                     RETRIEVER: retriever})
+        for key, value in doc.items():
+            if key.startswith(("rank_", "score_")):
+                extra.setdefault(key, {})[pos] = float(value) if value is not None else np.nan
+    frame = pd.DataFrame(rows)
+    dupes = frame[DOCNO][frame[DOCNO].duplicated()].unique().tolist()
+    if dupes:
+        raise ValueError(f"docs: duplicate id(s) {dupes[:5]}; expected one entry per document")
+    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+    for key, by_pos in extra.items():
+        frame[key] = [by_pos.get(i, np.nan) for i in range(len(frame))]
+    return frame

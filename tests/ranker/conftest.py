@@ -1,0 +1,65 @@
+"""A generated 32-topic dataset and its pipeline config, shared by the pipeline and Scorer tests."""
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_beir
+
+TOPICS = ["volcano magma eruption", "chess knight opening", "sourdough bread starter", "qubit quantum gate",
+          "tide moon gravity", "honey bee colony", "glacier ice melt", "jazz saxophone solo",
+          "marathon runner training", "comet tail orbit", "coral reef bleaching", "violin string bow",
+          "desert cactus water", "tornado storm wind", "pasta tomato sauce", "rocket fuel engine",
+          "owl night hunting", "printing press paper", "vaccine immune response", "bridge steel cable",
+          "penguin antarctic ice", "coffee bean roast", "earthquake fault plate", "satellite signal orbit",
+          "tea leaf ferment", "piano key chord", "wolf pack forest", "camera lens light", "salt ocean water",
+          "robot arm sensor", "cheese milk culture", "kite wind string"]
+
+
+def generated_dataset(folder):
+    """32 topics: one relevant document per topic (with a date), four distractors sharing one word."""
+    rng = np.random.default_rng(0)
+    docs, queries, qrels = [], [], {"train": [], "test": []}
+    vocab = sorted({w for t in TOPICS for w in t.split()})
+    for i, topic in enumerate(TOPICS):
+        words = topic.split()
+        docs.append({"_id": f"rel{i}", "title": topic, "text": " ".join(words * 3),
+                     "metadata": {"date": f"{1990 + i}-06-01"}})
+        for j in range(4):  # distractors share one topic word
+            filler = " ".join(rng.choice(vocab, 6))
+            docs.append({"_id": f"dis{i}_{j}", "title": "", "text": f"{words[j % 3]} {filler} {words[j % 3]} " * 2,
+                         "metadata": {"date": f"{1995 + j + i % 7}-01-15"} if j % 2 else {}})
+        queries.append({"_id": f"q{i}", "text": " ".join(words[:2] + [words[2]])})
+        qrels["train" if i < 22 else "test"].append((f"q{i}", f"rel{i}", 1))
+    return write_beir(folder, docs=docs, queries=queries, qrels=qrels)
+
+
+@pytest.fixture
+def generated(tmp_path):
+    folder = generated_dataset(tmp_path / "gen")
+    config = tmp_path / "gen.toml"
+    config.write_text(f"""
+[dataset]
+name = "{folder}"
+[retrieval]
+systems = ["bm25"]
+k = 20
+depth = 20
+[features]
+candidates = "bm25"
+[features.extractors.first_stage]
+retrievers = []
+[features.extractors.bm25]
+[features.extractors.coverage]
+[features.extractors.length]
+[ranker]
+valid_fraction = 0.2
+[ranker.params]
+n_estimators = 40
+min_data_in_leaf = 5
+num_leaves = 7
+[ranker.variants]
+first_stage_only = ["fs_rank", "fs_score"]
+[run]
+dir = "{tmp_path / 'run'}"
+""")
+    return config, tmp_path / "run"

@@ -1,0 +1,180 @@
+"""The app-facing Scorer against a run built here (BM25 + packaged MiniLM, hybrid candidates).
+
+The parity tests compare the Scorer with the offline path: features read back from the feature store
+that `fusion-ltr features` built, and the order `fusion-ltr evaluate` gives with the same model.
+"""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.base import FeatureSpec
+from features.store import FeatureStore
+from ranker import Ranking, Scorer
+from ranker.cli import main
+from ranker.data import run_from_scores
+from ranker.lambdamart import FeatureMismatchError, LambdaMART
+from ranker.scorer import _root
+from retrieval.data import load_beir
+from tests.ranker.conftest import generated_dataset
+
+pytest.importorskip("sentence_transformers")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scorer")
+    folder = generated_dataset(tmp / "gen")
+    config = tmp / "gen.toml"
+    config.write_text(f"""
+[dataset]
+name = "{folder}"
+[retrieval]
+systems = ["bm25", "dense", "hybrid"]
+k = 20
+depth = 30
+[features]
+candidates = "hybrid"
+[features.extractors.first_stage]
+retrievers = ["bm25", "dense"]
+[features.extractors.bm25]
+[features.extractors.coverage]
+[features.extractors.biencoder]
+cache = "{tmp / 'emb'}"
+[features.extractors.length]
+[features.extractors.freshness]
+reference_time = "2030-01-01"
+[ranker.params]
+n_estimators = 40
+min_data_in_leaf = 5
+num_leaves = 7
+[run]
+dir = "{tmp / 'run'}"
+cache = "{tmp / 'emb'}"
+""")
+    for step in ("retrieve", "features", "train"):
+        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    return tmp / "run", folder
+
+
+def offline(run_dir, qid):
+    """Features from the store and the model's order, the way `fusion-ltr evaluate` computes them."""
+    model = LambdaMART.load(run_dir / "model")
+    specs = [FeatureSpec(f["name"], f["version"]) for f in model.manifest_["features"]]
+    with FeatureStore(run_dir / "features.duckdb", read_only=True) as store:
+        data = store.matrix(specs, [qid], retriever="hybrid")
+        pairs = store.pairs([qid], retriever="hybrid")
+    order = run_from_scores(data, model.predict(data), "m")["docno"].tolist()
+    return data, pairs, order
+
+
+def assert_same_features(results, data):
+    row = {d: i for i, d in enumerate(data.docnos)}
+    assert sorted(r.id for r in results) == sorted(data.docnos)
+    for r in results:
+        expected = data.X[row[r.id]]
+        got = np.array([r.features[n] for n in data.feature_names])
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, equal_nan=True, err_msg=f"doc {r.id}")
+
+
+@pytest.mark.parametrize("qid", ["q22", "q27", "q31"])
+def test_search_reproduces_offline_candidates_features_and_order(run, qid):
+    run_dir, folder = run
+    query = load_beir(str(folder)).queries.set_index("qid").loc[qid, "query"]
+    data, _, order = offline(run_dir, qid)
+    results = Scorer.load(run_dir).search(query, k=100, explain=True)
+    assert_same_features(results, data)
+    assert [r.id for r in results] == order
+    assert [r.rank for r in results] == list(range(1, len(results) + 1))
+
+
+def test_rerank_of_app_docs_matches_the_offline_path(run):
+    run_dir, folder = run
+    query = load_beir(str(folder)).queries.set_index("qid").loc["q25", "query"]
+    data, pairs, order = offline(run_dir, "q25")
+    docs = [{"id": p.docno, "text": p.text, "title": p.title, "rank": int(p.rank), "score": p.score,
+             "timestamp": None if p.timestamp is None or p.timestamp != p.timestamp else p.timestamp.isoformat(),
+             "rank_bm25": p.rank_bm25, "score_bm25": p.score_bm25, "rank_dense": p.rank_dense,
+             "score_dense": p.score_dense}
+            for p in pairs.itertuples()]
+    results = Scorer.load(run_dir).rerank(query, docs, explain=True)
+    assert_same_features(results, data)
+    assert [r.id for r in results] == order
+    first = results[0]
+    assert set(first.contributions) == set(data.feature_names) | {"bias"}
+    assert math.isclose(sum(first.contributions.values()), first.score, rel_tol=1e-6, abs_tol=1e-6)
+
+
+def test_rerank_strings_orders_them_and_times_each_extractor(run):
+    run_dir, _ = run
+    scorer = Scorer.load(run_dir)
+    docs = [f"{w} filler words here" for w in ("kite", "violin", "coffee", "bean", "roast", "owl", "pasta",
+                                               "coffee bean roast", "tea", "jazz")]
+    results = scorer.rerank("coffee bean roast", docs)
+    assert isinstance(results, Ranking) and len(results) == 10
+    feats = scorer.features("coffee bean roast", docs)  # rows in input order
+    expected = dict(zip(feats.index, scorer.model.predict(feats.to_numpy())))
+    assert {r.id: r.score for r in results} == pytest.approx(expected)
+    assert {r.id: r.text for r in results} == {str(i): d for i, d in enumerate(docs)}
+    assert sorted(r.original_rank for r in results) == list(range(1, 11))
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    assert results[0].features is None  # explain=False
+    assert set(scorer.features_by_extractor) <= set(results.timing)
+    assert {"ranker", "total"} <= set(results.timing) and results.timing["total"] > 0
+
+    top = scorer.rerank("coffee bean roast", docs, top_k=3)
+    assert [r.id for r in top] == [r.id for r in results[:3]]
+    cut = results[4].score
+    kept = scorer.rerank("coffee bean roast", docs, min_score=cut)
+    assert [r.id for r in kept] == [r.id for r in results if r.score >= cut]
+    assert scorer.rerank("coffee bean roast", []) == []
+
+
+def test_bad_docs_are_refused_with_the_doc_named(run):
+    scorer = Scorer.load(run[0])
+    with pytest.raises(ValueError, match=r"doc 'b' .*non-empty 'text'.*keys: \['id', 'txt'\]"):
+        scorer.rerank("q", [{"id": "a", "text": "fine"}, {"id": "b", "txt": "typo"}])
+    with pytest.raises(ValueError, match=r"doc 'a': timestamp 'yesterday' is not a date"):
+        scorer.rerank("q", [{"id": "a", "text": "x", "timestamp": "yesterday"}])
+    with pytest.raises(ValueError, match=r"duplicate id\(s\) \['a'\]"):
+        scorer.rerank("q", [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}])
+    with pytest.raises(ValueError, match="query: expected a non-empty string"):
+        scorer.rerank("  ", ["x"])
+
+
+def test_timestamps_feed_the_freshness_features(run):
+    scorer = Scorer.load(run[0])
+    out = scorer.features("q", [{"id": "old", "text": "a", "timestamp": "2020-01-01"},
+                                {"id": "new", "text": "a", "timestamp": "2029-01-01T00:00:00Z"},
+                                {"id": "unix", "text": "a", "timestamp": 1861920000},  # 2029-01-01 UTC
+                                {"id": "none", "text": "a"}])
+    assert out.loc["old", "age_days"] == (np.datetime64("2030-01-01") - np.datetime64("2020-01-01")).astype(int)
+    assert out.loc["new", "age_days"] == 365 and out.loc["unix", "age_days"] == 365
+    assert np.isnan(out.loc["none", "age_days"]) and out.loc["none", "has_timestamp"] == 0
+
+
+def test_a_changed_feature_definition_refuses_to_load(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run[0] / "model", copy / "model")
+    manifest = json.loads((copy / "model" / "manifest.json").read_text())
+    manifest["extractors"]["bm25"] = {"k1": 1.5}
+    (copy / "model" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FeatureMismatchError, match=r"version changed \(bm25: trained on"):
+        Scorer.load(copy)
+
+
+def test_search_needs_a_retrieval_index(run, tmp_path):
+    shutil.copytree(run[0] / "model", tmp_path / "run" / "model")
+    with pytest.raises(FileNotFoundError, match="no retrieval index"):
+        Scorer.load(tmp_path / "run").search("coffee")
+
+
+def test_root_is_the_run_folder_minus_its_configured_path(tmp_path):
+    run_dir = tmp_path / "project" / "runs" / "x"
+    run_dir.mkdir(parents=True)
+    assert _root(run_dir, {"run_dir": "runs/x", "workdir": "/elsewhere"}) == (tmp_path / "project").resolve()
+    assert _root(run_dir, {"run_dir": "other/y", "workdir": "/elsewhere"}) == Path("/elsewhere")
