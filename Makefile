@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-CONFIG ?= configs/scifact.toml
+CONFIG ?= configs/demo.toml
 
 .PHONY: install test demo bench clean
 
@@ -23,8 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/fusion-ltr retrieve --config $(CONFIG) --split test
-	$(VENV)/bin/fusion-ltr evaluate --config $(CONFIG)
+	$(VENV)/bin/fusion-ltr run --config $(CONFIG)
 
 bench: $(STAMP)
 	$(PY) benchmarks/first_stage.py

@@ -17,10 +17,15 @@ def _retrieve(args) -> None:
 
 def _evaluate(args) -> None:
     cfg = load_config(args.config)
-    pipeline.evaluate(cfg, args.split)
-    if pipeline.has_ranker(cfg):
+    if cfg.dataset.format != "letor":
+        pipeline.evaluate(cfg, args.split)
         print()
+    if pipeline.has_ranker(cfg):
         pipeline.evaluate_ranker(cfg)
+
+
+def _run(args) -> None:
+    pipeline.run(load_config(args.config), progress=not args.quiet, ablate=not args.no_ablation)
 
 
 def _features(args) -> None:
@@ -55,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", required=True, help="TOML config, e.g. configs/scifact.toml")
         p.set_defaults(func=func)
         return p
+
+    p = command("run", "the whole pipeline: retrieve, finetune-ce (if configured), features, train, evaluate, "
+                       "report; each step cached", _run)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-ablation", action="store_true", help="skip the drop-one retraining in the report")
 
     p = command("retrieve", "first-stage retrieval (BM25, dense, hybrid) into TREC runs", _retrieve)
     p.add_argument("--split", action="append", help="split(s) to retrieve for (default: the config's)")

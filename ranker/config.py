@@ -26,8 +26,10 @@ from .evaluate import DEFAULT_MEASURES
 @dataclass(frozen=True)
 class DatasetConfig:
     name: str = "scifact"  # a dataset name on the data search path, or a folder
+    format: str = "beir"  # "beir" (documents and queries) or "letor" (precomputed features, S1..S5 folds)
     splits: tuple[str, ...] = ("train", "test")  # splits to retrieve candidates for
     test_split: str = "test"  # the split `evaluate` reports
+    fold: int = 1  # letor: the fold (1-5) trained, early-stopped and evaluated
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ class Config:
     source: str = ""  # the file it was read from (set by load_config)
 
     def validate(self) -> "Config":
+        if self.dataset.format not in ("beir", "letor"):
+            raise ConfigError(f"{self.source}: dataset.format must be 'beir' or 'letor', found {self.dataset.format!r}")
+        if self.dataset.format == "letor" and not 1 <= self.dataset.fold <= 5:
+            raise ConfigError(f"{self.source}: dataset.fold must be 1..5 for LETOR, found {self.dataset.fold}")
         r = self.retrieval
         known = {"bm25", "dense", "hybrid"}
         bad = [s for s in r.systems if s not in known]

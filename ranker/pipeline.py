@@ -46,12 +46,19 @@ def run_dir(cfg: Config) -> Path:
     return path
 
 
+def _needs_documents(cfg: Config, step: str) -> None:
+    if cfg.dataset.format == "letor":
+        raise ValueError(f"{step}: {cfg.dataset.name} is a LETOR dataset (precomputed features, no documents); "
+                         "only train, evaluate, report and run apply")
+
+
 def run_path(folder: Path, system: str, split: str) -> Path:
     return folder / "retrieval" / f"{system}.{split}.trec"
 
 
 def retrieve(cfg: Config, splits: list[str] | None = None, log=print) -> dict:
     """Index the corpus and write a TREC run per configured system and split."""
+    _needs_documents(cfg, "retrieve")
     r = cfg.retrieval
     folder = run_dir(cfg)
     ds = load_beir(cfg.dataset.name)
@@ -98,6 +105,7 @@ def retrieve(cfg: Config, splits: list[str] | None = None, log=print) -> dict:
 
 def evaluate(cfg: Config, split: str | None = None, log=print) -> dict:
     """Evaluate every configured system's run on a split; paired tests of the last system vs the others."""
+    _needs_documents(cfg, "evaluate")
     folder = run_dir(cfg)
     split = split or cfg.dataset.test_split
     ds = load_beir(cfg.dataset.name)
@@ -156,6 +164,7 @@ def load_candidates(store: FeatureStore, cfg: Config, folder: Path, splits: list
 
 def features(cfg: Config, splits: list[str] | None = None, log=print, progress: bool = True) -> dict:
     """Build the configured feature set for the candidates of ``splits``; print the summary table."""
+    _needs_documents(cfg, "features")
     t0 = time.perf_counter()
     folder = run_dir(cfg)
     splits = list(splits or cfg.dataset.splits)
@@ -228,6 +237,7 @@ def _synthetic_groups(cfg: Config, ds, ce_queries: pd.DataFrame, qrels: pd.DataF
 
 def finetune_ce(cfg: Config, log=print, progress: bool = True) -> dict:
     """Fine-tune the cross-encoder on the CE side of the training queries (see features.ce_training)."""
+    _needs_documents(cfg, "finetune-ce")
     p = cfg.finetune.params.check()
     folder = run_dir(cfg)
     ds = load_beir(cfg.dataset.name)
@@ -267,6 +277,12 @@ def finetune_ce(cfg: Config, log=print, progress: bool = True) -> dict:
 def feature_set(cfg: Config) -> tuple[list, dict, dict]:
     """(specs, feature -> extractor, feature -> extractor s/1000 pairs) of the built feature set,
     restricted to ``ranker.features`` when given."""
+    if cfg.dataset.format == "letor":
+        from retrieval.data import load_letor_fold
+
+        names = load_letor_fold(cfg.dataset.name, cfg.dataset.fold)[0].feature_names
+        names = list(cfg.ranker.features) or names
+        return [fbase.FeatureSpec(n, "letor") for n in names], {n: n for n in names}, {}
     path = Path(cfg.run.dir) / "features" / "manifest.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `fusion-ltr features --config {cfg.source}` first")
@@ -302,6 +318,14 @@ def leakage_guard(cfg: Config, test_qids) -> set[str]:
 
 def ranker_data(cfg: Config, specs) -> dict:
     """train / valid / test RankingData (train minus leaked queries) and the test qrels."""
+    if cfg.dataset.format == "letor":
+        from retrieval.data import load_letor_fold
+
+        from .data import from_letor, qrels_of
+
+        names = [s.name for s in specs]
+        train, valid, test = (from_letor(d).select(names) for d in load_letor_fold(cfg.dataset.name, cfg.dataset.fold))
+        return {"train": train, "valid": valid, "test": test, "qrels": qrels_of(test), "leaked": []}
     ds = load_beir(cfg.dataset.name)
     test_q, test_qrels = ds.split(cfg.dataset.test_split)
     leaked = leakage_guard(cfg, test_q[QID])
@@ -335,11 +359,14 @@ def model_dir(cfg: Config, name: str) -> Path:
 def _serving_info(cfg: Config) -> tuple[dict, list]:
     """What the Scorer needs beside the booster: the first-stage recipe (for ``search``), where the run
     was made from (to find relative model paths) and the extractors whose corpus statistics it saves."""
+    if cfg.dataset.format == "letor":
+        return {"letor_fold": cfg.dataset.fold}, []
     r = cfg.retrieval
     serving = {"retrieval": {"systems": list(r.systems), "k": r.k, "depth": r.depth, "rrf_k": r.rrf_k,
                              "bm25": vars(r.bm25), "dense": vars(r.dense)},
                "run_dir": cfg.run.dir, "workdir": str(Path.cwd()), "embedding_cache": cfg.run.cache}
     stateful = [e for e in make_extractors(cfg) if e.has_corpus_state]
+    serving |= {"candidates": cfg.features.candidates, "extractors": cfg.features.extractors}
     if stateful:
         corpus = load_beir(cfg.dataset.name).corpus
         for ext in stateful:
@@ -353,9 +380,13 @@ def train(cfg: Config, log=print) -> dict:
 
     specs, _, _ = feature_set(cfg)
     data = ranker_data(cfg, specs)
-    if data["train"] is None:
+    if data["train"] is None and not cfg.ranker.cv_folds:
         raise ValueError(f"{cfg.source}: no training split (dataset.splits {list(cfg.dataset.splits)}); "
                          "set ranker.cv_folds to cross-validate on the test split instead")
+    if data["train"] is None:  # cross-validated config: evaluation is by folds; the saved model is for serving
+        log(f"ranker.cv_folds = {cfg.ranker.cv_folds}: `evaluate` cross-validates; the saved model learns from "
+            f"all {len(data['test'].group)} queries, for the Scorer")
+        data["train"] = data["test"]
     serving, stateful = _serving_info(cfg)
     info = {}
     for name, feats in _models(cfg, specs).items():
@@ -363,8 +394,7 @@ def train(cfg: Config, log=print) -> dict:
         valid = data["valid"].select(feats) if data["valid"] is not None else None
         model = LambdaMART.from_params(cfg.ranker.params).fit(data["train"].select(feats), valid)
         seconds = time.perf_counter() - t
-        extra = {"dataset": cfg.dataset.name, "candidates": cfg.features.candidates,
-                 "extractors": cfg.features.extractors, "config": cfg.source, **serving,
+        extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
                  "train_queries": len(data["train"].group), "excluded_queries_leakage_guard": len(data["leaked"]),
                  "fit_seconds": seconds}
         path = model.save(model_dir(cfg, name), extra=extra)
@@ -373,9 +403,12 @@ def train(cfg: Config, log=print) -> dict:
         info[name] = {"path": str(path), "best_iteration": model.best_iteration_, "seconds": seconds, "evals": model.evals_}
         log(f"{name}: {len(feats)} features, {len(data['train'].group)} train / "
             f"{len(data['valid'].group) if data['valid'] is not None else 0} valid queries "
-            f"({len(data['leaked'])} excluded: the cross-encoder learned on them), "
-            f"best iteration {model.best_iteration_}, {seconds:.1f}s -> {path}")
+            + (f"({len(data['leaked'])} excluded: the cross-encoder learned on them), " if data["leaked"] else "")
+            + f"best iteration {model.best_iteration_}, {seconds:.1f}s -> {path}")
     return info
+
+
+MAX_SINGLE_ROWS = 12  # single-feature baselines printed in the evaluation table (all are in the JSON)
 
 
 def _direction(data, j) -> float:
@@ -392,7 +425,7 @@ def _direction(data, j) -> float:
 
 def has_ranker(cfg: Config) -> bool:
     """A feature set is built and a model is trained (or the config cross-validates)."""
-    built = (Path(cfg.run.dir) / "features" / "manifest.json").exists()
+    built = cfg.dataset.format == "letor" or (Path(cfg.run.dir) / "features" / "manifest.json").exists()
     return built and (cfg.ranker.cv_folds > 0 or (model_dir(cfg, "lambdamart") / "manifest.json").exists())
 
 
@@ -439,9 +472,16 @@ def evaluate_ranker(cfg: Config, log=print) -> dict:
     out = Path(cfg.run.dir) / "eval" / cfg.dataset.test_split
     out.mkdir(parents=True, exist_ok=True)
     order = sorted(runs, key=lambda n: (n not in learned, -means[n][measures[0]]))
-    table = ev.markdown_table({n: means[n] for n in order}, measures)
-    lines = [f"{cfg.dataset.name} {cfg.dataset.test_split}: reranking the {cfg.features.candidates} top-"
-             f"{int(test.group.max())} ({len(test.group)} queries"
+    shown = [n for n in order if n in learned or n == "first stage"]
+    singles = [n for n in order if n not in shown]
+    shown += singles[:MAX_SINGLE_ROWS]
+    table = ev.markdown_table({n: means[n] for n in shown}, measures)
+    if len(singles) > MAX_SINGLE_ROWS:
+        table += (f"\n\n({len(singles) - MAX_SINGLE_ROWS} weaker single-feature baselines not shown; all are in "
+                  f"ranker.json)")
+    what = (f"LETOR fold {cfg.dataset.fold}, test part" if cfg.dataset.format == "letor"
+            else f"reranking the {cfg.features.candidates} top-{int(test.group.max())}")
+    lines = [f"{cfg.dataset.name} {cfg.dataset.test_split}: {what} ({len(test.group)} queries"
              + (f", {cfg.ranker.cv_folds}-fold query-level cross-validation" if cfg.ranker.cv_folds else "") + ")",
              "", table, "", f"best baseline: {best}"]
     for t in tests:
@@ -474,3 +514,91 @@ def report(cfg: Config, query: str | None = None, ablate: bool = True, log=print
     log((out / "importance.md").read_text())
     log(f"report written to {out}")
     return out
+
+
+# ------------------------------------------------------------------------------------ one command
+
+
+def _digest(obj) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _step(folder: Path, name: str, key, outputs: list[Path], fn, log):
+    """Run ``fn`` unless the step's inputs (``key``) are unchanged since it last completed and its
+    ``outputs`` exist; the stamps live in ``<run>/steps.json``."""
+    stamps_path = folder / "steps.json"
+    stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
+    digest = _digest(key)
+    if stamps.get(name) == digest and all(p.exists() for p in outputs):
+        log(f"== {name}: cached (inputs unchanged since the last run; delete {stamps_path} to force)")
+        return None
+    log(f"== {name}")
+    t = time.perf_counter()
+    result = fn()
+    stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
+    stamps[name] = digest
+    stamps_path.write_text(json.dumps(stamps, indent=2))
+    log(f"== {name}: done in {time.perf_counter() - t:.1f}s")
+    return result
+
+
+def needs_finetune(cfg: Config) -> bool:
+    """The configured cross-encoder is the one `finetune-ce` writes (so `run` must train it first)."""
+    ce = cfg.features.extractors.get("crossencoder")
+    if ce is None or "model" not in ce:
+        return False
+    return Path(ce["model"]).resolve() == (ce_output(cfg) / "model").resolve()
+
+
+def ce_is_trained(cfg: Config) -> bool:
+    """The fine-tuned cross-encoder exists and its manifest records the configured parameters."""
+    import dataclasses
+
+    out = ce_output(cfg)
+    if not (out / "model" / "config.json").exists() or not (out / "manifest.json").exists():
+        return False
+    params = json.loads((out / "manifest.json").read_text()).get("params")
+    return params == json.loads(json.dumps(dataclasses.asdict(cfg.finetune.params)))
+
+
+def run(cfg: Config, log=print, progress: bool = True, ablate: bool = True) -> dict:
+    """retrieve -> (finetune-ce) -> features -> train -> evaluate -> report, each step cached."""
+    import dataclasses
+
+    folder = run_dir(cfg)
+    log(f"run folder: {folder.resolve()}")
+    t0 = time.perf_counter()
+    letor = cfg.dataset.format == "letor"
+    retrieval_key = [cfg.dataset.name, list(cfg.dataset.splits), dataclasses.asdict(cfg.retrieval)]
+    if not letor:
+        _step(folder, "retrieve", retrieval_key, [folder / "retrieval" / "manifest.json"],
+              lambda: retrieve(cfg, log=log), log)
+        if needs_finetune(cfg):
+            if ce_is_trained(cfg):
+                log(f"== finetune-ce: cached ({ce_output(cfg) / 'model'} was trained with these parameters)")
+            else:
+                log("== finetune-ce")
+                finetune_ce(cfg, log=log, progress=progress)
+        log("== features (the store computes only what it lacks)")
+        features(cfg, log=log, progress=progress)
+    specs, _, _ = feature_set(cfg)
+    train_key = [cfg.dataset.name, cfg.dataset.fold, [(s.name, s.version) for s in specs],
+                 dataclasses.asdict(cfg.ranker)]
+    _step(folder, "train", train_key, [model_dir(cfg, "lambdamart") / "manifest.json"], lambda: train(cfg, log=log), log)
+    log("== evaluate")
+    if not letor:
+        evaluate(cfg, log=lambda *_: None)  # first-stage table into eval/<split>/ (the ranker table lists them)
+    result = evaluate_ranker(cfg, log=lambda *_: None)
+    if cfg.ranker.cv_folds:
+        log("== report: skipped (a cross-validated config has no held-out split to ablate on)")
+    else:
+        _step(folder, "report", [train_key, ablate], [folder / "report" / "importance.json"],
+              lambda: report(cfg, ablate=ablate, log=lambda *_: None), log)
+    log("")
+    log((folder / "eval" / cfg.dataset.test_split / "ranker.md").read_text().rstrip())
+    log("")
+    log(f"run folder: {folder.resolve()} ({time.perf_counter() - t0:.0f}s)")
+    log(f"  model: {model_dir(cfg, 'lambdamart')}   importance: {folder / 'report' / 'importance.md'}")
+    return result
