@@ -585,7 +585,7 @@ def run(cfg: Config, log=print, progress: bool = True, ablate: bool = True) -> d
         features(cfg, log=log, progress=progress)
     specs, _, _ = feature_set(cfg)
     train_key = [cfg.dataset.name, cfg.dataset.fold, [(s.name, s.version) for s in specs],
-                 dataclasses.asdict(cfg.ranker)]
+                 dataclasses.asdict(cfg.ranker), cfg.features.extractors]  # extractor configs go into the model
     _step(folder, "train", train_key, [model_dir(cfg, "lambdamart") / "manifest.json"], lambda: train(cfg, log=log), log)
     log("== evaluate")
     if not letor:
