@@ -34,6 +34,7 @@ def main() -> None:
     load_s = time.perf_counter() - t
     manifest = scorer.manifest
     specs = [FeatureSpec(n, v) for n, v in zip(scorer.feature_names, scorer.feature_versions)]
+    top_n = {s.name: e.top_n for e in scorer.extractors for s in e.specs if e.top_n is not None}
     queries, _ = load_beir(manifest["dataset"]).split("test")
     queries = queries.sort_values("qid").head(args.queries)
     timings, max_diff, same_order, n_pairs = [], 0.0, 0, 0
@@ -45,7 +46,7 @@ def main() -> None:
                 first_call = res.timing  # loads the models and the index
                 continue
             timings.append(res.timing)
-            data = store.matrix(specs, [qid], retriever=manifest["candidates"])
+            data = store.matrix(specs, [qid], retriever=manifest["candidates"], top_n=top_n)
             row = {d: j for j, d in enumerate(data.docnos)}
             got = np.array([[r.features[n] for n in scorer.feature_names] for r in res])
             want = data.X[[row[r.id] for r in res]]

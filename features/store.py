@@ -345,9 +345,11 @@ class FeatureStore:
                     JOIN _specs s ON f.feature = s.feature AND f.version = s.version
                     WHERE {where}""", params)
 
-    def frame(self, specs, qids=None, *, retriever: str = "hybrid") -> pd.DataFrame:
+    def frame(self, specs, qids=None, *, retriever: str = "hybrid", top_n: dict[str, int] | None = None) -> pd.DataFrame:
         """A wide frame: candidate pairs (qid, docno, rank, label) and one column per spec, NaN where
-        a value is missing. Sorted by qid, then first-stage rank."""
+        a value is missing. Sorted by qid, then first-stage rank. ``top_n`` (feature -> N) masks values
+        stored for pairs ranked below N (computed once under a larger ``top_n``), so the frame holds what
+        the extractor computes now, as serving does."""
         specs = tuple(specs)
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
@@ -362,12 +364,16 @@ class FeatureStore:
         for n in names:
             if n not in out:
                 out[n] = np.nan
+        for n, limit in (top_n or {}).items():
+            if n in out and limit is not None:
+                out.loc[out[RANK] > limit, n] = np.nan
         return out[[QID, DOCNO, RANK, LABEL] + names]
 
-    def matrix(self, specs, qids=None, *, retriever: str = "hybrid") -> RankingData:
-        """X, y, group and ids of the candidate pairs, features in the order of ``specs``."""
+    def matrix(self, specs, qids=None, *, retriever: str = "hybrid", top_n: dict[str, int] | None = None) -> RankingData:
+        """X, y, group and ids of the candidate pairs, features in the order of ``specs`` (``top_n``:
+        see :meth:`frame`)."""
         specs = tuple(specs)
-        f = self.frame(specs, qids, retriever=retriever)
+        f = self.frame(specs, qids, retriever=retriever, top_n=top_n)
         return RankingData.from_arrays(
             f[[s.name for s in specs]].to_numpy(np.float64), f[LABEL].to_numpy(), f[QID].to_numpy(),
             f[DOCNO].to_numpy(), [s.name for s in specs], [s.version for s in specs])

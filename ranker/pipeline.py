@@ -330,14 +330,16 @@ def ranker_data(cfg: Config, specs) -> dict:
     test_q, test_qrels = ds.split(cfg.dataset.test_split)
     leaked = leakage_guard(cfg, test_q[QID])
     train_splits = [s for s in cfg.dataset.splits if s != cfg.dataset.test_split]
+    top_n = {s.name: e.top_n for e in make_extractors(cfg) for s in e.specs if e.top_n is not None}
     with FeatureStore(store_path(cfg), read_only=True) as store:
-        test = store.matrix(specs, test_q[QID], retriever=cfg.features.candidates)
+        test = store.matrix(specs, test_q[QID], retriever=cfg.features.candidates, top_n=top_n)
         out = {"test": test, "qrels": test_qrels, "leaked": sorted(leaked), "train": None, "valid": None}
         if train_splits and not cfg.ranker.cv_folds:
             train_q = sorted({q for s in train_splits for q in ds.split(s)[0][QID]} - leaked)
             fit_q, valid_q = hash_split(train_q, cfg.ranker.valid_fraction, cfg.ranker.params.seed, salt="valid:")
-            out["train"] = store.matrix(specs, fit_q, retriever=cfg.features.candidates)
-            out["valid"] = store.matrix(specs, valid_q, retriever=cfg.features.candidates) if valid_q else None
+            out["train"] = store.matrix(specs, fit_q, retriever=cfg.features.candidates, top_n=top_n)
+            out["valid"] = (store.matrix(specs, valid_q, retriever=cfg.features.candidates, top_n=top_n)
+                            if valid_q else None)
     return out
 
 
@@ -580,7 +582,9 @@ def run(cfg: Config, log=print, progress: bool = True, ablate: bool = True) -> d
                 log(f"== finetune-ce: cached ({ce_output(cfg) / 'model'} was trained with these parameters)")
             else:
                 log("== finetune-ce")
+                t = time.perf_counter()
                 finetune_ce(cfg, log=log, progress=progress)
+                log(f"== finetune-ce: done in {time.perf_counter() - t:.1f}s")
         log("== features (the store computes only what it lacks)")
         features(cfg, log=log, progress=progress)
     specs, _, _ = feature_set(cfg)

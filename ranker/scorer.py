@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import logging
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,23 @@ class Scorer:
         docs = list(docs)
         if not docs:
             return Ranking([], {"total": time.perf_counter() - t0})
-        return self._score(_candidate_frame(query, docs, self.candidates), t0, top_k, explain, min_score)
+        frame = _candidate_frame(query, docs, self.candidates)
+        self._warn_missing_first_stage(frame)
+        return self._score(frame, t0, top_k, explain, min_score)
+
+    def _warn_missing_first_stage(self, frame: pd.DataFrame) -> None:
+        """Say once when the model learned from first-stage list features that the docs do not carry."""
+        list_features = [n for n in self.feature_names if n.startswith(("rank_", "score_"))]
+        missing = [n for n in list_features if n not in frame or frame[n].isna().all()]
+        if SCORE in frame and frame[SCORE].isna().all() and "fs_score" in self.feature_names:
+            missing.insert(0, "fs_score")
+        if missing and not getattr(self, "_warned", False):
+            self._warned = True
+            warnings.warn(
+                f"this model learned from first-stage features {missing} that these docs do not carry: they are "
+                "NaN, which in training meant 'not retrieved by that retriever', so the order can suffer. Use "
+                "search(), pass them with each doc, or load a model without them (e.g. Scorer.load(run, "
+                "model='model-content') when the config trains that variant)", stacklevel=3)
 
     def search(self, query: str, k: int = 10, *, explain: bool = False, min_score: float | None = None) -> Ranking:
         """Retrieve the run's first-stage candidates for ``query`` from its index, then rerank them."""

@@ -140,6 +140,16 @@ def test_top_n_restricts_and_missing_is_nan(store):
     assert none.pairs_seen == 0
 
 
+def test_values_from_a_larger_top_n_are_masked_to_the_current_one(store):
+    wide = CountingExtractor(CountingParams(top_n=3))  # same version as top_n=2: the values are reused
+    build(store, store.pairs(), [wide], progress=False)
+    narrow = CountingExtractor(CountingParams(top_n=1))
+    assert narrow.specs == wide.specs
+    data = store.matrix(narrow.specs, top_n={"chars": 1})  # rows: q1 a b c, q2 c d
+    np.testing.assert_array_equal(data.X[:, 0], [13, np.nan, np.nan, 3, np.nan])
+    assert np.isfinite(data.X[:, 1]).sum() == 4  # nan_for_empty not masked; d has empty text
+
+
 def test_matrix_groups_labels_and_order(store):
     build(store, store.pairs(), [LengthExtractor()], progress=False)
     data = store.matrix(LengthExtractor().specs)

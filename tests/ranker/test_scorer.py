@@ -178,3 +178,9 @@ def test_root_is_the_run_folder_minus_its_configured_path(tmp_path):
     run_dir.mkdir(parents=True)
     assert _root(run_dir, {"run_dir": "runs/x", "workdir": "/elsewhere"}) == (tmp_path / "project").resolve()
     assert _root(run_dir, {"run_dir": "other/y", "workdir": "/elsewhere"}) == Path("/elsewhere")
+
+
+def test_plain_strings_warn_when_the_model_needs_first_stage_lists(run):
+    scorer = Scorer.load(run[0])  # learned from rank_bm25, score_dense, ... of its own lists
+    with pytest.warns(UserWarning, match=r"first-stage features \['fs_score', 'rank_bm25'"):
+        scorer.rerank("coffee", ["a", "b"])
