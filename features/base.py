@@ -46,8 +46,9 @@ class FeatureSpec:
     description: str = ""
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+def digest(obj, length: int = 10) -> str:
+    """A short, stable hash of a JSON-able object (versions, step stamps)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def model_fingerprint(model: str | None) -> str | None:
@@ -130,7 +131,7 @@ class BaseExtractor:
         fingerprint = self._model_fingerprint()
         if fingerprint:  # a local model folder: its content, so retraining it in place recomputes
             parts.append(fingerprint)
-        return f"{self.CODE_VERSION}.{_digest(parts)}"
+        return f"{self.CODE_VERSION}.{digest(parts)}"
 
     def _model_fingerprint(self) -> str | None:
         if not hasattr(self, "_fingerprint"):

@@ -38,9 +38,9 @@ def feature_specs(extractors: list[BaseExtractor]) -> tuple[FeatureSpec, ...]:
     return specs
 
 
-def eligible(ext: BaseExtractor, pairs: pd.DataFrame) -> pd.DataFrame:
-    """The pairs an extractor computes: all of them, or those within its ``top_n`` first-stage ranks."""
-    return pairs if ext.top_n is None else pairs[pairs[RANK] <= ext.top_n]
+def eligible(ext: BaseExtractor, pairs: pd.DataFrame) -> np.ndarray:
+    """Positions of the pairs an extractor computes: all, or those within its ``top_n`` first-stage ranks."""
+    return np.arange(len(pairs)) if ext.top_n is None else np.flatnonzero(pairs[RANK].to_numpy() <= ext.top_n)
 
 
 def compute_batch(ext: BaseExtractor, batch: pd.DataFrame) -> dict:
@@ -56,7 +56,7 @@ def compute(pairs: pd.DataFrame, extractors: list[BaseExtractor]) -> tuple[dict,
     values, seconds = {}, {}
     for ext in extractors:
         t = time.perf_counter()
-        positions = np.arange(len(pairs)) if ext.top_n is None else np.flatnonzero(pairs[RANK].to_numpy() <= ext.top_n)
+        positions = eligible(ext, pairs)
         todo = pairs.iloc[positions]
         cols = {s.name: np.full(len(pairs), np.nan) for s in ext.specs}
         for start in range(0, len(todo), ext.batch_size):
@@ -74,7 +74,7 @@ def build(store: FeatureStore, pairs: pd.DataFrame, extractors: list[BaseExtract
     feature_specs(extractors)
     reports = []
     for ext in extractors:
-        todo_all = eligible(ext, pairs)
+        todo_all = pairs.iloc[eligible(ext, pairs)]
         todo = store.missing(todo_all, ext.specs) if ext.cacheable else todo_all
         t_ext = time.perf_counter()
         bar = tqdm(total=len(todo), desc=f"{ext.name:>14}", unit="pair", disable=not progress or not len(todo))

@@ -17,6 +17,7 @@ Run folder layout (all plain files)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -330,7 +331,7 @@ def ranker_data(cfg: Config, specs) -> dict:
     test_q, test_qrels = ds.split(cfg.dataset.test_split)
     leaked = leakage_guard(cfg, test_q[QID])
     train_splits = [s for s in cfg.dataset.splits if s != cfg.dataset.test_split]
-    top_n = {s.name: e.top_n for e in make_extractors(cfg) for s in e.specs if e.top_n is not None}
+    top_n = {name: e.top_n for e in make_extractors(cfg) for name in e.FEATURES if e.top_n is not None}
     with FeatureStore(store_path(cfg), read_only=True) as store:
         test = store.matrix(specs, test_q[QID], retriever=cfg.features.candidates, top_n=top_n)
         out = {"test": test, "qrels": test_qrels, "leaked": sorted(leaked), "train": None, "valid": None}
@@ -521,18 +522,12 @@ def report(cfg: Config, query: str | None = None, ablate: bool = True, log=print
 # ------------------------------------------------------------------------------------ one command
 
 
-def _digest(obj) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _step(folder: Path, name: str, key, outputs: list[Path], fn, log):
     """Run ``fn`` unless the step's inputs (``key``) are unchanged since it last completed and its
     ``outputs`` exist; the stamps live in ``<run>/steps.json``."""
     stamps_path = folder / "steps.json"
     stamps = json.loads(stamps_path.read_text()) if stamps_path.exists() else {}
-    digest = _digest(key)
+    digest = fbase.digest(key, 16)
     if stamps.get(name) == digest and all(p.exists() for p in outputs):
         log(f"== {name}: cached (inputs unchanged since the last run; delete {stamps_path} to force)")
         return None
@@ -556,8 +551,6 @@ def needs_finetune(cfg: Config) -> bool:
 
 def ce_is_trained(cfg: Config) -> bool:
     """The fine-tuned cross-encoder exists and its manifest records the configured parameters."""
-    import dataclasses
-
     out = ce_output(cfg)
     if not (out / "model" / "config.json").exists() or not (out / "manifest.json").exists():
         return False
@@ -567,8 +560,6 @@ def ce_is_trained(cfg: Config) -> bool:
 
 def run(cfg: Config, log=print, progress: bool = True, ablate: bool = True) -> dict:
     """retrieve -> (finetune-ce) -> features -> train -> evaluate -> report, each step cached."""
-    import dataclasses
-
     folder = run_dir(cfg)
     log(f"run folder: {folder.resolve()}")
     t0 = time.perf_counter()

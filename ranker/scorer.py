@@ -37,7 +37,7 @@ import pandas as pd
 from features import base as fbase
 from features.build import compute, feature_specs
 from features.store import RankingData
-from retrieval.frames import DOCNO, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT, TIMESTAMP, TITLE
+from retrieval.frames import DOCNO, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT, TIMESTAMP, TITLE, attach
 
 from .lambdamart import LambdaMART
 
@@ -90,6 +90,7 @@ class Scorer:
         model.check_features(self.feature_names, self.feature_versions)  # refuses a changed feature
         self.features_by_extractor = {e.name: [s.name for s in e.specs] for e in extractors}
         self._search = None
+        self._warned = False  # the missing first-stage features warning is given once per Scorer
 
     # ------------------------------------------------------------------------------- loading
     @classmethod
@@ -147,7 +148,7 @@ class Scorer:
         missing = [n for n in list_features if n not in frame or frame[n].isna().all()]
         if SCORE in frame and frame[SCORE].isna().all() and "fs_score" in self.feature_names:
             missing.insert(0, "fs_score")
-        if missing and not getattr(self, "_warned", False):
+        if missing and not self._warned:
             self._warned = True
             warnings.warn(
                 f"this model learned from first-stage features {missing} that these docs do not carry: they are "
@@ -229,18 +230,14 @@ class Scorer:
             for ext in self.extractors:
                 if not ext.has_corpus_state:  # e.g. the bi-encoder reuses the corpus embeddings
                     ext.fit(corpus)
-            self._search = (corpus.set_index(DOCNO, drop=False), members)
+            self._search = (corpus, members)
         corpus, members = self._search
         queries = pd.DataFrame({QID: [QUERY_ID], QUERY: [query]})
         depth = max(r["k"], r["depth"])
         runs = first_stage_runs({m: ret.retrieve(queries, depth) for m, ret in members.items()}, r["systems"],
                                 k=r["k"], rrf_k=r["rrf_k"])
-        frame = runs[self.candidates].sort_values(RANK).reset_index(drop=True)
-        docs = corpus.loc[frame[DOCNO]]
-        frame[QUERY] = query
-        frame[TEXT] = docs[TEXT].fillna("").astype(str).to_numpy()
-        frame[TITLE] = docs[TITLE].fillna("").astype(str).to_numpy() if TITLE in docs else ""
-        frame[TIMESTAMP] = pd.to_datetime(docs[TIMESTAMP].to_numpy(), utc=True) if TIMESTAMP in docs else pd.NaT
+        frame = attach(runs[self.candidates].sort_values(RANK), queries, corpus).reset_index(drop=True)
+        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
         for name, run in runs.items():
             if name == self.candidates:
                 continue
