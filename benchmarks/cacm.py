@@ -22,7 +22,7 @@ from ranker import evaluate as ev
 from ranker.config import load_config
 from ranker.data import run_from_scores
 from ranker.lambdamart import LambdaMARTParams, cross_val_predict
-from ranker.pipeline import feature_set, store_path
+from ranker.run import Run
 from retrieval import load_beir
 
 MONOTONE = {"fs_score": 1, "fs_rank": -1, "rank_bm25": -1, "score_bm25": 1, "rank_dense": -1, "score_dense": 1,
@@ -37,8 +37,9 @@ def main() -> None:
     cfg = load_config(args.config)
     ds = load_beir(cfg.dataset.name)
     queries, qrels = ds.split(cfg.dataset.test_split)
-    specs, _, _ = feature_set(cfg)
-    with FeatureStore(store_path(cfg), read_only=True) as store:
+    run = Run(cfg)
+    specs = run.feature_set.specs
+    with FeatureStore(run.layout.store, read_only=True) as store:
         data = store.matrix(specs, queries["qid"], retriever=cfg.features.candidates)
     names = data.feature_names
     plain = LambdaMARTParams(n_estimators=100, learning_rate=0.1, num_leaves=31, min_data_in_leaf=20,

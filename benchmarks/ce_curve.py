@@ -16,14 +16,15 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from features import ce_training
 from features.crossencoder import CrossEncoderExtractor
 from ranker import evaluate as ev
 from ranker.config import load_config
-from ranker.pipeline import _synthetic_groups, run_path
+from ranker.layout import RunLayout
+from ranker.run import Run
+from ranker.steps.finetune import synthetic_groups
 from retrieval import load_beir, read_trec_run
 from retrieval.frames import QID, RANK, SCORE, doc_text
 
@@ -59,11 +60,11 @@ def main() -> None:
     if args.eval_queries:
         test_q = test_q.sample(n=min(args.eval_queries, len(test_q)), random_state=0)
     test_qrels = test_qrels[test_qrels[QID].isin(set(test_q[QID]))]
-    test_run = read_trec_run(run_path(folder, cfg.features.candidates, cfg.dataset.test_split))
+    test_run = read_trec_run(RunLayout(folder).retrieval_run(cfg.features.candidates, cfg.dataset.test_split))
     test_run = test_run[test_run[QID].isin(set(test_q[QID]))]
     train_q, train_qrels = ds.split("train")
     ce_qids, _ = ce_training.split_queries(train_q[QID], base.ranker_fraction, base.seed)
-    cands = read_trec_run(run_path(folder, cfg.features.candidates, "train"))
+    cands = read_trec_run(RunLayout(folder).retrieval_run(cfg.features.candidates, "train"))
 
     out_json = Path(__file__).parent / "results" / "ce_curve.json"
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
@@ -85,8 +86,9 @@ def main() -> None:
             syn_info = None
             if params.synthetic:
                 syn_cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, params=params))
-                syn_groups, syn_info = _synthetic_groups(syn_cfg, ds, train_q[train_q[QID].isin(set(ce_qids))],
-                                                         train_qrels, progress=False)
+                syn_run = Run(syn_cfg, progress=False)
+                syn_run.dataset = ds  # already loaded
+                syn_groups, syn_info = synthetic_groups(syn_run, train_q[train_q[QID].isin(set(ce_qids))], train_qrels)
                 groups += syn_groups
             name = f"{loss}-q{len(qids)}" + (f"-syn{params.synthetic}" if params.synthetic else "") + f"-ep{epochs}-lr{lr}"
             manifest = ce_training.finetune(groups, params, Path(args.out) / name, progress=False,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ranker.config import load_config
-from ranker.pipeline import store_path
+from ranker.layout import RunLayout
 
 
 def run(config: str) -> float:
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="start from an empty store (the old one is kept as .bak)")
     args = ap.parse_args()
     cfg = load_config(args.config)
-    store = store_path(cfg)
+    store = RunLayout.of(cfg).store
     if args.fresh and store.exists():
         shutil.move(store, store.with_suffix(".duckdb.bak"))
     first = run(args.config)

@@ -1,29 +1,44 @@
-"""The extractor protocol, feature identities and the registry.
+"""The extractor protocol, its optional capabilities, feature identities and the registry.
 
-An **extractor** computes one or more features for a batch of (query, document) pairs::
+An **extractor** computes one or more features for a batch of (query, document) pairs. Every
+extractor subclasses :class:`BaseExtractor` and provides::
 
-    class Extractor(Protocol):
-        name: str                          # registry name, e.g. "bm25"
-        specs: tuple[FeatureSpec, ...]      # the columns it produces, with versions
-        top_n: int | None                  # only pairs with first-stage rank <= top_n (None: all)
-        cacheable: bool                    # False: recomputed on every build (cheap, list-dependent)
-        def fit(self, corpus) -> Extractor            # corpus statistics, if any; returns self
-        def compute(self, pairs) -> dict[str, ndarray] # one float array per spec, len(pairs) each
-        def provenance(self) -> dict                   # params and model id, stored beside the values
+    name: str                           # registry name, e.g. "bm25"
+    CODE_VERSION: str                   # bump when the computation changes: the store recomputes
+    Params: type                        # frozen dataclass; its fields are the config keys
+    FEATURES: dict[str, str]            # feature name -> description, in column order
+    cacheable: bool = True              # False: recomputed on every build (cheap, list-dependent)
+    def compute(self, pairs) -> dict[str, ndarray]   # one float array per feature, len(pairs) each
+
+and inherits ``specs`` (the columns with their versions), ``version``, ``top_n`` / ``batch_size``
+(from the params), ``provenance()``, ``fit(corpus)`` (a no-op unless overridden) and ``root`` (where
+relative model paths are also looked up; the Scorer sets it to the folder the run was made from).
 
 ``pairs`` is a candidate frame (:mod:`retrieval.frames`): ``qid, query, docno, text, title,
 timestamp, rank, score`` plus, when known, ``rank_<retriever>`` / ``score_<retriever>`` columns of
 each first-stage retriever. Extractors hold no state beyond their loaded model and corpus statistics,
-so any batch can be computed anywhere, in any order (the store and a future Dask build rely on it).
+so any batch can be computed anywhere, in any order.
+
+**Capabilities** are small mixins an extractor declares by inheriting them; what each requires is
+checked when the class is created, with an error naming what is missing:
+
+- :class:`CorpusState`: ``fit(corpus)`` learns corpus statistics that change values (``state()``,
+  part of the version) and that serving needs (``save_state(folder)`` / ``load_state(folder)``; a
+  trained model keeps them beside its booster). Example: BM25's document frequencies.
+- :class:`TrainedOnQueries`: the extractor's model learned from some queries' judgments;
+  ``trained_qids()`` lists them, and the leakage guard keeps every such query away from the ranker
+  (and refuses a test query). Example: the fine-tuned cross-encoder.
 
 A feature's **version** is derived from the extractor's code version, its parameters (except
-``top_n`` and ``batch_size``, which never change a value), its model id and its corpus statistics:
-any change gives a new version, and the store recomputes.
+``top_n``, ``batch_size`` and ``device``, which never change a value), its model id (and a local
+model folder's content) and its corpus statistics: any change gives a new version, and the store
+recomputes. It is computed once, and again only after ``fit`` or ``load_state``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -34,6 +49,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from retrieval.errors import UsageError
 from retrieval.params import ConfigError, from_dict
 
 
@@ -69,12 +85,42 @@ def model_fingerprint(model: str | None) -> str | None:
 NON_VALUE_PARAMS = frozenset({"top_n", "batch_size", "device"})
 
 
-class BaseExtractor:
-    """Shared plumbing: parameters as a frozen dataclass, versions, provenance.
+class CorpusState:
+    """Capability: corpus statistics learned by ``fit`` that change values and that serving needs."""
 
-    Subclasses set ``name``, ``CODE_VERSION`` (bump it when the computation changes), ``Params`` (a
-    frozen dataclass with defaults) and ``FEATURES`` (feature name -> description), and implement
-    :meth:`compute`. Those that need corpus statistics override :meth:`fit` and :meth:`state`.
+    REQUIRES = ("fit", "state", "save_state", "load_state")
+
+
+class TrainedOnQueries:
+    """Capability: a model trained on some queries' judgments; ``trained_qids()`` names them."""
+
+    REQUIRES = ("trained_qids",)
+
+    def trained_qids(self) -> set[str]:  # pragma: no cover - a capability's contract
+        raise NotImplementedError
+
+
+CAPABILITIES = (CorpusState, TrainedOnQueries)
+
+
+def _resets_version(method):
+    """Wrap ``fit`` / ``load_state`` so the cached version is recomputed after the state changes."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        out = method(self, *args, **kwargs)
+        self._version = None
+        return out
+
+    wrapper._resets_version = True
+    return wrapper
+
+
+class BaseExtractor:
+    """Shared plumbing: parameters as a frozen dataclass, versions, provenance (see the module doc).
+
+    Subclasses set ``name``, ``CODE_VERSION``, ``Params`` and ``FEATURES``, implement :meth:`compute`,
+    and inherit the capabilities they have (:class:`CorpusState`, :class:`TrainedOnQueries`).
     """
 
     name: ClassVar[str]
@@ -83,10 +129,20 @@ class BaseExtractor:
     FEATURES: ClassVar[dict[str, str]]
     cacheable: ClassVar[bool] = True
 
-    #: Folder that relative local paths in the parameters (e.g. a fine-tuned model) are also looked up
-    #: in when they do not exist from the working directory: the Scorer sets it to the directory the
-    #: run was made from, so an app can load a run from anywhere. Values and versions never depend on it.
-    root: Path | None = None
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        missing = [a for a in ("name", "Params", "FEATURES") if not hasattr(cls, a)]
+        if cls.compute is BaseExtractor.compute:
+            missing.append("compute()")
+        for cap in CAPABILITIES:
+            if issubclass(cls, cap):
+                missing += [f"{m}() (required by {cap.__name__})" for m in cap.REQUIRES
+                            if getattr(cls, m) is getattr(BaseExtractor, m, None) or getattr(cls, m) is getattr(cap, m, None)]
+        if missing:
+            raise TypeError(f"extractor class {cls.__name__} lacks {', '.join(missing)}")
+        for m in ("fit", "load_state"):
+            if m in cls.__dict__ and not getattr(cls.__dict__[m], "_resets_version", False):
+                setattr(cls, m, _resets_version(cls.__dict__[m]))
 
     def __init__(self, params=None, **kwargs):
         if params is None:
@@ -94,6 +150,20 @@ class BaseExtractor:
         elif kwargs:
             raise TypeError("pass either a Params object or keyword parameters, not both")
         self.params = params
+        self._version: str | None = None
+        self._root: Path | None = None
+
+    @property
+    def root(self) -> Path | None:
+        """Folder that relative local paths in the parameters (e.g. a fine-tuned model) are also looked
+        up in when they do not exist from the working directory. Values never depend on it."""
+        return self._root
+
+    @root.setter
+    def root(self, value) -> None:
+        self._root = Path(value) if value else None
+        self._version = None
+        self.__dict__.pop("_fingerprint", None)
 
     def local_path(self, value: str | None) -> str | None:
         """``value`` as given, or under :attr:`root` when it is a relative path that exists only there."""
@@ -119,39 +189,46 @@ class BaseExtractor:
         """Fitted corpus statistics that change values (included in the version). Empty by default."""
         return {}
 
+    def config(self) -> dict:
+        """The parameters as a plain config table (what a model manifest stores to rebuild it)."""
+        return json.loads(json.dumps(dataclasses.asdict(self.params), default=str))
+
     def provenance(self) -> dict:
-        params = dataclasses.asdict(self.params)
-        return {"extractor": self.name, "code_version": self.CODE_VERSION, "params": params,
+        return {"extractor": self.name, "code_version": self.CODE_VERSION, "params": dataclasses.asdict(self.params),
                 "model_id": self.model_id(), "state": self.state()}
 
     @property
     def version(self) -> str:
-        params = {k: v for k, v in dataclasses.asdict(self.params).items() if k not in NON_VALUE_PARAMS}
-        parts = [params, self.model_id(), self.state()]
-        fingerprint = self._model_fingerprint()
-        if fingerprint:  # a local model folder: its content, so retraining it in place recomputes
-            parts.append(fingerprint)
-        return f"{self.CODE_VERSION}.{digest(parts)}"
+        if self._version is None:
+            params = {k: v for k, v in dataclasses.asdict(self.params).items() if k not in NON_VALUE_PARAMS}
+            parts = [params, self.model_id(), self.state()]
+            fingerprint = self._model_fingerprint()
+            if fingerprint:  # a local model folder: its content, so retraining it in place recomputes
+                parts.append(fingerprint)
+            self._version = f"{self.CODE_VERSION}.{digest(parts)}"
+        return self._version
 
     def _model_fingerprint(self) -> str | None:
-        if not hasattr(self, "_fingerprint"):
-            self._fingerprint = model_fingerprint(self.local_path(self.model_id()))
-        return self._fingerprint
+        if "_fingerprint" not in self.__dict__:
+            self.__dict__["_fingerprint"] = model_fingerprint(self.local_path(self.model_id()))
+        return self.__dict__["_fingerprint"]
 
     @property
     def specs(self) -> tuple[FeatureSpec, ...]:
         v = self.version
         return tuple(FeatureSpec(n, v, d) for n, d in self.FEATURES.items())
 
+    @property
+    def has_corpus_state(self) -> bool:
+        return isinstance(self, CorpusState)
+
     # -- work -------------------------------------------------------------------------------
     def fit(self, corpus: pd.DataFrame) -> "BaseExtractor":
+        """Learn what the extractor needs from the corpus (a no-op unless overridden); returns self."""
         return self
 
-    #: True when :meth:`fit` learns corpus statistics that serving needs (saved beside a trained model).
-    has_corpus_state: ClassVar[bool] = False
-
     def save_state(self, folder: Path) -> None:
-        """Write the fitted corpus statistics into ``folder`` (extractors with ``has_corpus_state``)."""
+        """Write the fitted corpus statistics into ``folder`` (:class:`CorpusState` extractors)."""
 
     def load_state(self, folder: Path) -> "BaseExtractor":
         """Read what :meth:`save_state` wrote; returns self."""
@@ -164,6 +241,11 @@ class BaseExtractor:
         return f"{type(self).__name__}({self.params})"
 
 
+def trained_qids(extractors) -> set[str]:
+    """Every query some extractor's model learned from (the leakage guard's input)."""
+    return {q for e in extractors if isinstance(e, TrainedOnQueries) for q in e.trained_qids()}
+
+
 # ------------------------------------------------------------------------------------ registry
 
 #: Config name -> "module:Class". Imported lazily, so a heavy extractor costs nothing until used.
@@ -173,7 +255,7 @@ REGISTRY: dict[str, str] = {}
 def register(name: str, target: str) -> None:
     """Register an extractor class under a config name; a second registration of a name is refused."""
     if name in REGISTRY and REGISTRY[name] != target:
-        raise ValueError(f"extractor {name!r} is already registered as {REGISTRY[name]}; refusing {target}")
+        raise UsageError(f"extractor {name!r} is already registered as {REGISTRY[name]}; refusing {target}")
     REGISTRY[name] = target
 
 

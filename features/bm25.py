@@ -8,7 +8,6 @@ bm25s index score (a test checks it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import Counter
@@ -20,9 +19,10 @@ import pandas as pd
 
 from retrieval.bm25 import BM25Params, BM25Retriever
 from retrieval.frames import QUERY, doc_text
+from retrieval.errors import MissingInputError
 from retrieval.params import ConfigError
 
-from .base import BaseExtractor
+from .base import BaseExtractor, CorpusState, digest
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class BM25FeatureParams:
     batch_size: int = 4096
 
 
-class BM25Extractor(BaseExtractor):
+class BM25Extractor(CorpusState, BaseExtractor):
     """``bm25``: the BM25 score of the pair under the fitted corpus statistics."""
 
     name = "bm25"
@@ -53,6 +53,7 @@ class BM25Extractor(BaseExtractor):
         self.n_docs_: int | None = None
         self.avgdl_: float | None = None
         self.df_: dict[str, int] | None = None
+        self._state: dict = {}
 
     def tokenize(self, texts) -> list[list[str]]:
         return self._tok.tokenize(list(texts))
@@ -62,15 +63,17 @@ class BM25Extractor(BaseExtractor):
         self.n_docs_ = len(tokens)
         self.avgdl_ = float(np.mean([len(t) for t in tokens])) if tokens else 0.0
         self.df_ = dict(Counter(term for toks in tokens for term in set(toks)))
+        self._summarise()
         return self
 
-    def state(self) -> dict:
-        if self.df_ is None:
-            return {}
-        digest = hashlib.sha256(json.dumps(sorted(self.df_.items())).encode()).hexdigest()[:12]
-        return {"n_docs": self.n_docs_, "avgdl": round(self.avgdl_, 6), "df": digest}
+    def _summarise(self) -> None:
+        """The statistics' identity, hashed once per fit/load (the version and every batch's provenance
+        read it)."""
+        self._state = {"n_docs": self.n_docs_, "avgdl": round(self.avgdl_, 6),
+                       "df": digest(sorted(self.df_.items()), 12)}
 
-    has_corpus_state = True
+    def state(self) -> dict:
+        return dict(self._state)
 
     def save_state(self, folder: Path) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -79,7 +82,7 @@ class BM25Extractor(BaseExtractor):
     def load_state(self, folder: Path) -> "BM25Extractor":
         path = Path(folder) / f"{self.name}.json"
         if not path.exists():
-            raise FileNotFoundError(f"{path}: the BM25 corpus statistics the model was trained with are missing")
+            raise MissingInputError(f"{path}: the BM25 corpus statistics the model was trained with are missing")
         return self.load(path)
 
     def save(self, path: str | Path) -> None:
@@ -89,6 +92,7 @@ class BM25Extractor(BaseExtractor):
     def load(self, path: str | Path) -> "BM25Extractor":
         data = json.loads(Path(path).read_text())
         self.n_docs_, self.avgdl_, self.df_ = data["n_docs"], data["avgdl"], data["df"]
+        self._summarise()
         return self
 
     def _require_fit(self):

@@ -17,7 +17,7 @@ import pandas as pd
 from retrieval.frames import QID, QUERY, doc_text
 from retrieval.models import require, resolve_device, resolve_model
 
-from .base import BaseExtractor
+from .base import BaseExtractor, TrainedOnQueries
 
 INSTALL = "pip install 'fusion-ltr[neural]'"
 DEFAULT_CROSSENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
@@ -47,7 +47,7 @@ def windows(text: str, size: int, stride: int) -> list[str]:
     return [" ".join(words[s:s + size]) for s in starts]
 
 
-class CrossEncoderExtractor(BaseExtractor):
+class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
     """``ce_score``: the cross-encoder's relevance logit for (query, title + text)."""
 
     name = "crossencoder"

@@ -1,7 +1,13 @@
-"""Freshness: document age at a reference time, and an exponential decay with a half-life."""
+"""Freshness: document age at a reference time, and an exponential decay with a half-life.
+
+``reference_time = "now"`` is resolved to today's date (UTC midnight) when the extractor is built, and
+the resolved date is what its parameters, version and provenance hold: a model trained today stores
+that date with its extractor configs, so serving it tomorrow computes the same ages it learned from.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,10 +21,15 @@ from .base import BaseExtractor
 
 @dataclass(frozen=True)
 class FreshnessParams:
-    reference_time: str = "now"  # an ISO date/time, or "now" (resolved to today, UTC, once per extractor)
+    reference_time: str = "now"  # an ISO date/time, or "now" (resolved to today, UTC, when built)
     half_life_days: float = 365.0
     top_n: int | None = None
     batch_size: int = 4096
+
+
+def today() -> pd.Timestamp:
+    """The clock "now" resolves against: today at midnight, UTC."""
+    return pd.Timestamp.now(tz="UTC").normalize()
 
 
 class FreshnessExtractor(BaseExtractor):
@@ -40,13 +51,12 @@ class FreshnessExtractor(BaseExtractor):
         if p.half_life_days <= 0:
             raise ConfigError(f"features.freshness.half_life_days must be > 0, found {p.half_life_days}")
         if p.reference_time == "now":
-            self.reference = pd.Timestamp.now(tz="UTC").normalize()
-        else:
-            ref = pd.to_datetime(p.reference_time, utc=True, errors="coerce")
-            if pd.isna(ref):
-                raise ConfigError(f"features.freshness.reference_time: expected an ISO date or 'now', "
-                                  f"found {p.reference_time!r}")
-            self.reference = ref
+            self.params = p = dataclasses.replace(p, reference_time=today().isoformat())
+        ref = pd.to_datetime(p.reference_time, utc=True, errors="coerce")
+        if pd.isna(ref):
+            raise ConfigError(f"features.freshness.reference_time: expected an ISO date or 'now', "
+                              f"found {p.reference_time!r}")
+        self.reference = ref
 
     def state(self) -> dict:
         return {"reference": self.reference.isoformat()}

@@ -25,16 +25,17 @@ import hashlib
 import json
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from retrieval.errors import FusionLTRError, MissingInputError, UsageError
 from retrieval.frames import DOCNO, LABEL, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT, TIMESTAMP, TITLE, validate
 
 from .base import FeatureSpec
+from .matrix import RankingData
 
 INSTALL = "pip install duckdb"
 
@@ -56,7 +57,7 @@ CREATE TABLE IF NOT EXISTS provenance (feature VARCHAR, version VARCHAR, extract
 """
 
 
-class StoreLockedError(RuntimeError):
+class StoreLockedError(FusionLTRError, RuntimeError):
     """Another process has the store open for writing."""
 
 
@@ -66,66 +67,6 @@ def text_hash(*parts: str) -> str:
         h.update((p or "").encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
-
-
-@dataclass
-class RankingData:
-    """A feature matrix for learning to rank, sorted by query once, here.
-
-    Rows of one query are contiguous (queries in ``qid`` order, documents in first-stage rank order);
-    ``group`` holds the number of rows of each query in that order, as LightGBM and XGBoost expect.
-    """
-
-    X: np.ndarray
-    y: np.ndarray
-    group: np.ndarray
-    qids: np.ndarray
-    docnos: np.ndarray
-    feature_names: list[str]
-    feature_versions: list[str] | None = None
-
-    def __post_init__(self):
-        n = len(self.X)
-        if not (len(self.y) == len(self.qids) == len(self.docnos) == n):
-            raise ValueError(f"RankingData: X has {n} rows but y/qids/docnos have "
-                             f"{len(self.y)}/{len(self.qids)}/{len(self.docnos)}")
-        if self.X.ndim != 2 or self.X.shape[1] != len(self.feature_names):
-            raise ValueError(f"RankingData: X has shape {self.X.shape} for {len(self.feature_names)} feature names")
-        if int(np.sum(self.group)) != n:
-            raise ValueError(f"RankingData: groups sum to {int(np.sum(self.group))}, expected {n} rows")
-
-    @classmethod
-    def from_arrays(cls, X, y, qids, docnos=None, feature_names=None, feature_versions=None) -> "RankingData":
-        """Sort rows by query (stable: keeps the order within a query) and derive the groups."""
-        X = np.asarray(X, dtype=np.float64)
-        qids = np.asarray(qids).astype(str)
-        order = np.argsort(qids, kind="stable")
-        qids = qids[order]
-        _, first, counts = np.unique(qids, return_index=True, return_counts=True)
-        group = counts[np.argsort(first)]
-        docnos = np.arange(len(X)).astype(str) if docnos is None else np.asarray(docnos).astype(str)
-        names = feature_names or [f"f{i + 1}" for i in range(X.shape[1])]
-        return cls(X[order], np.asarray(y)[order], group, qids, docnos[order], list(names),
-                   list(feature_versions) if feature_versions is not None else None)
-
-    def subset(self, qids) -> "RankingData":
-        """The rows of the given queries (order of the data kept)."""
-        mask = np.isin(self.qids, np.asarray(list(qids)).astype(str))
-        return RankingData.from_arrays(self.X[mask], self.y[mask], self.qids[mask], self.docnos[mask],
-                                       self.feature_names, self.feature_versions)
-
-    def select(self, names: list[str]) -> "RankingData":
-        """The same rows with only the named feature columns, in that order."""
-        missing = [n for n in names if n not in self.feature_names]
-        if missing:
-            raise KeyError(f"RankingData.select: unknown feature(s) {missing}; have {self.feature_names}")
-        idx = [self.feature_names.index(n) for n in names]
-        versions = [self.feature_versions[i] for i in idx] if self.feature_versions else None
-        return RankingData(self.X[:, idx], self.y, self.group, self.qids, self.docnos, list(names), versions)
-
-    @property
-    def unique_qids(self) -> np.ndarray:
-        return pd.unique(self.qids)
 
 
 def _spec_frame(specs) -> pd.DataFrame:
@@ -150,7 +91,7 @@ class FeatureStore:
             raise ImportError(f"the feature store needs duckdb: run `{INSTALL}`") from exc
         self.path = Path(path)
         if read_only and not self.path.exists():
-            raise FileNotFoundError(f"feature store {self.path} does not exist")
+            raise MissingInputError(f"feature store {self.path} does not exist: run `fusion-ltr features --config ...` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
@@ -271,6 +212,16 @@ class FeatureStore:
         frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
         return frame
 
+    def keys(self, qids=None, *, retriever: str = "hybrid") -> pd.DataFrame:
+        """``qid, docno, rank`` of ``retriever``'s candidate pairs (the rows of :meth:`pairs`, without
+        reading texts or the other lists), sorted by qid, then rank."""
+        frames, where, params = _candidate_filter(qids, retriever)
+        with self._frames(**frames):
+            return self.sql(
+                f"""SELECT c.qid, c.docno, c.rank FROM candidates c
+                    JOIN queries q USING (qid) JOIN documents d USING (docno)
+                    WHERE {where} ORDER BY c.qid, c.rank""", params)
+
     def retrievers(self) -> list[str]:
         return self.sql("SELECT DISTINCT retriever FROM candidates ORDER BY 1")[RETRIEVER].tolist()
 
@@ -353,8 +304,8 @@ class FeatureStore:
         specs = tuple(specs)
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
-            raise ValueError(f"duplicate feature names in {names}")
-        base = self.pairs(qids, retriever=retriever)[[QID, DOCNO, RANK]]
+            raise UsageError(f"duplicate feature names in {names}")
+        base = self.keys(qids, retriever=retriever)
         labels = self.sql("SELECT qid, docno, label FROM qrels")
         base = base.merge(labels, on=[QID, DOCNO], how="left")
         base[LABEL] = base[LABEL].fillna(0).astype(np.int64)
@@ -396,7 +347,7 @@ class FeatureStore:
     def create_view(self, name: str, specs, *, retriever: str = "hybrid") -> str:
         """A wide SQL view ``features_<name>`` (one column per feature) for plain-SQL use."""
         if not re.fullmatch(r"[A-Za-z0-9_]+", name):
-            raise ValueError(f"view name must be letters, digits and underscores, found {name!r}")
+            raise UsageError(f"view name must be letters, digits and underscores, found {name!r}")
         cols = ",\n  ".join(
             f"max(f.value) FILTER (WHERE f.feature = '{s.name}' AND f.version = '{s.version}') AS \"{s.name}\""
             for s in specs)

@@ -3,6 +3,7 @@
 ``from ranker import Scorer`` is the app-facing entry point (see :mod:`ranker.scorer`).
 """
 
+from .documents import Document
 from .scorer import Ranking, Result, Scorer
 
-__all__ = ["Ranking", "Result", "Scorer"]
+__all__ = ["Document", "Ranking", "Result", "Scorer"]

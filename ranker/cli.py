@@ -1,4 +1,10 @@
-"""`fusion-ltr` command line: thin subcommands over :mod:`ranker.pipeline`."""
+"""`fusion-ltr` command line: one subcommand per step of :data:`ranker.steps.STEPS`, plus `run` (all
+of them, cached) and `data`.
+
+Exit codes: 0 done; 2 a problem with the input (config, data, files, arguments: any
+:class:`retrieval.errors.FusionLTRError`), printed as one line; anything else is a bug and keeps its
+traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,42 +12,25 @@ import argparse
 import sys
 
 from retrieval import data
+from retrieval.errors import FusionLTRError
 
-from . import pipeline
-from .config import ConfigError, load_config
-
-
-def _retrieve(args) -> None:
-    pipeline.retrieve(load_config(args.config), args.split)
+from .config import load_config
 
 
-def _evaluate(args) -> None:
-    cfg = load_config(args.config)
-    if cfg.dataset.format != "letor":
-        pipeline.evaluate(cfg, args.split)
-        print()
-    if pipeline.has_ranker(cfg):
-        pipeline.evaluate_ranker(cfg)
+def _step(step):
+    def call(args) -> None:
+        from .run import Run
+
+        run = Run(load_config(args.config), progress=not getattr(args, "quiet", False))
+        step.func(run, **{a.dest: getattr(args, a.dest) for a in step.args})
+    return call
 
 
 def _run(args) -> None:
-    pipeline.run(load_config(args.config), progress=not args.quiet, ablate=not args.no_ablation)
+    from .run import Run
+    from .steps import run_all
 
-
-def _features(args) -> None:
-    pipeline.features(load_config(args.config), args.split, progress=not args.quiet)
-
-
-def _finetune_ce(args) -> None:
-    pipeline.finetune_ce(load_config(args.config), progress=not args.quiet)
-
-
-def _train(args) -> None:
-    pipeline.train(load_config(args.config))
-
-
-def _report(args) -> None:
-    pipeline.report(load_config(args.config), query=args.query, ablate=not args.no_ablation)
+    run_all(Run(load_config(args.config), progress=not args.quiet), ablate=not args.no_ablation)
 
 
 def _data(args) -> None:
@@ -52,6 +41,8 @@ def _data(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .steps import STEPS
+
     parser = argparse.ArgumentParser(prog="fusion-ltr", description="Learning-to-rank reranker that fuses relevance signals.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -61,29 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = command("run", "the whole pipeline: retrieve, finetune-ce (if configured), features, train, evaluate, "
-                       "report; each step cached", _run)
+    p = command("run", "the whole pipeline: " + ", ".join(s.name for s in STEPS) + "; each step cached", _run)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-ablation", action="store_true", help="skip the drop-one retraining in the report")
-
-    p = command("retrieve", "first-stage retrieval (BM25, dense, hybrid) into TREC runs", _retrieve)
-    p.add_argument("--split", action="append", help="split(s) to retrieve for (default: the config's)")
-
-    p = command("evaluate", "evaluate first-stage runs, and the ranker against baselines when one is trained", _evaluate)
-    p.add_argument("--split", help="split to evaluate (default: dataset.test_split)")
-
-    p = command("features", "build the configured feature set into the feature store", _features)
-    p.add_argument("--split", action="append", help="split(s) to build for (default: the config's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    p = command("finetune-ce", "fine-tune the cross-encoder (resumes from its last checkpoint)", _finetune_ce)
-    p.add_argument("--quiet", action="store_true")
-
-    command("train", "train the LambdaMART ranker (and its variants) on the feature store", _train)
-
-    p = command("report", "feature importance: gain, split, SHAP, ablation, cost vs benefit", _report)
-    p.add_argument("--query", help="query id to explain (default: the first test query)")
-    p.add_argument("--no-ablation", action="store_true", help="skip the drop-one retraining")
+    for step in STEPS:
+        p = command(step.name, step.help, _step(step))
+        for arg in step.args:
+            p.add_argument(*arg.flags, **arg.kwargs)
 
     p = sub.add_parser("data", help="find or download a dataset")
     p.add_argument("action", choices=["where", "download"])
@@ -96,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError, ConnectionError, ValueError, KeyError) as exc:
+    except FusionLTRError as exc:
         print(f"fusion-ltr {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -13,8 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retrieval.bm25 import BM25Params
-from retrieval.dense import DenseParams
+from retrieval.first_stage import FirstStageConfig
 from features.base import extractor_class
 from features.ce_training import CETrainingParams
 from .lambdamart import LambdaMARTParams
@@ -30,16 +29,6 @@ class DatasetConfig:
     splits: tuple[str, ...] = ("train", "test")  # splits to retrieve candidates for
     test_split: str = "test"  # the split `evaluate` reports
     fold: int = 1  # letor: the fold (1-5) trained, early-stopped and evaluated
-
-
-@dataclass(frozen=True)
-class RetrievalConfig:
-    systems: tuple[str, ...] = ("bm25", "dense", "hybrid")  # `hybrid` fuses the others with RRF
-    k: int = 100  # candidates kept per query
-    depth: int = 100  # depth of each retriever's list before fusion
-    rrf_k: int = 60
-    bm25: BM25Params = field(default_factory=BM25Params)
-    dense: DenseParams = field(default_factory=DenseParams)
 
 
 DEFAULT_EXTRACTORS = {"first_stage": {}, "bm25": {}, "coverage": {}, "biencoder": {}, "length": {}}
@@ -88,7 +77,7 @@ class RunConfig:
 @dataclass(frozen=True)
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    retrieval: FirstStageConfig = field(default_factory=FirstStageConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
@@ -102,12 +91,10 @@ class Config:
         if self.dataset.format == "letor" and not 1 <= self.dataset.fold <= 5:
             raise ConfigError(f"{self.source}: dataset.fold must be 1..5 for LETOR, found {self.dataset.fold}")
         r = self.retrieval
-        known = {"bm25", "dense", "hybrid"}
-        bad = [s for s in r.systems if s not in known]
-        if bad:
-            raise ConfigError(f"{self.source}: retrieval.systems has unknown {bad}; allowed: {sorted(known)}")
-        if r.k < 1 or r.depth < 1:
-            raise ConfigError(f"{self.source}: retrieval.k and retrieval.depth must be >= 1, found {r.k}, {r.depth}")
+        try:
+            r.check()
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
         if self.features.candidates not in r.systems:
             raise ConfigError(f"{self.source}: features.candidates = {self.features.candidates!r} is not one of "
                               f"retrieval.systems {list(r.systems)}")

@@ -125,3 +125,37 @@ def markdown_table(results: dict[str, dict[str, float]], measures=None) -> str:
     for name, values in results.items():
         lines.append(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in measures) + " |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ tables of an evaluation
+
+
+def direction(x: np.ndarray, y: np.ndarray) -> float:
+    """+1 if a higher feature value ``x`` should rank higher (Spearman correlation with the labels
+    ``y``), else -1; +1 when undecidable (constant or fewer than 3 values)."""
+    from scipy import stats
+
+    ok = np.isfinite(x)
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return 1.0
+    rho = stats.spearmanr(x[ok], y[ok]).statistic
+    return -1.0 if rho < 0 else 1.0
+
+
+def comparison_line(t: dict) -> str:
+    """One paired test as a line: ``b vs a: measure delta (p, Holm p), wins/losses/ties``."""
+    holm_txt = f", Holm p={t['p_holm']:.3g}" if t.get("p_holm") is not None else ""
+    test_txt = "" if "p_holm" in t else f", {t['test']}-test"
+    return (f"{t['b']} vs {t['a']}: {t['measure']} {t['delta']:+.4f} (p={t['p_value']:.3g}{holm_txt}{test_txt}), "
+            f"wins/losses/ties {t['wins']}/{t['losses']}/{t['ties']}")
+
+
+def ranked_rows(means: dict[str, dict], learned: list[str], measure: str, *, keep: tuple[str, ...] = (),
+                max_singles: int = 12) -> tuple[list[str], int]:
+    """Row order of a results table: learned models first, then baselines, each by ``measure``
+    descending; every learned model and ``keep`` shown, at most ``max_singles`` other baselines.
+    Returns the rows and how many baselines were left out."""
+    order = sorted(means, key=lambda n: (n not in learned, -means[n][measure]))
+    shown = [n for n in order if n in learned or n in keep]
+    others = [n for n in order if n not in shown]
+    return shown + others[:max_singles], max(0, len(others) - max_singles)

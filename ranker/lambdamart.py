@@ -1,15 +1,17 @@
-"""LambdaMART in scikit-learn style over two backends: LightGBM ``lambdarank`` and XGBoost ``rank:ndcg``.
+"""LambdaMART in scikit-learn style over registered booster backends (:mod:`ranker.backends`):
+LightGBM ``lambdarank`` and XGBoost ``rank:ndcg``.
 
-``__init__`` only stores keyword parameters; :meth:`LambdaMART.fit` takes :class:`RankingData`
-(which carries the query groups, so data without groups cannot reach the booster) and returns self;
-learned state ends in ``_``. A saved model is a folder: the booster file plus ``manifest.json`` with
-the feature names and versions in order, parameters, metrics and library versions. Scoring data whose
-feature names or versions differ from the manifest raises :class:`FeatureMismatchError` listing the
-difference.
+``__init__`` only stores keyword parameters (the fields of :class:`LambdaMARTParams`, declared once
+there); :meth:`LambdaMART.fit` takes :class:`RankingData` (which carries the query groups, so data
+without groups cannot reach the booster) and returns self; learned state ends in ``_``. A saved
+model is a folder: the booster file plus ``manifest.json`` with the feature names and versions in
+order, parameters, metrics and library versions. Scoring data whose feature names or versions differ
+from the manifest raises :class:`FeatureMismatchError` listing the difference.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -17,21 +19,20 @@ from pathlib import Path
 
 import numpy as np
 
-from features.store import RankingData
-from retrieval.models import require
+from features.matrix import RankingData
+from retrieval.errors import MissingInputError, UsageError
 from retrieval.params import ConfigError
 
-BACKENDS = ("lightgbm", "xgboost")
-INSTALL = {"lightgbm": "pip install lightgbm", "xgboost": "pip install 'fusion-ltr[xgboost]'"}
+from .backends import REGISTRY as BACKENDS, backend_class
 
 
-class FeatureMismatchError(ValueError):
+class FeatureMismatchError(UsageError):
     """The features given to a model are not the ones it was trained on."""
 
 
 @dataclass(frozen=True)
 class LambdaMARTParams:
-    """Booster parameters shared by both backends (mapped to each library's names)."""
+    """Booster parameters shared by every backend (each maps them to its library's names)."""
 
     backend: str = "lightgbm"
     n_estimators: int = 300
@@ -50,59 +51,61 @@ class LambdaMARTParams:
 
     def check(self) -> "LambdaMARTParams":
         if self.backend not in BACKENDS:
-            raise ConfigError(f"ranker.backend: expected one of {list(BACKENDS)}, found {self.backend!r}")
+            raise ConfigError(f"ranker.backend: expected one of {sorted(BACKENDS)}, found {self.backend!r}")
         bad = {k: v for k, v in self.monotone.items() if v not in (-1, 0, 1)}
         if bad:
             raise ConfigError(f"ranker.monotone: values must be -1, 0 or 1, found {bad}")
         return self
 
 
-class LambdaMART:
-    """Learning to rank with gradient-boosted trees and a LambdaRank/NDCG objective."""
+PARAMS = {f.name: f for f in dataclasses.fields(LambdaMARTParams)}
 
-    def __init__(self, *, backend: str = "lightgbm", n_estimators: int = 300, learning_rate: float = 0.05,
-                 num_leaves: int = 15, max_depth: int = -1, min_data_in_leaf: int = 20, feature_fraction: float = 1.0,
-                 bagging_fraction: float = 1.0, lambda_l2: float = 1.0, early_stopping_rounds: int = 50,
-                 eval_at: int = 10, seed: int = 42, num_threads: int = 0, monotone: dict | None = None):
-        self.backend = backend
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.max_depth = max_depth
-        self.min_data_in_leaf = min_data_in_leaf
-        self.feature_fraction = feature_fraction
-        self.bagging_fraction = bagging_fraction
-        self.lambda_l2 = lambda_l2
-        self.early_stopping_rounds = early_stopping_rounds
-        self.eval_at = eval_at
-        self.seed = seed
-        self.num_threads = num_threads
-        self.monotone = monotone
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+class LambdaMART:
+    """Learning to rank with gradient-boosted trees and a LambdaRank/NDCG objective.
+
+    ``LambdaMART(backend="xgboost", num_leaves=7, ...)``: keyword-only, the fields of
+    :class:`LambdaMARTParams`; an unknown keyword is a ``TypeError`` listing the allowed ones.
+    """
+
+    def __init__(self, **params):
+        unknown = sorted(set(params) - set(PARAMS))
+        if unknown:
+            raise TypeError(f"LambdaMART: unknown parameter(s) {unknown}; allowed: {sorted(PARAMS)}")
+        for name, f in PARAMS.items():
+            setattr(self, name, params[name] if name in params else _default(f))
 
     @classmethod
     def from_params(cls, params: LambdaMARTParams) -> "LambdaMART":
         return cls(**asdict(params.check()))
 
     def get_params(self) -> dict:
-        return {k: getattr(self, k) for k in LambdaMARTParams.__dataclass_fields__}
+        return {k: getattr(self, k) for k in PARAMS}
+
+    def _params(self) -> LambdaMARTParams:
+        return LambdaMARTParams(**{**self.get_params(), "monotone": dict(self.monotone or {})}).check()
 
     # ------------------------------------------------------------------ training
     def fit(self, train: RankingData, valid: RankingData | None = None) -> "LambdaMART":
         """Fit on ``train`` (early stopping on ``valid`` when given); returns self."""
-        params = LambdaMARTParams(**{**self.get_params(), "monotone": dict(self.monotone or {})}).check()
+        params = self._params()
         for name, data in (("train", train), ("valid", valid)):
             if data is not None and not isinstance(data, RankingData):
                 raise TypeError(f"LambdaMART.fit: {name} must be RankingData (features with query groups), "
                                 f"found {type(data).__name__}; plain X, y without groups cannot be ranked")
         if train.group is None or len(train.group) == 0:
-            raise ValueError("LambdaMART.fit: training data has no query groups")
+            raise UsageError("LambdaMART.fit: training data has no query groups")
         if valid is not None and valid.feature_names != train.feature_names:
             raise FeatureMismatchError(f"valid features {valid.feature_names} differ from train {train.feature_names}")
         unknown = sorted(set(params.monotone) - set(train.feature_names))
         if unknown:
             raise ConfigError(f"ranker.monotone names unknown feature(s) {unknown}; features: {train.feature_names}")
-        fit = _fit_lightgbm if params.backend == "lightgbm" else _fit_xgboost
-        self.booster_, self.best_iteration_, self.evals_ = fit(params, train, valid)
+        self.backend_, self.evals_ = backend_class(params.backend).fit(params, train, valid)
+        self.best_iteration_ = self.backend_.best_iteration
         self.feature_names_ = list(train.feature_names)
         self.feature_versions_ = list(train.feature_versions) if train.feature_versions else None
         self.n_features_in_ = len(self.feature_names_)
@@ -112,7 +115,7 @@ class LambdaMART:
 
     # ------------------------------------------------------------------ scoring
     def _check_fitted(self):
-        if not hasattr(self, "booster_"):
+        if not hasattr(self, "backend_"):
             raise RuntimeError("LambdaMART: not fitted; call fit() or LambdaMART.load()")
 
     def check_features(self, names: list[str], versions: list[str] | None = None) -> None:
@@ -148,31 +151,19 @@ class LambdaMART:
             if X.ndim != 2 or X.shape[1] != self.n_features_in_:
                 raise FeatureMismatchError(f"was trained using {self.n_features_in_} features, but found "
                                            f"{X.shape[1] if X.ndim == 2 else X.shape} for inference")
-        return self._raw_predict(X)
-
-    def _raw_predict(self, X: np.ndarray, contrib: bool = False) -> np.ndarray:
-        if self.backend == "lightgbm":
-            return self.booster_.predict(X, num_iteration=self.best_iteration_ or None, pred_contrib=contrib)
-        xgb = require("xgboost", INSTALL["xgboost"])
-        dm = xgb.DMatrix(X, missing=np.nan, feature_names=self.feature_names_)
-        rng = (0, self.best_iteration_ + 1) if self.best_iteration_ is not None else (0, 0)
-        return self.booster_.predict(dm, iteration_range=rng, pred_contribs=contrib)
+        return np.asarray(self.backend_.predict(X))
 
     def contributions(self, data: RankingData) -> np.ndarray:
         """TreeSHAP values from the booster itself: (rows, features + 1), the last column the bias."""
         self.check_features(data.feature_names, data.feature_versions)
-        return np.asarray(self._raw_predict(data.X, contrib=True))
+        return np.asarray(self.backend_.predict(data.X, contrib=True))
 
     def importance(self, kind: str = "gain") -> dict[str, float]:
         """Total ``gain`` (default) or ``split`` count per feature, from the booster."""
         self._check_fitted()
         if kind not in ("gain", "split"):
-            raise ValueError(f"importance kind must be 'gain' or 'split', found {kind!r}")
-        if self.backend == "lightgbm":
-            vals = self.booster_.feature_importance(importance_type=kind, iteration=self.best_iteration_ or None)
-            return dict(zip(self.feature_names_, map(float, vals)))
-        score = self.booster_.get_score(importance_type="total_gain" if kind == "gain" else "weight")
-        return {n: float(score.get(n, 0.0)) for n in self.feature_names_}
+            raise UsageError(f"importance kind must be 'gain' or 'split', found {kind!r}")
+        return dict(zip(self.feature_names_, self.backend_.importance(kind)))
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path, *, extra: dict | None = None) -> Path:
@@ -180,18 +171,13 @@ class LambdaMART:
         self._check_fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        if self.backend == "lightgbm":
-            booster_file = "model.txt"
-            self.booster_.save_model(str(path / booster_file), num_iteration=self.best_iteration_ or None)
-        else:
-            booster_file = "model.json"
-            self.booster_.save_model(str(path / booster_file))
+        self.backend_.save(path)
         manifest = {
-            "kind": "fusion-ltr LambdaMART", "backend": self.backend, "booster_file": booster_file,
+            "kind": "fusion-ltr LambdaMART", "backend": self.backend, "booster_file": self.backend_.booster_file,
             "features": [{"name": n, "version": v} for n, v in
                          zip(self.feature_names_, self.feature_versions_ or [None] * self.n_features_in_)],
             "params": self.get_params(), "best_iteration": self.best_iteration_, "train": self.train_info_,
-            "evals": self.evals_, "library_versions": _versions(self.backend), **(extra or {}),
+            "evals": self.evals_, "library_versions": _versions(type(self.backend_)), **(extra or {}),
         }
         (path / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         return path
@@ -201,18 +187,11 @@ class LambdaMART:
         path = Path(path)
         manifest_path = path / "manifest.json"
         if not manifest_path.exists():
-            raise FileNotFoundError(f"{path}: not a model folder (expected manifest.json and a booster file)")
+            raise MissingInputError(f"{path}: not a model folder (expected manifest.json and a booster file)")
         manifest = json.loads(manifest_path.read_text())
         self = cls(**manifest["params"])
-        if self.backend == "lightgbm":
-            lgb = require("lightgbm", INSTALL["lightgbm"])
-            self.booster_ = lgb.Booster(model_file=str(path / manifest["booster_file"]))
-            self.best_iteration_ = None  # the saved file holds the best iteration's trees only
-        else:
-            xgb = require("xgboost", INSTALL["xgboost"])
-            self.booster_ = xgb.Booster()
-            self.booster_.load_model(str(path / manifest["booster_file"]))
-            self.best_iteration_ = manifest["best_iteration"]
+        self.backend_ = backend_class(self.backend).load(path, manifest)
+        self.best_iteration_ = self.backend_.best_iteration
         self.feature_names_ = [f["name"] for f in manifest["features"]]
         versions = [f["version"] for f in manifest["features"]]
         self.feature_versions_ = None if all(v is None for v in versions) else versions
@@ -223,76 +202,16 @@ class LambdaMART:
         return self
 
 
-def _versions(backend: str) -> dict:
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    mod = require(backend, INSTALL[backend])
-    out[backend] = mod.__version__
-    return out
-
-
-def _fit_lightgbm(p: LambdaMARTParams, train: RankingData, valid: RankingData | None):
-    lgb = require("lightgbm", INSTALL["lightgbm"])
-    params = {
-        "objective": "lambdarank", "metric": "ndcg", "ndcg_eval_at": [p.eval_at], "learning_rate": p.learning_rate,
-        "num_leaves": p.num_leaves, "max_depth": p.max_depth, "min_data_in_leaf": p.min_data_in_leaf,
-        "feature_fraction": p.feature_fraction, "bagging_fraction": p.bagging_fraction,
-        "bagging_freq": 1 if p.bagging_fraction < 1 else 0, "lambda_l2": p.lambda_l2, "seed": p.seed,
-        "deterministic": True, "force_row_wise": True, "verbosity": -1,
-    }
-    if p.num_threads:
-        params["num_threads"] = p.num_threads
-    if p.monotone:
-        params["monotone_constraints"] = [int(p.monotone.get(n, 0)) for n in train.feature_names]
-    dtrain = lgb.Dataset(train.X, train.y, group=train.group, feature_name=train.feature_names, free_raw_data=False)
-    sets, names, callbacks, evals = [dtrain], ["train"], [], {}
-    if valid is not None:
-        sets.append(lgb.Dataset(valid.X, valid.y, group=valid.group, reference=dtrain))
-        names.append("valid")
-        if p.early_stopping_rounds:
-            callbacks.append(lgb.early_stopping(p.early_stopping_rounds, verbose=False))
-    callbacks.append(lgb.record_evaluation(evals))
-    booster = lgb.train(params, dtrain, num_boost_round=p.n_estimators, valid_sets=sets, valid_names=names,
-                        callbacks=callbacks)
-    best = booster.best_iteration if valid is not None and booster.best_iteration > 0 else None
-    summary = {name: {metric: float(vals[(best or len(vals)) - 1]) for metric, vals in m.items()}
-               for name, m in evals.items()}
-    return booster, best, summary
-
-
-def _fit_xgboost(p: LambdaMARTParams, train: RankingData, valid: RankingData | None):
-    xgb = require("xgboost", INSTALL["xgboost"])
-    params = {
-        "objective": "rank:ndcg", "eval_metric": f"ndcg@{p.eval_at}", "eta": p.learning_rate,
-        "max_leaves": p.num_leaves, "max_depth": 0 if p.max_depth < 0 else p.max_depth, "grow_policy": "lossguide",
-        "subsample": p.bagging_fraction,  # min_data_in_leaf has no XGBoost twin (min_child_weight is hessian)
-        "colsample_bytree": p.feature_fraction, "lambda": p.lambda_l2, "seed": p.seed, "tree_method": "hist",
-        "lambdarank_pair_method": "topk", "lambdarank_num_pair_per_sample": p.eval_at,
-    }
-    if p.num_threads:
-        params["nthread"] = p.num_threads
-    if p.monotone:
-        params["monotone_constraints"] = "(" + ",".join(str(int(p.monotone.get(n, 0))) for n in train.feature_names) + ")"
-    dtrain = xgb.DMatrix(train.X, train.y, missing=np.nan, feature_names=train.feature_names)
-    dtrain.set_group(train.group)
-    evals_list, evals = [(dtrain, "train")], {}
-    if valid is not None:
-        dvalid = xgb.DMatrix(valid.X, valid.y, missing=np.nan, feature_names=valid.feature_names)
-        dvalid.set_group(valid.group)
-        evals_list.append((dvalid, "valid"))
-    booster = xgb.train(params, dtrain, num_boost_round=p.n_estimators, evals=evals_list, evals_result=evals,
-                        early_stopping_rounds=p.early_stopping_rounds if valid is not None and p.early_stopping_rounds else None,
-                        verbose_eval=False)
-    best = getattr(booster, "best_iteration", None) if valid is not None else None
-    summary = {name: {metric: float(vals[best if best is not None else -1]) for metric, vals in m.items()}
-               for name, m in evals.items()}
-    return booster, best, summary
+def _versions(backend: type) -> dict:
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            backend.name: backend.library().__version__}
 
 
 def query_folds(qids, k: int, seed: int) -> list[list[str]]:
     """Split query ids into ``k`` folds by a seeded permutation (query-level, disjoint, covering)."""
     uniq = np.array(sorted({str(q) for q in qids}))
     if k < 2 or k > len(uniq):
-        raise ValueError(f"need 2 <= k <= number of queries ({len(uniq)}), found k={k}")
+        raise UsageError(f"need 2 <= k <= number of queries ({len(uniq)}), found k={k}")
     perm = np.random.default_rng(seed).permutation(len(uniq))
     return [sorted(uniq[perm[i::k]].tolist()) for i in range(k)]
 

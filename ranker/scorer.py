@@ -22,13 +22,11 @@ retriever's list in training.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import json
 import logging
 import time
 import warnings
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +35,15 @@ import pandas as pd
 from features import base as fbase
 from features.build import compute, feature_specs
 from features.store import RankingData
-from retrieval.frames import DOCNO, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT, TIMESTAMP, TITLE, attach
+from retrieval.errors import MissingInputError, UsageError
+from retrieval.frames import DOCNO, QID, QUERY, RANK, SCORE, TEXT, TITLE
+
+from .documents import QUERY_ID, candidate_frame, check_query
 
 from .lambdamart import LambdaMART
 
 log = logging.getLogger("fusion_ltr.scorer")
 
-QUERY_ID = "_query"  # the qid of an app's query: never one a cross-encoder was trained on
-DOC_KEYS = ("id", "text", "title", "timestamp", "score", "rank")
 
 
 @dataclass
@@ -102,12 +101,12 @@ class Scorer:
         run_dir = Path(run_dir)
         model_dir = run_dir if (run_dir / "manifest.json").exists() else run_dir / model
         if not (model_dir / "manifest.json").exists():
-            raise FileNotFoundError(f"{model_dir}: no trained model (expected manifest.json); "
+            raise MissingInputError(f"{model_dir}: no trained model (expected manifest.json); "
                                     "run `fusion-ltr run --config ...` or `fusion-ltr train` first")
         booster = LambdaMART.load(model_dir)
         manifest = booster.manifest_
         if "extractors" not in manifest:
-            raise ValueError(f"{model_dir}: the manifest names no extractors, so its features cannot be "
+            raise UsageError(f"{model_dir}: the manifest names no extractors, so its features cannot be "
                              "computed at serving time (a model trained on precomputed features, e.g. LETOR)")
         root = _root(model_dir.parent, manifest)
         extractors = []
@@ -127,18 +126,18 @@ class Scorer:
     # ------------------------------------------------------------------------------- serving
     def rerank(self, query: str, docs, *, top_k: int | None = None, explain: bool = False,
                min_score: float | None = None) -> Ranking:
-        """Rerank ``docs`` (strings, or mappings with ``id``, ``text`` and optional ``title``,
-        ``timestamp``, ``score``, ``rank``, ``rank_<r>``/``score_<r>``) for ``query``; best first.
+        """Rerank ``docs`` (strings, :class:`Document`, or mappings with ``id``, ``text`` and optional
+        ``title``, ``timestamp``, ``score``, ``rank``, ``rank_<r>``/``score_<r>``) for ``query``; best first.
 
         ``top_k`` keeps the best k; ``min_score`` drops results scoring below it; ``explain`` adds each
         feature's value and SHAP contribution. An empty ``docs`` gives an empty :class:`Ranking`.
         """
         t0 = time.perf_counter()
-        query = _check_query(query)
+        query = check_query(query)
         docs = list(docs)
         if not docs:
             return Ranking([], {"total": time.perf_counter() - t0})
-        frame = _candidate_frame(query, docs, self.candidates)
+        frame = candidate_frame(query, docs, self.candidates)
         self._warn_missing_first_stage(frame)
         return self._score(frame, t0, top_k, explain, min_score)
 
@@ -156,19 +155,24 @@ class Scorer:
                 "search(), pass them with each doc, or load a model without them (e.g. Scorer.load(run, "
                 "model='model-content') when the config trains that variant)", stacklevel=3)
 
-    def search(self, query: str, k: int = 10, *, explain: bool = False, min_score: float | None = None) -> Ranking:
-        """Retrieve the run's first-stage candidates for ``query`` from its index, then rerank them."""
+    def search(self, query: str, top_k: int | None = 10, *, explain: bool = False, min_score: float | None = None,
+               k: int | None = None) -> Ranking:
+        """Retrieve the run's first-stage candidates for ``query`` from its index, then rerank them and
+        keep the best ``top_k`` (``k`` is the old name of ``top_k``)."""
+        if k is not None:
+            warnings.warn("Scorer.search(k=...) is now top_k=..., as in rerank()", DeprecationWarning, stacklevel=2)
+            top_k = k
         t0 = time.perf_counter()
-        query = _check_query(query)
+        query = check_query(query)
         frame = self._retrieve(query)
         t1 = time.perf_counter()
-        out = self._score(frame, t0, k, explain, min_score)
+        out = self._score(frame, t0, top_k, explain, min_score)
         out.timing = {"retrieve": t1 - t0, **out.timing}
         return out
 
     def features(self, query: str, docs) -> pd.DataFrame:
         """The model's feature matrix for ``docs`` (rows in input order, columns in model order)."""
-        frame = _candidate_frame(_check_query(query), list(docs), self.candidates)
+        frame = candidate_frame(check_query(query), list(docs), self.candidates)
         values, _ = compute(frame, self.extractors)
         return pd.DataFrame({n: values[n] for n in self.feature_names}, index=frame[DOCNO].tolist())
 
@@ -207,44 +211,27 @@ class Scorer:
         return Ranking(results, timing)
 
     def _retrieve(self, query: str) -> pd.DataFrame:
-        from retrieval import BM25Retriever, DenseParams, DenseRetriever, load_beir
-        from retrieval.bm25 import BM25Params
-        from retrieval.fusion import first_stage_runs
+        """The run's first stage for one query, through the same :class:`retrieval.FirstStage` that
+        `fusion-ltr retrieve` used (its recipe is in the model manifest)."""
+        from retrieval import FirstStage, FirstStageConfig, load_beir
 
-        r = self.manifest.get("retrieval")
+        recipe = self.manifest.get("retrieval")
         index = self.run_dir / "index" if self.run_dir else None
-        if not r or index is None or not (index / "bm25").exists():
-            raise FileNotFoundError(f"{index}: this run folder holds no retrieval index (expected index/bm25 from "
+        if not recipe or index is None or not index.exists():
+            raise MissingInputError(f"{index}: this run folder holds no retrieval index (expected index/ from "
                                     "`fusion-ltr retrieve`); use rerank() with your own candidates")
         if self._search is None:
             corpus_file = index / "corpus.parquet"
             corpus = pd.read_parquet(corpus_file) if corpus_file.exists() else load_beir(self.manifest["dataset"]).corpus
-            members = {}
-            if {"bm25", "hybrid"} & set(r["systems"]):
-                members["bm25"] = BM25Retriever.load(index / "bm25")
-                if members["bm25"].params != BM25Params(**r["bm25"]):
-                    raise ValueError(f"{index / 'bm25'}: index parameters differ from the model's retrieval config")
-            if {"dense", "hybrid"} & set(r["systems"]):
-                members["dense"] = DenseRetriever(DenseParams(**r["dense"]),
-                                                  cache=self.manifest.get("embedding_cache") or None).index(corpus)
+            first_stage = FirstStage.load(index, corpus, FirstStageConfig.from_dict(recipe),
+                                          cache=self.manifest.get("embedding_cache") or None)
             for ext in self.extractors:
                 if not ext.has_corpus_state:  # e.g. the bi-encoder reuses the corpus embeddings
                     ext.fit(corpus)
-            self._search = (corpus, members)
-        corpus, members = self._search
+            self._search = (corpus, first_stage)
+        corpus, first_stage = self._search
         queries = pd.DataFrame({QID: [QUERY_ID], QUERY: [query]})
-        depth = max(r["k"], r["depth"])
-        runs = first_stage_runs({m: ret.retrieve(queries, depth) for m, ret in members.items()}, r["systems"],
-                                k=r["k"], rrf_k=r["rrf_k"])
-        frame = attach(runs[self.candidates].sort_values(RANK), queries, corpus).reset_index(drop=True)
-        frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
-        for name, run in runs.items():
-            if name == self.candidates:
-                continue
-            member = run.set_index(DOCNO)
-            frame[f"rank_{name}"] = frame[DOCNO].map(member[RANK]).astype(float)
-            frame[f"score_{name}"] = frame[DOCNO].map(member[SCORE]).astype(float)
-        return frame
+        return first_stage.candidates(queries, corpus, self.candidates)
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -259,70 +246,3 @@ def _root(run_dir: Path, manifest: dict) -> Path:
     if configured.parts and not configured.is_absolute() and resolved.parts[-n:] == configured.parts:
         return resolved.parents[n - 1]
     return Path(manifest.get("workdir") or Path.cwd())
-
-
-def _check_query(query) -> str:
-    if not isinstance(query, str) or not query.strip():
-        raise ValueError(f"query: expected a non-empty string, found {query!r}")
-    return query
-
-
-def _timestamp(value, doc_id: str) -> pd.Timestamp:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT or value == "":
-        return pd.NaT
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        if isinstance(value, (int, float, np.integer, np.floating)):
-            ts = pd.Timestamp(float(value), unit="s")  # a number is a Unix time in seconds
-        elif isinstance(value, (str, dt.date, dt.datetime, pd.Timestamp, np.datetime64)):
-            ts = pd.Timestamp(value)
-        else:
-            raise TypeError
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"doc {doc_id!r}: timestamp {value!r} is not a date: expected an ISO 8601 string, a "
-                         "datetime or Unix seconds") from None
-    if pd.isna(ts):
-        raise ValueError(f"doc {doc_id!r}: timestamp {value!r} is not a date")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
-    """An app's docs as a candidate frame (the contract of :mod:`retrieval.frames`)."""
-    rows, extra = [], {}
-    for pos, doc in enumerate(docs):
-        if isinstance(doc, str):
-            doc = {"text": doc}
-        if not isinstance(doc, Mapping):
-            raise TypeError(f"doc {pos}: expected a string or a mapping with {list(DOC_KEYS)}, "
-                            f"found {type(doc).__name__}")
-        doc_id = str(doc.get("id", pos))
-        text = doc.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"doc {doc_id!r} (position {pos}): expected a non-empty 'text' string, found "
-                             f"{text!r}; its keys: {sorted(doc)}")
-        title = doc.get("title") or ""
-        if not isinstance(title, str):
-            raise ValueError(f"doc {doc_id!r}: title must be a string, found {type(title).__name__}")
-        rank = doc.get("rank", pos + 1)
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-            raise ValueError(f"doc {doc_id!r}: rank must be a positive integer, found {rank!r}")
-        score = doc.get("score")
-        try:
-            score = np.nan if score is None else float(score)
-        except (TypeError, ValueError):
-            raise ValueError(f"doc {doc_id!r}: score must be a number, found {score!r}") from None
-        rows.append({QID: QUERY_ID, QUERY: query, DOCNO: doc_id, TEXT: text, TITLE: title,
-                     TIMESTAMP: _timestamp(doc.get("timestamp"), doc_id), RANK: int(rank), SCORE: score,
-                     RETRIEVER: retriever})
-        for key, value in doc.items():
-            if key.startswith(("rank_", "score_")):
-                extra.setdefault(key, {})[pos] = float(value) if value is not None else np.nan
-    frame = pd.DataFrame(rows)
-    dupes = frame[DOCNO][frame[DOCNO].duplicated()].unique().tolist()
-    if dupes:
-        raise ValueError(f"docs: duplicate id(s) {dupes[:5]}; expected one entry per document")
-    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
-    for key, by_pos in extra.items():
-        frame[key] = [by_pos.get(i, np.nan) for i in range(len(frame))]
-    return frame

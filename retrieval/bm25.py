@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .base import run_from_topk
+from .errors import MissingInputError, UnknownKeyError, UsageError
 from .frames import DOCNO, QID, QUERY, doc_text, validate_corpus, validate_queries
 from .models import require
 
@@ -78,7 +79,7 @@ class BM25Retriever:
         bm25s = require("bm25s", INSTALL)
         path = Path(path)
         if not (path / "params.json").exists():
-            raise FileNotFoundError(f"{path}: not a BM25 index folder (expected params.json, bm25s/, docnos.json)")
+            raise MissingInputError(f"{path}: not a BM25 index folder (expected params.json, bm25s/, docnos.json)")
         self = cls(BM25Params(**json.loads((path / "params.json").read_text())))
         self._bm25 = bm25s.BM25.load(str(path / "bm25s"), show_progress=False, verbosity=0)
         self.docnos_ = np.asarray(json.loads((path / "docnos.json").read_text()), dtype=object)
@@ -111,11 +112,11 @@ class BM25Retriever:
         """BM25 score of each (query text, docno) pair against this index (0.0 for no shared term)."""
         self._check()
         if len(queries) != len(docnos):
-            raise ValueError(f"score_pairs: {len(queries)} queries but {len(docnos)} docnos")
+            raise UsageError(f"score_pairs: {len(queries)} queries but {len(docnos)} docnos")
         pos = {d: i for i, d in enumerate(self.docnos_)}
         unknown = [d for d in docnos if d not in pos]
         if unknown:
-            raise KeyError(f"score_pairs: {len(unknown)} docno(s) not in the index, e.g. {unknown[:3]}")
+            raise UnknownKeyError(f"score_pairs: {len(unknown)} docno(s) not in the index, e.g. {unknown[:3]}")
         out = np.empty(len(queries), dtype=np.float64)
         by_query: dict[str, list[int]] = {}
         for i, q in enumerate(queries):

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import FusionLTRError, MissingInputError, UnknownKeyError, UsageError
 from .frames import DOCNO, LABEL, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT, TIMESTAMP, TITLE, validate
 
 ENV_VAR = "FUSION_LTR_DATA"
@@ -34,12 +35,16 @@ BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{
 DOWNLOADABLE = ("scifact", "nfcorpus", "fiqa", "arguana", "scidocs", "trec-covid")
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UsageError):
     """A data file does not have the expected format; the message names file and line."""
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MissingInputError):
     """No folder of that name on the search path."""
+
+
+class DownloadError(FusionLTRError, ConnectionError):
+    """A dataset could not be downloaded (offline, or the server refused)."""
 
 
 # --------------------------------------------------------------------------- search path
@@ -81,14 +86,14 @@ def find_dataset(name: str) -> Path:
 def download(name: str, dest: Path | None = None, *, timeout: float = 30.0) -> Path:
     """Download a public BEIR dataset into the user cache and return its folder."""
     if name not in DOWNLOADABLE:
-        raise ValueError(f"no download known for {name!r}; known: {', '.join(DOWNLOADABLE)}")
+        raise UsageError(f"no download known for {name!r}; known: {', '.join(DOWNLOADABLE)}")
     dest = Path(dest) if dest else cache_dir() / "data"
     url = BEIR_URL.format(name=name)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             payload = resp.read()
     except (urllib.error.URLError, OSError) as exc:
-        raise ConnectionError(
+        raise DownloadError(
             f"could not download {name!r} from {url}: {exc}. You appear to be offline; put the "
             f"BEIR folder on the search path instead (${ENV_VAR} or ../shared/data)"
         ) from exc
@@ -113,7 +118,7 @@ class Dataset:
     def split(self, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Queries judged in ``split`` and that split's qrels."""
         if split not in self.qrels:
-            raise KeyError(f"{self.name}: no qrels for split {split!r}; found {sorted(self.qrels)}")
+            raise UnknownKeyError(f"{self.name}: no qrels for split {split!r}; found {sorted(self.qrels)}")
         qrels = self.qrels[split]
         queries = self.queries[self.queries[QID].isin(set(qrels[QID]))].reset_index(drop=True)
         return queries, qrels
@@ -367,7 +372,7 @@ LETOR_FOLDS = {
 def load_letor_fold(name_or_path: str | Path, fold: int) -> tuple[LetorData, LetorData, LetorData]:
     """Train, validation and test data of a LETOR 4.0 fold built from the ``S1..S5`` partitions."""
     if fold not in LETOR_FOLDS:
-        raise ValueError(f"LETOR fold must be one of {sorted(LETOR_FOLDS)}, found {fold!r}")
+        raise UsageError(f"LETOR fold must be one of {sorted(LETOR_FOLDS)}, found {fold!r}")
     folder = find_dataset(str(name_or_path))
     train_parts, valid_part, test_part = LETOR_FOLDS[fold]
     parts = {i: load_svmlight(_find_file(folder, f"S{i}.txt")) for i in range(1, 6)}

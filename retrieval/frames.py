@@ -25,6 +25,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from .errors import UsageError
+
 QID = "qid"
 QUERY = "query"
 DOCNO = "docno"
@@ -48,7 +50,7 @@ RUN_COLUMNS = (QID, DOCNO, RANK, SCORE, RETRIEVER)
 CANDIDATE_COLUMNS = (QID, QUERY, DOCNO, TEXT, TITLE, TIMESTAMP, RANK, SCORE, RETRIEVER)
 
 
-class FrameError(ValueError):
+class FrameError(UsageError):
     """A frame does not have the shape a component expects."""
 
 

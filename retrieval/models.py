@@ -11,8 +11,10 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import FusionLTRError
 
-class MissingDependencyError(ImportError):
+
+class MissingDependencyError(FusionLTRError, ImportError):
     """An optional dependency is missing; the message names the install command."""
 
 

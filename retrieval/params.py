@@ -10,8 +10,10 @@ import dataclasses
 import types
 import typing
 
+from .errors import UsageError
 
-class ConfigError(ValueError):
+
+class ConfigError(UsageError):
     """A config has an unknown key, a wrong type or a bad value."""
 
 

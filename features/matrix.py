@@ -1,0 +1,70 @@
+"""The ranking matrix: features of (query, document) pairs with their query groups, sorted once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from retrieval.errors import UnknownKeyError, UsageError
+
+
+@dataclass
+class RankingData:
+    """A feature matrix for learning to rank, sorted by query once, here.
+
+    Rows of one query are contiguous (queries in ``qid`` order, documents in first-stage rank order);
+    ``group`` holds the number of rows of each query in that order, as LightGBM and XGBoost expect.
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    group: np.ndarray
+    qids: np.ndarray
+    docnos: np.ndarray
+    feature_names: list[str]
+    feature_versions: list[str] | None = None
+
+    def __post_init__(self):
+        n = len(self.X)
+        if not (len(self.y) == len(self.qids) == len(self.docnos) == n):
+            raise UsageError(f"RankingData: X has {n} rows but y/qids/docnos have "
+                             f"{len(self.y)}/{len(self.qids)}/{len(self.docnos)}")
+        if self.X.ndim != 2 or self.X.shape[1] != len(self.feature_names):
+            raise UsageError(f"RankingData: X has shape {self.X.shape} for {len(self.feature_names)} feature names")
+        if int(np.sum(self.group)) != n:
+            raise UsageError(f"RankingData: groups sum to {int(np.sum(self.group))}, expected {n} rows")
+
+    @classmethod
+    def from_arrays(cls, X, y, qids, docnos=None, feature_names=None, feature_versions=None) -> "RankingData":
+        """Sort rows by query (stable: keeps the order within a query) and derive the groups."""
+        X = np.asarray(X, dtype=np.float64)
+        qids = np.asarray(qids).astype(str)
+        order = np.argsort(qids, kind="stable")
+        qids = qids[order]
+        _, first, counts = np.unique(qids, return_index=True, return_counts=True)
+        group = counts[np.argsort(first)]
+        docnos = np.arange(len(X)).astype(str) if docnos is None else np.asarray(docnos).astype(str)
+        names = feature_names or [f"f{i + 1}" for i in range(X.shape[1])]
+        return cls(X[order], np.asarray(y)[order], group, qids, docnos[order], list(names),
+                   list(feature_versions) if feature_versions is not None else None)
+
+    def subset(self, qids) -> "RankingData":
+        """The rows of the given queries (order of the data kept)."""
+        mask = np.isin(self.qids, np.asarray(list(qids)).astype(str))
+        return RankingData.from_arrays(self.X[mask], self.y[mask], self.qids[mask], self.docnos[mask],
+                                       self.feature_names, self.feature_versions)
+
+    def select(self, names: list[str]) -> "RankingData":
+        """The same rows with only the named feature columns, in that order."""
+        missing = [n for n in names if n not in self.feature_names]
+        if missing:
+            raise UnknownKeyError(f"RankingData.select: unknown feature(s) {missing}; have {self.feature_names}")
+        idx = [self.feature_names.index(n) for n in names]
+        versions = [self.feature_versions[i] for i in idx] if self.feature_versions else None
+        return RankingData(self.X[:, idx], self.y, self.group, self.qids, self.docnos, list(names), versions)
+
+    @property
+    def unique_qids(self) -> np.ndarray:
+        return pd.unique(self.qids)

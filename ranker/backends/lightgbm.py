@@ -1,0 +1,61 @@
+"""LightGBM ``lambdarank``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import Backend
+
+
+class LightGBMBackend(Backend):
+    name = "lightgbm"
+    install = "pip install lightgbm"
+    booster_file = "model.txt"
+
+    @classmethod
+    def fit(cls, p, train, valid):
+        lgb = cls.library()
+        params = {
+            "objective": "lambdarank", "metric": "ndcg", "ndcg_eval_at": [p.eval_at], "learning_rate": p.learning_rate,
+            "num_leaves": p.num_leaves, "max_depth": p.max_depth, "min_data_in_leaf": p.min_data_in_leaf,
+            "feature_fraction": p.feature_fraction, "bagging_fraction": p.bagging_fraction,
+            "bagging_freq": 1 if p.bagging_fraction < 1 else 0, "lambda_l2": p.lambda_l2, "seed": p.seed,
+            "deterministic": True, "force_row_wise": True, "verbosity": -1,
+        }
+        if p.num_threads:
+            params["num_threads"] = p.num_threads
+        if p.monotone:
+            params["monotone_constraints"] = [int(p.monotone.get(n, 0)) for n in train.feature_names]
+        dtrain = lgb.Dataset(train.X, train.y, group=train.group, feature_name=train.feature_names,
+                             free_raw_data=False)
+        sets, names, callbacks, evals = [dtrain], ["train"], [], {}
+        if valid is not None:
+            sets.append(lgb.Dataset(valid.X, valid.y, group=valid.group, reference=dtrain))
+            names.append("valid")
+            if p.early_stopping_rounds:
+                callbacks.append(lgb.early_stopping(p.early_stopping_rounds, verbose=False))
+        callbacks.append(lgb.record_evaluation(evals))
+        booster = lgb.train(params, dtrain, num_boost_round=p.n_estimators, valid_sets=sets, valid_names=names,
+                            callbacks=callbacks)
+        best = booster.best_iteration if valid is not None and booster.best_iteration > 0 else None
+        summary = {name: {metric: float(vals[(best or len(vals)) - 1]) for metric, vals in m.items()}
+                   for name, m in evals.items()}
+        return cls(booster, best, train.feature_names), summary
+
+    def predict(self, X: np.ndarray, contrib: bool = False) -> np.ndarray:
+        return self.booster.predict(X, num_iteration=self.best_iteration or None, pred_contrib=contrib)
+
+    def importance(self, kind: str) -> list[float]:
+        return [float(v) for v in self.booster.feature_importance(importance_type=kind,
+                                                                  iteration=self.best_iteration or None)]
+
+    def save(self, folder: Path) -> None:
+        self.booster.save_model(str(Path(folder) / self.booster_file), num_iteration=self.best_iteration or None)
+
+    @classmethod
+    def load(cls, folder: Path, manifest: dict) -> "LightGBMBackend":
+        booster = cls.library().Booster(model_file=str(Path(folder) / manifest["booster_file"]))
+        # the saved file holds the best iteration's trees only
+        return cls(booster, None, [f["name"] for f in manifest["features"]])

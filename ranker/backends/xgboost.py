@@ -1,0 +1,63 @@
+"""XGBoost ``rank:ndcg`` (the CPU wheel ``xgboost-cpu`` is enough)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import Backend
+
+
+class XGBoostBackend(Backend):
+    name = "xgboost"
+    install = "pip install 'fusion-ltr[xgboost]'"
+    booster_file = "model.json"
+
+    @classmethod
+    def fit(cls, p, train, valid):
+        xgb = cls.library()
+        params = {
+            "objective": "rank:ndcg", "eval_metric": f"ndcg@{p.eval_at}", "eta": p.learning_rate,
+            "max_leaves": p.num_leaves, "max_depth": 0 if p.max_depth < 0 else p.max_depth, "grow_policy": "lossguide",
+            "subsample": p.bagging_fraction,  # min_data_in_leaf has no XGBoost twin (min_child_weight is hessian)
+            "colsample_bytree": p.feature_fraction, "lambda": p.lambda_l2, "seed": p.seed, "tree_method": "hist",
+            "lambdarank_pair_method": "topk", "lambdarank_num_pair_per_sample": p.eval_at,
+        }
+        if p.num_threads:
+            params["nthread"] = p.num_threads
+        if p.monotone:
+            params["monotone_constraints"] = "(" + ",".join(str(int(p.monotone.get(n, 0)))
+                                                            for n in train.feature_names) + ")"
+        dtrain = xgb.DMatrix(train.X, train.y, missing=np.nan, feature_names=train.feature_names)
+        dtrain.set_group(train.group)
+        evals_list, evals = [(dtrain, "train")], {}
+        if valid is not None:
+            dvalid = xgb.DMatrix(valid.X, valid.y, missing=np.nan, feature_names=valid.feature_names)
+            dvalid.set_group(valid.group)
+            evals_list.append((dvalid, "valid"))
+        stop = p.early_stopping_rounds if valid is not None and p.early_stopping_rounds else None
+        booster = xgb.train(params, dtrain, num_boost_round=p.n_estimators, evals=evals_list, evals_result=evals,
+                            early_stopping_rounds=stop, verbose_eval=False)
+        best = getattr(booster, "best_iteration", None) if valid is not None else None
+        summary = {name: {metric: float(vals[best if best is not None else -1]) for metric, vals in m.items()}
+                   for name, m in evals.items()}
+        return cls(booster, best, train.feature_names), summary
+
+    def predict(self, X: np.ndarray, contrib: bool = False) -> np.ndarray:
+        dm = self.library().DMatrix(X, missing=np.nan, feature_names=self.feature_names)
+        rng = (0, self.best_iteration + 1) if self.best_iteration is not None else (0, 0)
+        return self.booster.predict(dm, iteration_range=rng, pred_contribs=contrib)
+
+    def importance(self, kind: str) -> list[float]:
+        score = self.booster.get_score(importance_type="total_gain" if kind == "gain" else "weight")
+        return [float(score.get(n, 0.0)) for n in self.feature_names]
+
+    def save(self, folder: Path) -> None:
+        self.booster.save_model(str(Path(folder) / self.booster_file))
+
+    @classmethod
+    def load(cls, folder: Path, manifest: dict) -> "XGBoostBackend":
+        booster = cls.library().Booster()
+        booster.load_model(str(Path(folder) / manifest["booster_file"]))
+        return cls(booster, manifest["best_iteration"], [f["name"] for f in manifest["features"]])

@@ -1,0 +1,123 @@
+"""Where everything of a run lives: the one object that owns the paths of a run folder.
+
+Run folder layout (all plain files)::
+
+    <run.dir>/
+      config.toml                        copy of the config used
+      steps.json                         steps `run` completed, with a digest of each one's inputs
+      index/bm25/, index/corpus.parquet  the bm25s index and the corpus (for `Scorer.search`)
+      retrieval/<system>.<split>.trec    first-stage TREC runs (bm25, dense, hybrid)
+      retrieval/manifest.json            parameters, corpus size, wall times
+      features.duckdb                    the feature store (unless features.store says otherwise)
+      features/manifest.json             the feature set: names, versions, extractor configs
+      features/summary.md                rows, computed vs cached, NaN counts, cost per feature
+      features/extractors/               corpus statistics the extractors were fitted with (e.g. bm25.json)
+      crossencoder/                      `finetune-ce`: model/, checkpoints/, manifest.json, split.json
+      model/, model-<variant>/           LambdaMART: booster, manifest.json, extractors/ (for the Scorer)
+      eval/<split>/metrics.json, table.md   first-stage evaluation
+      eval/<split>/ranker.json, ranker.md   the ranker against baselines
+      eval/<split>/runs/<name>.trec      every ranking the ranker evaluation scored, as a TREC run
+      report/importance.{md,json}, *.png importance report
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def slug(name: str) -> str:
+    """A file-name form of a system name: ``lambdamart[content]`` -> ``lambdamart-content``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name.replace(" ", "_")).strip("-")
+
+
+class RunLayout:
+    """The paths of one run folder (``run.dir``); creating the layout creates nothing on disk."""
+
+    def __init__(self, root: str | Path, *, store: str | Path = "", crossencoder: str | Path = ""):
+        self.root = Path(root)
+        self._store = Path(store) if store else self.root / "features.duckdb"
+        self._crossencoder = Path(crossencoder) if crossencoder else self.root / "crossencoder"
+
+    @classmethod
+    def of(cls, cfg) -> "RunLayout":
+        """The layout a config describes (``run.dir``, ``features.store``, ``finetune.output``)."""
+        return cls(cfg.run.dir, store=cfg.features.store, crossencoder=cfg.finetune.output)
+
+    # ------------------------------------------------------------------ run level
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def steps(self) -> Path:
+        return self.root / "steps.json"
+
+    # ------------------------------------------------------------------ retrieval
+    @property
+    def index(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def corpus(self) -> Path:
+        return self.index / "corpus.parquet"
+
+    @property
+    def retrieval(self) -> Path:
+        return self.root / "retrieval"
+
+    @property
+    def retrieval_manifest(self) -> Path:
+        return self.retrieval / "manifest.json"
+
+    def retrieval_run(self, system: str, split: str) -> Path:
+        return self.retrieval / f"{system}.{split}.trec"
+
+    # ------------------------------------------------------------------ features
+    @property
+    def store(self) -> Path:
+        return self._store
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def features_manifest(self) -> Path:
+        return self.features / "manifest.json"
+
+    @property
+    def features_summary(self) -> Path:
+        return self.features / "summary.md"
+
+    @property
+    def extractor_state(self) -> Path:
+        return self.features / "extractors"
+
+    # ------------------------------------------------------------------ cross-encoder
+    @property
+    def crossencoder(self) -> Path:
+        return self._crossencoder
+
+    @property
+    def crossencoder_model(self) -> Path:
+        return self._crossencoder / "model"
+
+    # ------------------------------------------------------------------ ranker
+    def model(self, name: str = "lambdamart") -> Path:
+        """``model/`` for the main model, ``model-<variant>/`` for ``lambdamart[<variant>]``."""
+        if name == "lambdamart":
+            return self.root / "model"
+        if not (name.startswith("lambdamart[") and name.endswith("]")):
+            raise ValueError(f"model name must be 'lambdamart' or 'lambdamart[<variant>]', found {name!r}")
+        return self.root / f"model-{name[len('lambdamart['):-1]}"
+
+    def eval(self, split: str) -> Path:
+        return self.root / "eval" / split
+
+    def eval_run(self, split: str, name: str) -> Path:
+        return self.eval(split) / "runs" / f"{slug(name)}.trec"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"

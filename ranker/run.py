@@ -1,0 +1,202 @@
+"""One run of a config: its layout, and what the steps share, each loaded once and handed down.
+
+A :class:`Run` is made per command (``fusion-ltr train`` makes one, ``fusion-ltr run`` makes one for
+all its steps). The dataset, the extractors, the feature set and the ranking matrices are loaded on
+first use and kept, so a cold ``run`` parses the corpus once and builds the train/valid/test matrices
+once, whichever steps use them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from features import base as fbase
+from features.matrix import RankingData
+from features.store import FeatureStore
+from retrieval.data import hash_split, load_beir
+from retrieval.errors import MissingInputError, UsageError
+from retrieval.frames import QID
+
+from .config import Config
+from .layout import RunLayout
+
+
+@dataclass
+class FeatureSet:
+    """The built feature set the ranker learns from."""
+
+    specs: list[fbase.FeatureSpec]
+    extractor_of: dict[str, str]  # feature -> extractor name
+    cost: dict[str, float]  # feature -> its extractor's seconds per 1,000 pairs
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+
+@dataclass
+class Matrices:
+    """The ranker's data: train (minus the leakage guard's queries), valid (early stopping), test."""
+
+    train: RankingData | None
+    valid: RankingData | None
+    test: RankingData
+    qrels: pd.DataFrame  # the test split's judgments
+    leaked: list[str]  # training queries kept from the ranker (an extractor's model learned from them)
+
+
+class Run:
+    """A config's run folder and everything its steps share (see the module docstring)."""
+
+    def __init__(self, cfg: Config, *, log=print, progress: bool = True):
+        self.cfg = cfg
+        self.layout = RunLayout.of(cfg)
+        self.log = log
+        self.progress = progress
+
+    @property
+    def letor(self) -> bool:
+        return self.cfg.dataset.format == "letor"
+
+    def folder(self) -> Path:
+        """The run folder, created with a copy of the config the first time a step writes into it."""
+        root = self.layout.root
+        root.mkdir(parents=True, exist_ok=True)
+        if self.cfg.source and Path(self.cfg.source).exists():
+            shutil.copyfile(self.cfg.source, self.layout.config)
+        return root
+
+    def needs_documents(self, step: str) -> None:
+        if self.letor:
+            raise UsageError(f"{step}: {self.cfg.dataset.name} is a LETOR dataset (precomputed features, no "
+                             "documents); only train, evaluate, report and run apply")
+
+    def missing(self, path: Path, command: str) -> MissingInputError:
+        return MissingInputError(f"{path} not found: run `fusion-ltr {command} --config {self.cfg.source}` first")
+
+    # ------------------------------------------------------------------ data
+    @cached_property
+    def dataset(self):
+        """The BEIR dataset (corpus, queries, qrels), parsed once per run."""
+        self.needs_documents("this step")
+        return load_beir(self.cfg.dataset.name)
+
+    @cached_property
+    def letor_fold(self):
+        from retrieval.data import load_letor_fold
+
+        return load_letor_fold(self.cfg.dataset.name, self.cfg.dataset.fold)
+
+    @property
+    def train_splits(self) -> list[str]:
+        return [s for s in self.cfg.dataset.splits if s != self.cfg.dataset.test_split]
+
+    def qids(self, splits) -> list[str]:
+        return sorted({q for s in splits for q in self.dataset.split(s)[0][QID]})
+
+    @property
+    def test_qids(self) -> set[str]:
+        test = self.cfg.dataset.test_split
+        return set(self.dataset.split(test)[0][QID]) if test in self.dataset.qrels else set()
+
+    # ------------------------------------------------------------------ extractors
+    @cached_property
+    def extractors(self) -> list:
+        """The configured extractors, in config order, unfitted."""
+        return [fbase.create(name, params) for name, params in self.cfg.features.extractors.items()]
+
+    @cached_property
+    def fitted_extractors(self) -> list:
+        """The extractors fitted on the corpus (once per run)."""
+        for ext in self.extractors:
+            ext.fit(self.dataset.corpus)
+        return self.extractors
+
+    def leakage_guard(self, test_qids) -> set[str]:
+        """Queries the ranker must not learn from: those any extractor's model was trained on (a
+        :class:`features.base.TrainedOnQueries` extractor). A test query among them is an error."""
+        trained = fbase.trained_qids(self.extractors)
+        overlap = trained & {str(q) for q in test_qids}
+        if overlap:
+            owners = [e.name for e in self.extractors if isinstance(e, fbase.TrainedOnQueries)
+                      and overlap & e.trained_qids()]
+            models = [e.model_id() for e in self.extractors if e.name in owners]
+            raise UsageError(f"the {', '.join(owners)} model {', '.join(map(str, models))} was trained on "
+                             f"{len(overlap)} test query(ies) (e.g. {sorted(overlap)[:3]}): its scores on the test "
+                             "split would be leaked")
+        return trained
+
+    @property
+    def top_n(self) -> dict[str, int]:
+        """Feature -> its extractor's current ``top_n`` (stored values below it are masked)."""
+        return {name: e.top_n for e in self.extractors for name in e.FEATURES if e.top_n is not None}
+
+    # ------------------------------------------------------------------ ranker data
+    @cached_property
+    def feature_set(self) -> FeatureSet:
+        """The built feature set (from the features manifest), restricted to ``ranker.features``."""
+        wanted = list(self.cfg.ranker.features)
+        if self.letor:
+            names = wanted or self.letor_fold[0].feature_names
+            return FeatureSet([fbase.FeatureSpec(n, "letor") for n in names], {n: n for n in names}, {})
+        path = self.layout.features_manifest
+        if not path.exists():
+            raise self.missing(path, "features")
+        manifest = json.loads(path.read_text())
+        specs = [fbase.FeatureSpec(f["name"], f["version"], f.get("description", "")) for f in manifest["features"]]
+        if wanted:
+            known = {s.name: s for s in specs}
+            unknown = [n for n in wanted if n not in known]
+            if unknown:
+                raise UsageError(f"ranker.features names {unknown}, not in the built feature set {list(known)}")
+            specs = [known[n] for n in wanted]
+        extractor_of = {f["name"]: f["extractor"] for f in manifest["features"]}
+        with FeatureStore(self.layout.store, read_only=True) as store:
+            share = store.cost(specs).groupby("feature")["s_per_1000_pairs"].sum().to_dict()
+        # an extractor's features share its cost: report the extractor's total per feature
+        cost = {n: sum(share.get(m, 0.0) for m, e2 in extractor_of.items() if e2 == e)
+                for n, e in extractor_of.items()}
+        return FeatureSet(specs, extractor_of, cost)
+
+    @cached_property
+    def matrices(self) -> Matrices:
+        """train / valid / test matrices of the feature set, built once per run."""
+        specs = self.feature_set.specs
+        names = [s.name for s in specs]
+        if self.letor:
+            from .data import from_letor, qrels_of
+
+            train, valid, test = (from_letor(d).select(names) for d in self.letor_fold)
+            return Matrices(train, valid, test, qrels_of(test), [])
+        cfg = self.cfg
+        test_q, test_qrels = self.dataset.split(cfg.dataset.test_split)
+        leaked = self.leakage_guard(test_q[QID])
+        train = valid = None
+        with FeatureStore(self.layout.store, read_only=True) as store:
+            def matrix(qids):
+                return store.matrix(specs, qids, retriever=cfg.features.candidates, top_n=self.top_n)
+
+            test = matrix(test_q[QID])
+            if self.train_splits and not cfg.ranker.cv_folds:
+                train_q = sorted(set(self.qids(self.train_splits)) - leaked)
+                fit_q, valid_q = hash_split(train_q, cfg.ranker.valid_fraction, cfg.ranker.params.seed, salt="valid:")
+                train = matrix(fit_q)
+                valid = matrix(valid_q) if valid_q else None
+        return Matrices(train, valid, test, test_qrels, sorted(leaked))
+
+    def models(self) -> dict[str, list[str]]:
+        """Model name -> its features: ``lambdamart`` on the whole set, ``lambdamart[<v>]`` per variant."""
+        names = self.feature_set.names
+        models = {"lambdamart": names}
+        for variant, feats in self.cfg.ranker.variants.items():
+            unknown = [f for f in feats if f not in names]
+            if unknown:
+                raise UsageError(f"ranker.variants.{variant} names {unknown}, not in the feature set {names}")
+            models[f"lambdamart[{variant}]"] = list(feats)
+        return models

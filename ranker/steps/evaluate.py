@@ -1,0 +1,156 @@
+"""``fusion-ltr evaluate``: the first-stage runs, then the ranker against baselines on the test split.
+
+Every ranking the ranker evaluation scores is also written as a TREC run file
+(``eval/<split>/runs/<name>.trec``), so any external evaluator can check every figure in the tables.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from retrieval import read_trec_run, write_trec_run
+from retrieval.frames import QID
+
+from .. import evaluate as ev
+from ..data import run_from_scores
+from ..lambdamart import LambdaMART, cross_val_predict
+
+MAX_SINGLE_ROWS = 12  # single-feature baselines printed in the evaluation table (all are in the JSON)
+
+
+def evaluate(run, split: str | None = None) -> dict:
+    """First-stage evaluation (BEIR datasets), then the ranker's when one is trained."""
+    result = {}
+    if not run.letor:
+        result["first_stage"] = evaluate_first_stage(run, split)
+        run.log("")
+    if has_ranker(run):
+        result["ranker"] = evaluate_ranker(run)
+    return result
+
+
+def evaluate_first_stage(run, split: str | None = None) -> dict:
+    """Every configured system's run on a split; paired tests of the last system vs the others."""
+    run.needs_documents("evaluate")
+    cfg, layout = run.cfg, run.layout
+    split = split or cfg.dataset.test_split
+    ds = run.dataset
+    _, qrels = ds.split(split)
+    per_q, means = {}, {}
+    for system in cfg.retrieval.systems:
+        path = layout.retrieval_run(system, split)
+        if not path.exists():
+            raise run.missing(path, "retrieve")
+        per_q[system] = ev.per_query(read_trec_run(path), qrels, cfg.evaluate.measures)
+        means[system] = ev.mean(per_q[system])
+    *others, last = cfg.retrieval.systems
+    tests = [ev.compare(per_q[o], per_q[last], m, test=cfg.evaluate.test).as_dict() | {"a": o, "b": last}
+             for o in others for m in cfg.evaluate.measures]
+    out = layout.eval(split)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {"dataset": ds.name, "split": split, "n_queries": int(qrels[QID].nunique()), "means": means,
+              "tests": tests, "per_query": {s: v.to_dict(orient="index") for s, v in per_q.items()},
+              "run_files": {s: str(layout.retrieval_run(s, split)) for s in cfg.retrieval.systems}}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    lines = [f"{ds.name} {split} ({result['n_queries']} queries)", "",
+             ev.markdown_table(means, cfg.evaluate.measures), ""]
+    lines += [ev.comparison_line(t) for t in tests if t["measure"] == cfg.evaluate.measures[0]]
+    text = "\n".join(lines)
+    (out / "table.md").write_text(text + "\n")
+    run.log(text)
+    return result
+
+
+def strict_scores(frame):
+    """The run with scores that fall strictly with rank within each query, at the 6 decimals a TREC
+    file keeps: a tie or a NaN (ranked here by first-stage order) gets the previous score minus 1e-6.
+    An external evaluator that sorts by score (trec_eval, ir-measures) then sees exactly the order
+    scored here."""
+    frame = frame.sort_values([QID, "rank"], kind="stable").copy()
+    micro = np.round(frame["score"].to_numpy(np.float64) * 1e6)
+    qids = frame[QID].to_numpy()
+    for i in range(len(micro)):
+        if i and qids[i] == qids[i - 1]:
+            if not np.isfinite(micro[i]) or micro[i] >= micro[i - 1]:
+                micro[i] = micro[i - 1] - 1
+        elif not np.isfinite(micro[i]):
+            micro[i] = 0.0
+    frame["score"] = micro / 1e6
+    return frame
+
+
+def has_ranker(run) -> bool:
+    """A feature set is built and a model is trained (or the config cross-validates)."""
+    built = run.letor or run.layout.features_manifest.exists()
+    return built and (run.cfg.ranker.cv_folds > 0 or (run.layout.model() / "manifest.json").exists())
+
+
+def baseline_runs(run, data) -> dict:
+    """The first-stage order and every single feature used alone as a ranker (its direction chosen on
+    the training queries, or on the test queries themselves under cross-validation)."""
+    test = data.test
+    ref = data.train if data.train is not None else test
+    names = run.feature_set.names
+    runs = {}
+    if "fs_rank" in names:
+        runs["first stage"] = run_from_scores(test, -test.X[:, names.index("fs_rank")], "fs")
+    for j, name in enumerate(names):
+        if name != "fs_rank":
+            runs[f"{name} alone"] = run_from_scores(test, ev.direction(ref.X[:, j], ref.y) * test.X[:, j], name)
+    return runs
+
+
+def evaluate_ranker(run) -> dict:
+    """The fused ranking against baselines on the test split's candidates; Holm-corrected paired tests."""
+    cfg, layout = run.cfg, run.layout
+    data = run.matrices
+    test, qrels = data.test, data.qrels
+    measures = cfg.evaluate.measures
+    runs = baseline_runs(run, data)
+    learned = []
+    for name, feats in run.models().items():
+        if cfg.ranker.cv_folds:
+            scores = cross_val_predict(cfg.ranker.params, test.select(feats), cfg.ranker.cv_folds,
+                                       valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.params.seed)
+        else:
+            scores = LambdaMART.load(layout.model(name)).predict(test.select(feats))
+        runs[name] = run_from_scores(test, scores, name)
+        learned.append(name)
+    per_q = {n: ev.per_query(r, qrels, measures) for n, r in runs.items()}
+    means = {n: ev.mean(p) for n, p in per_q.items()}
+    baselines = [n for n in runs if n not in learned]
+    best = max(baselines, key=lambda n: means[n][measures[0]])
+    tests = [ev.compare(per_q[best], per_q[n], m, test=cfg.evaluate.test).as_dict() | {"a": best, "b": n}
+             for n in learned for m in measures]
+    for t, p in zip(tests, ev.holm([t["p_value"] for t in tests])):
+        t["p_holm"] = p
+    if "lambdamart" in learned and len(learned) > 1:
+        for n in learned[1:]:
+            extra = ev.compare(per_q[n], per_q["lambdamart"], measures[0], test=cfg.evaluate.test).as_dict()
+            tests.append(extra | {"a": n, "b": "lambdamart", "p_holm": None})
+    split = cfg.dataset.test_split
+    out = layout.eval(split)
+    out.mkdir(parents=True, exist_ok=True)
+    run_files = {}
+    for name, frame in runs.items():
+        path = write_trec_run(strict_scores(frame), layout.eval_run(split, name), tag=name.replace(" ", "_"))
+        run_files[name] = str(path)
+    rows, left_out = ev.ranked_rows(means, learned, measures[0], keep=("first stage",), max_singles=MAX_SINGLE_ROWS)
+    table = ev.markdown_table({n: means[n] for n in rows}, measures)
+    if left_out:
+        table += f"\n\n({left_out} weaker single-feature baselines not shown; all are in ranker.json)"
+    what = (f"LETOR fold {cfg.dataset.fold}, test part" if run.letor
+            else f"reranking the {cfg.features.candidates} top-{int(np.max(test.group))}")
+    lines = [f"{cfg.dataset.name} {split}: {what} ({len(test.group)} queries"
+             + (f", {cfg.ranker.cv_folds}-fold query-level cross-validation" if cfg.ranker.cv_folds else "") + ")",
+             "", table, "", f"best baseline: {best}"]
+    lines += [ev.comparison_line(t) for t in tests if t["measure"] == measures[0]]
+    text = "\n".join(lines)
+    (out / "ranker.md").write_text(text + "\n")
+    result = {"means": means, "best_baseline": best, "tests": tests, "learned": learned, "run_files": run_files,
+              "per_query": {n: p.to_dict(orient="index") for n, p in per_q.items()}}
+    (out / "ranker.json").write_text(json.dumps(result, indent=2, default=float))
+    run.log(text)
+    return result

@@ -1,0 +1,99 @@
+"""``fusion-ltr finetune-ce``: fine-tune the cross-encoder on the CE side of the training queries
+(see :mod:`features.ce_training`), optionally with synthetic queries (:mod:`features.synthetic`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from features import ce_training
+from features.store import FeatureStore
+from retrieval import BM25Retriever, DenseRetriever, read_trec_run, rrf
+from retrieval.errors import UsageError
+from retrieval.frames import QID
+
+
+def needs_finetune(run) -> bool:
+    """A configured extractor's model is the one `finetune-ce` writes (so `run` must train it first)."""
+    target = run.layout.crossencoder_model.resolve()
+    return any(ext.model_id() and Path(ext.model_id()).resolve() == target for ext in run.extractors)
+
+
+def ce_is_trained(run) -> bool:
+    """The fine-tuned cross-encoder exists and its manifest records the configured parameters."""
+    out = run.layout.crossencoder
+    if not (out / "model" / "config.json").exists() or not (out / "manifest.json").exists():
+        return False
+    params = json.loads((out / "manifest.json").read_text()).get("params")
+    return params == json.loads(json.dumps(dataclasses.asdict(run.cfg.finetune.params)))
+
+
+def synthetic_groups(run, ce_queries: pd.DataFrame, qrels: pd.DataFrame):
+    """Generate (cached), filter and turn synthetic queries into training groups with hard negatives."""
+    from features import synthetic as syn
+
+    cfg, ds = run.cfg, run.dataset
+    p = cfg.finetune.params
+    sp = syn.SyntheticParams(n_docs=p.synthetic, label=p.synthetic_label, filter_k=p.synthetic_filter_k, seed=p.seed)
+    examples = syn.few_shot_examples(ce_queries, qrels, ds.corpus, sp.examples, sp.seed)
+    with FeatureStore(run.layout.store) as store:
+        generated = syn.synthetic_queries(store, ds.corpus, examples, sp, progress=run.progress)
+    bm25 = BM25Retriever.load(run.layout.index / "bm25")
+    dense = DenseRetriever(cfg.retrieval.dense, cache=cfg.run.cache or None).index(ds.corpus)
+    runs = [bm25.retrieve(generated, p.negatives_from), dense.retrieve(generated, p.negatives_from)]
+    kept = syn.filter_by_retrieval(generated, runs, sp.filter_k)
+    kept = kept[kept["kept"]]
+    syn_qrels = pd.DataFrame({QID: kept[QID], "docno": kept["docno"], "label": 1})
+    cands = rrf(runs, k=cfg.retrieval.rrf_k, depth=p.negatives_from)
+    groups = ce_training.training_groups(kept[[QID, "query"]], syn_qrels, cands, ds.corpus, negatives=p.negatives,
+                                         negatives_from=p.negatives_from, seed=p.seed)
+    info = {"documents": sp.n_docs, "generated": len(generated), "kept": len(kept), "filter_k": sp.filter_k,
+            "generator": sp.version(), "examples": [q for _, q in examples]}
+    return groups, info
+
+
+def finetune_ce(run, quiet: bool = False, force: bool = False) -> dict | None:
+    """Fine-tune the cross-encoder; skipped when a model trained with the same parameters exists
+    (unless ``force``): an interrupted training resumes from its last checkpoint."""
+    run.needs_documents("finetune-ce")
+    cfg, layout, log = run.cfg, run.layout, run.log
+    p = cfg.finetune.params.check()
+    if not force and ce_is_trained(run):
+        log(f"finetune-ce: cached ({layout.crossencoder_model} was trained with these parameters)")
+        return None
+    run.folder()
+    ds = run.dataset
+    train = run.train_splits
+    if not train:
+        raise UsageError(f"finetune-ce: dataset.splits {list(cfg.dataset.splits)} has no training split besides "
+                         f"the test split {cfg.dataset.test_split!r}")
+    queries = pd.concat([ds.split(s)[0] for s in train]).drop_duplicates(QID)
+    qrels = pd.concat([ds.split(s)[1] for s in train])
+    ce_qids, ranker_qids = ce_training.split_queries(queries[QID], p.ranker_fraction, p.seed)
+    if p.max_queries:
+        ce_qids = sorted(pd.Series(ce_qids).sample(n=min(p.max_queries, len(ce_qids)), random_state=p.seed))
+    ce_queries = queries[queries[QID].isin(set(ce_qids))]
+    groups = []
+    if p.use_real:
+        paths = [layout.retrieval_run(cfg.features.candidates, s) for s in train]
+        for path in paths:
+            if not path.exists():
+                raise run.missing(path, "retrieve")
+        cands = pd.concat([read_trec_run(path) for path in paths])
+        groups = ce_training.training_groups(ce_queries, qrels, cands, ds.corpus, negatives=p.negatives,
+                                             negatives_from=p.negatives_from, seed=p.seed)
+    meta = {"dataset": ds.name, "ranker_qids": ranker_qids}
+    if p.synthetic:
+        syn_groups, meta["synthetic"] = synthetic_groups(run, ce_queries, qrels)
+        groups += syn_groups
+    out = layout.crossencoder
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "split.json").write_text(json.dumps({"ce_qids": ce_qids, "ranker_qids": ranker_qids}, indent=1))
+    log(f"finetune-ce: {len(groups)} groups from {len(ce_qids)} CE queries ({len(ranker_qids)} kept for the ranker), "
+        f"loss {p.loss}, base {p.base_model}")
+    manifest = ce_training.finetune(groups, p, out, meta=meta, progress=run.progress and not quiet)
+    log(f"model: {out / 'model'} ({manifest['steps']} steps, {manifest['train_seconds']:.0f}s on {manifest['hardware']})")
+    return manifest

@@ -1,0 +1,83 @@
+"""``fusion-ltr train``: LambdaMART (and its variants) on the feature store; each saved as a model
+folder with what the Scorer needs to serve it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from retrieval.errors import UsageError
+
+from ..lambdamart import LambdaMART
+
+
+def extractor_configs(run) -> dict[str, dict]:
+    """The extractor configs the feature set was built with, resolved (e.g. freshness' "now" as the
+    date it stood for), so the Scorer rebuilds exactly the extractors whose values the model learned."""
+    path = run.layout.features_manifest
+    built = json.loads(path.read_text()).get("extractor_configs") if path.exists() else None
+    return built or {e.name: e.config() for e in run.extractors}
+
+
+def serving_info(run) -> dict:
+    """What the Scorer needs beside the booster: the first-stage recipe (for ``search``), where the run
+    was made from (to find relative model paths) and the extractors to rebuild."""
+    cfg = run.cfg
+    if run.letor:
+        return {"letor_fold": cfg.dataset.fold}
+    return {"retrieval": cfg.retrieval.to_dict(), "run_dir": cfg.run.dir, "workdir": str(Path.cwd()),
+            "embedding_cache": cfg.run.cache, "candidates": cfg.features.candidates,
+            "extractors": extractor_configs(run)}
+
+
+def save_extractor_state(run, model_dir: Path) -> None:
+    """Copy the corpus statistics the features step fitted into the model folder (fits them here only
+    for a run folder from before they were kept)."""
+    stateful = [e for e in run.extractors if e.has_corpus_state]
+    if not stateful:
+        return
+    target = model_dir / "extractors"
+    source = run.layout.extractor_state
+    if all((source / f"{e.name}.json").exists() for e in stateful):
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        return
+    for ext in run.fitted_extractors:
+        if ext.has_corpus_state:
+            ext.save_state(target)
+
+
+def train(run) -> dict:
+    """Train the LambdaMART (and its variants) on the training split's candidates; save the models."""
+    cfg, layout, log = run.cfg, run.layout, run.log
+    data = run.matrices
+    train_data, valid = data.train, data.valid
+    if train_data is None and not cfg.ranker.cv_folds:
+        raise UsageError(f"{cfg.source}: no training split (dataset.splits {list(cfg.dataset.splits)}); "
+                         "set ranker.cv_folds to cross-validate on the test split instead")
+    if train_data is None:  # cross-validated config: evaluation is by folds; the saved model is for serving
+        log(f"ranker.cv_folds = {cfg.ranker.cv_folds}: `evaluate` cross-validates; the saved model learns from "
+            f"all {len(data.test.group)} queries, for the Scorer")
+        train_data = data.test
+    serving = serving_info(run)
+    info = {}
+    for name, feats in run.models().items():
+        t = time.perf_counter()
+        model = LambdaMART.from_params(cfg.ranker.params).fit(
+            train_data.select(feats), valid.select(feats) if valid is not None else None)
+        seconds = time.perf_counter() - t
+        extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
+                 "train_queries": len(train_data.group), "excluded_queries_leakage_guard": len(data.leaked),
+                 "fit_seconds": seconds}
+        path = model.save(layout.model(name), extra=extra)
+        if not run.letor:
+            save_extractor_state(run, path)
+        info[name] = {"path": str(path), "best_iteration": model.best_iteration_, "seconds": seconds,
+                      "evals": model.evals_}
+        log(f"{name}: {len(feats)} features, {len(train_data.group)} train / "
+            f"{len(valid.group) if valid is not None else 0} valid queries "
+            + (f"({len(data.leaked)} excluded: the cross-encoder learned on them), " if data.leaked else "")
+            + f"best iteration {model.best_iteration_}, {seconds:.1f}s -> {path}")
+    return info
+
