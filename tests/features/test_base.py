@@ -58,3 +58,63 @@ def test_a_local_model_folder_is_versioned_by_its_content(tmp_path):
     assert base.create("crossencoder", {"model": str(model)}).version != v1
     # a hub name has no local content: versioned by its name and parameters only
     assert base.model_fingerprint("cross-encoder/ms-marco-MiniLM-L-6-v2") is None
+
+
+def test_a_capability_without_its_methods_is_refused_at_class_creation():
+    with pytest.raises(TypeError, match=r"Broken lacks trained_qids\(\) \(required by TrainedOnQueries\)"):
+        class Broken(base.TrainedOnQueries, base.BaseExtractor):  # noqa: F841 - the class statement is the test
+            name, Params, FEATURES = "broken", LengthExtractor.Params, {"x": ""}
+
+            def compute(self, pairs):
+                return {"x": np.zeros(len(pairs))}
+    with pytest.raises(TypeError, match=r"lacks .*save_state\(\) \(required by CorpusState\), load_state\(\)"):
+        class NoState(base.CorpusState, base.BaseExtractor):  # noqa: F841
+            name, Params, FEATURES = "nostate", LengthExtractor.Params, {"x": ""}
+
+            def fit(self, corpus):
+                return self
+
+            def state(self):
+                return {}
+
+            def compute(self, pairs):
+                return {"x": np.zeros(len(pairs))}
+    with pytest.raises(TypeError, match=r"NoCompute lacks FEATURES, compute\(\)"):
+        class NoCompute(base.BaseExtractor):  # noqa: F841
+            name, Params = "nocompute", LengthExtractor.Params
+
+
+def test_the_leakage_guard_asks_every_trained_extractor():
+    class Trained(base.TrainedOnQueries, base.BaseExtractor):
+        name, Params, FEATURES = "trained", LengthExtractor.Params, {"t": ""}
+
+        def __init__(self, qids):
+            super().__init__()
+            self.qids = set(qids)
+
+        def trained_qids(self):
+            return self.qids
+
+        def compute(self, pairs):
+            return {"t": np.zeros(len(pairs))}
+
+    extractors = [LengthExtractor(), Trained(["q1"]), Trained(["q2", "q3"])]
+    assert base.trained_qids(extractors) == {"q1", "q2", "q3"}
+    assert base.trained_qids([LengthExtractor()]) == set()
+
+
+def test_the_version_is_computed_once_and_again_after_fit_or_load(tmp_path):
+    corpus = pd.DataFrame({"docno": ["a", "b"], "title": ["", ""], "text": ["cats purr", "dogs bark loudly"]})
+    ext = base.create("bm25").fit(corpus)
+    v = ext.version
+    calls = []
+    original = ext.state
+    ext.state = lambda: calls.append(1) or original()
+    assert [ext.version for _ in range(5)] == [v] * 5 and not calls  # cached: no state hashing per lookup
+    ext.fit(corpus.assign(text=["cats purr", "cats bark"]))
+    assert ext.version != v  # new statistics, new version
+    ext.save_state(tmp_path)
+    other = base.create("bm25").fit(corpus)
+    assert other.version == v
+    other.load_state(tmp_path)
+    assert other.version == ext.version

@@ -85,3 +85,22 @@ def test_features_build_then_rerun_computes_nothing(config, tmp_path, capsys):
         view = store.sql(f"SELECT * FROM {first['sql_view']}")
         assert len(view) == n_pairs and {"bm25", "cosine", "freshness", "has_timestamp"} <= set(view.columns)
         assert view.loc[view["docno"] == "d3", "has_timestamp"].eq(0).all()  # d3 has no date
+
+
+def test_project_errors_exit_2_and_bugs_keep_their_traceback(config, monkeypatch, capsys):
+    from ranker import steps
+    from retrieval.errors import UsageError
+
+    def user_error(run, split=None):
+        raise UsageError("bad input: expected x, found y")
+
+    def bug(run, split=None):
+        raise ZeroDivisionError("a bug")
+
+    step = steps.BY_NAME["retrieve"]
+    monkeypatch.setattr(steps, "STEPS", [steps.Step("retrieve", user_error, step.help, step.args)])
+    assert main(["retrieve", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.strip() == "fusion-ltr retrieve: error: bad input: expected x, found y"
+    monkeypatch.setattr(steps, "STEPS", [steps.Step("retrieve", bug, step.help, step.args)])
+    with pytest.raises(ZeroDivisionError):
+        main(["retrieve", "--config", str(config)])

@@ -85,3 +85,19 @@ def test_monotone_constraint_is_applied():
     model = LambdaMART(n_estimators=30, monotone={"noise": -1}).fit(data)
     grid = np.c_[np.zeros(50), np.linspace(-3, 3, 50)]
     assert np.all(np.diff(model.predict(grid)) <= 1e-12)
+
+
+def test_parameters_are_declared_once_and_backends_are_registered():
+    from dataclasses import asdict
+
+    from ranker.backends import REGISTRY, backend_class
+    from ranker.lambdamart import LambdaMARTParams
+
+    assert LambdaMART().get_params() == asdict(LambdaMARTParams())
+    assert LambdaMART(num_leaves=3).get_params()["num_leaves"] == 3
+    with pytest.raises(TypeError, match=r"unknown parameter\(s\) \['leaves'\]; allowed: \['backend', "):
+        LambdaMART(leaves=3)
+    for name in REGISTRY:
+        assert backend_class(name).name == name
+    with pytest.raises(ConfigError, match=r"expected one of \['lightgbm', 'xgboost'\], found 'catboost'"):
+        LambdaMART(backend="catboost").fit(synthetic())

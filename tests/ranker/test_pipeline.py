@@ -2,7 +2,26 @@
 
 import json
 
+import pytest
+
 from ranker.cli import main
+
+def check_run_files(result, run):
+    """Every ranking in the table is a TREC file that an external evaluator scores the same."""
+    import ir_measures
+
+    from retrieval.data import load_beir
+
+    qrels = load_beir(json.loads((run / "model" / "manifest.json").read_text())["dataset"]).split("test")[1]
+    qrels = qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
+    assert set(result["run_files"]) == set(result["means"]) >= {"first stage", "lambdamart", "bm25 alone",
+                                                               "lambdamart[first_stage_only]"}
+    for name, path in result["run_files"].items():
+        external = ir_measures.read_trec_run(path)
+        got = ir_measures.calc_aggregate([ir_measures.nDCG @ 10, ir_measures.AP], qrels, external)
+        assert got[ir_measures.nDCG @ 10] == pytest.approx(result["means"][name]["nDCG@10"], abs=1e-9), name
+        assert got[ir_measures.AP] == pytest.approx(result["means"][name]["AP"], abs=1e-9), name
+
 
 def test_full_pipeline(generated, capsys):
     config, run = generated
@@ -22,6 +41,7 @@ def test_full_pipeline(generated, capsys):
     assert "best baseline:" in out and "Holm p=" in out
     result = json.loads((run / "eval" / "test" / "ranker.json").read_text())
     assert set(result["per_query"]["lambdamart"]) == {f"q{i}" for i in range(22, 32)}
+    check_run_files(result, run)
 
     assert main(["report", "--config", str(config), "--query", "q25"]) == 0
     report = json.loads((run / "report" / "importance.json").read_text())

@@ -25,3 +25,30 @@ def test_run_does_every_step_then_caches_them(generated, capsys):
     assert main(["run", "--config", str(config), "--quiet", "--no-ablation"]) == 0
     out = capsys.readouterr().out
     assert "== retrieve: cached" in out and "== train: done" in out and "== report: done" in out
+
+
+def test_a_cold_run_parses_the_corpus_once(generated, monkeypatch, capsys):
+    import retrieval.data as data
+
+    config, _ = generated
+    loads = []
+    original = data.load_corpus
+    monkeypatch.setattr(data, "load_corpus", lambda path: loads.append(path) or original(path))
+    assert main(["run", "--config", str(config), "--quiet", "--no-ablation"]) == 0
+    assert len(loads) == 1, loads
+
+
+def test_every_step_is_a_cli_command_and_a_run_step(generated, monkeypatch, capsys):
+    from ranker import steps
+    from ranker.cli import build_parser
+
+    config, run = generated
+    seen = []
+    extra = steps.Step("hello", lambda r, name=None: seen.append((r.cfg.run.dir, name)), "say hello",
+                       args=(steps.Arg(("--name",)),))
+    monkeypatch.setattr(steps, "STEPS", steps.STEPS + [extra])
+    assert build_parser().parse_args(["hello", "--config", "x", "--name", "n"]).name == "n"
+    assert main(["hello", "--config", str(config), "--name", "n"]) == 0
+    assert main(["run", "--config", str(config), "--quiet", "--no-ablation"]) == 0
+    assert "== hello: done" in capsys.readouterr().out
+    assert seen == [(str(run), "n"), (str(run), None)]

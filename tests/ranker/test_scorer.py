@@ -184,3 +184,40 @@ def test_plain_strings_warn_when_the_model_needs_first_stage_lists(run):
     scorer = Scorer.load(run[0])  # learned from rank_bm25, score_dense, ... of its own lists
     with pytest.warns(UserWarning, match=r"first-stage features \['fs_score', 'rank_bm25'"):
         scorer.rerank("coffee", ["a", "b"])
+
+
+def test_a_model_trained_with_reference_time_now_serves_the_next_day(generated, monkeypatch):
+    import pandas as pd
+
+    import features.freshness as freshness
+
+    config, run_dir = generated
+    config.write_text(config.read_text().replace("[features.extractors.length]\n",
+                                                 "[features.extractors.length]\n[features.extractors.freshness]\n"))
+    day = pd.Timestamp("2031-03-01", tz="UTC")
+    monkeypatch.setattr(freshness, "today", lambda: day)
+    for step in ("retrieve", "features", "train"):
+        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    saved = json.loads((run_dir / "model" / "manifest.json").read_text())["extractors"]["freshness"]
+    assert saved["reference_time"] == day.isoformat()  # "now" resolved at training time and kept
+
+    monkeypatch.setattr(freshness, "today", lambda: day + pd.Timedelta(days=1))
+    scorer = Scorer.load(run_dir)  # refused before: the version held the day it was loaded
+    out = scorer.features("q", [{"id": "a", "text": "x", "timestamp": "2031-02-01"}])
+    assert out.loc["a", "age_days"] == 28  # ages at the training day, as the model learned them
+    assert freshness.FreshnessExtractor().reference == day + pd.Timedelta(days=1)  # a new config: today
+
+
+def test_documents_search_and_rerank_take_the_same_keywords(run):
+    from ranker import Document
+
+    run_dir, _ = run
+    scorer = Scorer.load(run_dir)
+    plain = scorer.rerank("coffee bean roast", [{"id": "a", "text": "coffee bean roast", "timestamp": "2020-01-01"},
+                                                {"id": "b", "text": "owl night"}], top_k=1)
+    typed = scorer.rerank("coffee bean roast", [Document("coffee bean roast", id="a", timestamp="2020-01-01"),
+                                                Document("owl night", id="b")], top_k=1)
+    assert [(r.id, r.score) for r in typed] == [(r.id, r.score) for r in plain] and len(typed) == 1
+    assert len(scorer.search("coffee bean roast", top_k=3)) == 3
+    with pytest.warns(DeprecationWarning, match="top_k"):
+        assert len(scorer.search("coffee bean roast", k=2)) == 2
