@@ -1,9 +1,10 @@
 """Evaluation with ir-measures, and paired significance tests between runs (scipy).
 
 Every query judged in the qrels counts: a query the run has no candidates for scores 0 on every
-measure, instead of silently leaving the mean (which is what trec_eval and ir-measures do alone).
-Runs are evaluated in their ``rank`` order when they carry one, so ties are broken exactly as the
-run broke them (trec_eval would re-sort ties by docno).
+measure (ir-measures and trec_eval leave such a query out of the mean). Runs are evaluated in their
+``rank`` order when they carry one, so ties are broken exactly as the run broke them (ir-measures
+and trec_eval sort by score and break ties by docno); the TREC files of an evaluation carry scores
+that fall strictly with rank, so an external evaluator scores the same order.
 """
 
 from __future__ import annotations
