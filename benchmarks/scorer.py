@@ -41,7 +41,7 @@ def main() -> None:
     first_call = None
     with FeatureStore(run / "features.duckdb", read_only=True) as store:
         for i, (qid, query) in enumerate(zip(queries["qid"], queries["query"])):
-            res = scorer.search(query, k=1000, explain=True)
+            res = scorer.search(query, top_k=1000, explain=True)
             if i == 0:
                 first_call = res.timing  # loads the models and the index
                 continue

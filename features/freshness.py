@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from retrieval.frames import TIMESTAMP
+from retrieval.errors import UsageError
+from retrieval.frames import DOCNO, TIMESTAMP
 from retrieval.params import ConfigError
 
 from .base import BaseExtractor
@@ -23,6 +24,7 @@ from .base import BaseExtractor
 class FreshnessParams:
     reference_time: str = "now"  # an ISO date/time, or "now" (resolved to today, UTC, when built)
     half_life_days: float = 365.0
+    newer: str = "clamp"  # a document dated after reference_time: "clamp" (age 0) or "refuse" (an error)
     top_n: int | None = None
     batch_size: int = 4096
 
@@ -34,10 +36,11 @@ def today() -> pd.Timestamp:
 
 class FreshnessExtractor(BaseExtractor):
     """``age_days`` = (reference - timestamp) in days; ``freshness`` = 0.5 ** (age / half_life);
-    ``has_timestamp`` = 1/0. A document without a timestamp gets NaN age and freshness."""
+    ``has_timestamp`` = 1/0. A document without a timestamp gets NaN age and freshness; one dated after
+    the reference gets age 0 (``newer = "clamp"``) or an error naming it (``"refuse"``)."""
 
     name = "freshness"
-    CODE_VERSION = "1"
+    CODE_VERSION = "2"  # 2: a document newer than the reference is clamped to age 0 (or refused)
     Params = FreshnessParams
     FEATURES = {
         "age_days": "document age in days at the reference time",
@@ -48,6 +51,8 @@ class FreshnessExtractor(BaseExtractor):
     def __init__(self, params=None, **kwargs):
         super().__init__(params, **kwargs)
         p = self.params
+        if p.newer not in ("clamp", "refuse"):
+            raise ConfigError(f"features.freshness.newer: expected 'clamp' or 'refuse', found {p.newer!r}")
         if p.half_life_days <= 0:
             raise ConfigError(f"features.freshness.half_life_days must be > 0, found {p.half_life_days}")
         if p.reference_time == "now":
@@ -64,6 +69,14 @@ class FreshnessExtractor(BaseExtractor):
     def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
         ts = pd.to_datetime(pairs[TIMESTAMP], utc=True)
         age = ((self.reference - ts).dt.total_seconds() / 86400.0).to_numpy(dtype=np.float64, na_value=np.nan)
+        newer = age < 0
+        if newer.any():
+            if self.params.newer == "refuse":
+                i = int(np.flatnonzero(newer)[0])
+                raise UsageError(f"doc {pairs[DOCNO].iloc[i]!r}: dated {ts.iloc[i].isoformat()}, after the reference "
+                                 f"time {self.reference.isoformat()} ({int(newer.sum())} such document(s)); set "
+                                 "features.freshness.newer = 'clamp' to give them age 0")
+            age = np.where(newer, 0.0, age)
         return {
             "age_days": age,
             "freshness": np.power(0.5, age / self.params.half_life_days),

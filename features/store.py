@@ -58,7 +58,31 @@ CREATE TABLE IF NOT EXISTS provenance (feature VARCHAR, version VARCHAR, extract
 
 
 class StoreLockedError(FusionLTRError, RuntimeError):
-    """Another process has the store open for writing."""
+    """Another process has the store open (DuckDB allows one writer, or readers only)."""
+
+
+class StoreCorruptError(FusionLTRError, RuntimeError):
+    """The store file is not a readable DuckDB database."""
+
+
+REBUILD = ("the store is a cache: move it aside and rerun `fusion-ltr features --config ...` to rebuild it "
+           "(every value is recomputed from the dataset and the models)")
+
+
+def _open_error(path: Path, exc: Exception, read_only: bool) -> FusionLTRError:
+    """A store error that says what happened, who holds the lock and what to do."""
+    text = str(exc)
+    if "lock" in text.lower():
+        pid = re.search(r"PID (\d+)", text)
+        holder = f"process {pid.group(1)}" if pid else "another process"
+        if "read-only mode" in text:  # the holder only reads: readers may share the file
+            return StoreLockedError(
+                f"feature store {path} is open read-only in {holder}; it cannot be written until that process "
+                "ends (open it with read_only=True to read it meanwhile)")
+        return StoreLockedError(
+            f"feature store {path} is open for writing in {holder}; wait for it to finish (or stop it), then "
+            "retry" + ("" if read_only else "; an interrupted build resumes where it stopped"))
+    return StoreCorruptError(f"feature store {path} cannot be read ({text.splitlines()[0][:200]}); {REBUILD}")
 
 
 def text_hash(*parts: str) -> str:
@@ -95,15 +119,10 @@ class FeatureStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" in str(exc).lower():
-                raise StoreLockedError(
-                    f"feature store {self.path} is open for writing in another process ({exc}). "
-                    "Wait for that process to finish, or open with read_only=True once it has."
-                ) from None
-            raise
-        if not read_only:
-            self.con.execute(SCHEMA)
+            if not read_only:
+                self.con.execute(SCHEMA)
+        except (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException) as exc:
+            raise _open_error(self.path, exc, read_only) from None
 
     def close(self) -> None:
         self.con.close()

@@ -14,14 +14,15 @@ from retrieval.errors import UsageError
 from retrieval.frames import DOCNO, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT, TIMESTAMP, TITLE
 
 QUERY_ID = "_query"  # the qid of an app's query: never one an extractor's model was trained on
-DOC_KEYS = ("id", "text", "title", "timestamp", "score", "rank")
+DOC_KEYS = ("id", "text", "title", "timestamp", "timestamp_ms", "score", "rank")
 
 
 @dataclass(frozen=True)
 class Document:
     """One candidate document of an app (strings and mappings with the same keys work too).
 
-    ``timestamp``: an ISO 8601 string, a datetime or Unix seconds. ``score`` / ``rank``: the app's
+    ``timestamp``: an ISO 8601 string, a datetime or Unix seconds (``timestamp_ms``: Unix
+    milliseconds; a number is never guessed to be one or the other). ``score`` / ``rank``: the app's
     first-stage score and 1-based rank (rank defaults to the position in the list). ``first_stage``:
     ``rank_<r>`` / ``score_<r>`` of the run's member retrievers, when the app has them.
     """
@@ -30,6 +31,7 @@ class Document:
     id: str | None = None
     title: str = ""
     timestamp: str | dt.datetime | float | int | None = None
+    timestamp_ms: float | int | None = None
     score: float | None = None
     rank: int | None = None
     first_stage: Mapping[str, float] = field(default_factory=dict)
@@ -39,34 +41,91 @@ class Document:
         return out | dict(self.first_stage)
 
 
+#: Plausible Unix times in seconds: 1900-01-01 to 2200-01-01. A number outside is refused, never
+#: guessed (1.7e12 is milliseconds: pass it as ``timestamp_ms``).
+SECONDS_RANGE = (-2_208_988_800, 7_258_118_400)
+
+
 def check_query(query) -> str:
     if not isinstance(query, str) or not query.strip():
         raise UsageError(f"query: expected a non-empty string, found {query!r}")
     return query
 
 
-def parse_timestamp(value, doc_id: str) -> pd.Timestamp:
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT or value == "":
+def check_docs(docs) -> list:
+    """``docs`` as a list: a list, tuple or other iterable of documents (not one string or mapping)."""
+    if isinstance(docs, (str, bytes, Mapping, Document)) or docs is None or not hasattr(docs, "__iter__"):
+        raise UsageError(f"docs: expected a list of documents (strings, Documents or mappings), found "
+                         f"{type(docs).__name__} {str(docs)[:40]!r}" + ("; wrap one document in a list"
+                                                                      if docs is not None else ""))
+    return list(docs)
+
+
+def check_top_k(top_k, name: str = "top_k") -> int | None:
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise UsageError(f"{name}: expected None or an integer >= 0, found {type(top_k).__name__} {top_k!r}")
+    return int(top_k)
+
+
+def check_min_score(min_score) -> float | None:
+    if min_score is None:
+        return None
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(min_score):
+        raise UsageError(f"min_score: expected None or a finite number, found {type(min_score).__name__} "
+                         f"{min_score!r}")
+    return float(min_score)
+
+
+def _number(value, doc_id: str, key: str, *, missing_ok: bool) -> float:
+    """A finite float (NaN for None/NaN when ``missing_ok``), or an error naming the doc and key."""
+    if value is None and missing_ok:
+        return np.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise UsageError(f"doc {doc_id!r}: {key} must be a number, found {type(value).__name__} {value!r}")
+    value = float(value)
+    if np.isnan(value) and missing_ok:
+        return np.nan
+    if not np.isfinite(value):
+        raise UsageError(f"doc {doc_id!r}: {key} must be finite, found {value!r}"
+                         + ("; leave it out (or None) when unknown" if missing_ok else ""))
+    return value
+
+
+def parse_timestamp(value, doc_id: str, *, unit: str = "s") -> pd.Timestamp:
+    """A UTC timestamp from an ISO 8601 string, a datetime, or a Unix time in ``unit`` (s or ms)."""
+    if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)) or \
+            (isinstance(value, str) and not value.strip()):
         return pd.NaT
+    key = "timestamp_ms" if unit == "ms" else "timestamp"
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        seconds = float(value) / (1000.0 if unit == "ms" else 1.0)
+        if not np.isfinite(seconds) or not SECONDS_RANGE[0] <= seconds <= SECONDS_RANGE[1]:
+            hint = ("; it looks like milliseconds: pass it as 'timestamp_ms'"
+                    if unit == "s" and np.isfinite(seconds) and SECONDS_RANGE[0] <= seconds / 1000 <= SECONDS_RANGE[1]
+                    else "")
+            raise UsageError(f"doc {doc_id!r}: {key} {value!r} is not a Unix time in {'milli' if unit == 'ms' else ''}"
+                             f"seconds between 1900 and 2200{hint}")
+        return pd.Timestamp(seconds, unit="s", tz="UTC")
+    if unit == "ms":
+        raise UsageError(f"doc {doc_id!r}: timestamp_ms must be a number of milliseconds, found {value!r}")
     try:
-        if isinstance(value, bool):
+        if not isinstance(value, (str, dt.date, dt.datetime, pd.Timestamp, np.datetime64)):
             raise TypeError
-        if isinstance(value, (int, float, np.integer, np.floating)):
-            ts = pd.Timestamp(float(value), unit="s")  # a number is a Unix time in seconds
-        elif isinstance(value, (str, dt.date, dt.datetime, pd.Timestamp, np.datetime64)):
-            ts = pd.Timestamp(value)
-        else:
-            raise TypeError
+        ts = pd.Timestamp(value)
     except (TypeError, ValueError, OverflowError):
         raise UsageError(f"doc {doc_id!r}: timestamp {value!r} is not a date: expected an ISO 8601 string, a "
-                         "datetime or Unix seconds") from None
+                         "datetime, Unix seconds, or milliseconds as 'timestamp_ms'") from None
     if pd.isna(ts):
         raise UsageError(f"doc {doc_id!r}: timestamp {value!r} is not a date")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
-    """An app's docs as a candidate frame (the contract of :mod:`retrieval.frames`)."""
+    """An app's docs as a candidate frame (the contract of :mod:`retrieval.frames`); every field is
+    checked for type and range, and an error names the document, the key, what was expected and found."""
     rows, extra = [], {}
     for pos, doc in enumerate(docs):
         if isinstance(doc, str):
@@ -75,30 +134,32 @@ def candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
             doc = doc.as_dict()
         if not isinstance(doc, Mapping):
             raise UsageError(f"doc {pos}: expected a string, a Document or a mapping with {list(DOC_KEYS)}, "
-                            f"found {type(doc).__name__}")
-        doc_id = str(doc.get("id", pos))
+                             f"found {type(doc).__name__}")
+        raw_id = doc.get("id")
+        if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int, np.integer))):
+            raise UsageError(f"doc {pos}: id must be a string or an integer, found {type(raw_id).__name__} {raw_id!r}")
+        doc_id = str(pos if raw_id is None else raw_id)
         text = doc.get("text")
         if not isinstance(text, str) or not text.strip():
             raise UsageError(f"doc {doc_id!r} (position {pos}): expected a non-empty 'text' string, found "
-                             f"{text!r}; its keys: {sorted(doc)}")
+                             f"{text!r}; its keys: {sorted(map(str, doc))}")
         title = doc.get("title") or ""
         if not isinstance(title, str):
             raise UsageError(f"doc {doc_id!r}: title must be a string, found {type(title).__name__}")
         rank = doc.get("rank", pos + 1)
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
             raise UsageError(f"doc {doc_id!r}: rank must be a positive integer, found {rank!r}")
-        score = doc.get("score")
-        try:
-            score = np.nan if score is None else float(score)
-        except (TypeError, ValueError):
-            raise UsageError(f"doc {doc_id!r}: score must be a number, found {score!r}") from None
-        rows.append({QID: QUERY_ID, QUERY: query, DOCNO: doc_id, TEXT: text, TITLE: title,
-                     TIMESTAMP: parse_timestamp(doc.get("timestamp"), doc_id), RANK: int(rank), SCORE: score,
-                     RETRIEVER: retriever})
+        score = _number(doc.get("score"), doc_id, "score", missing_ok=True)
+        if doc.get("timestamp") is not None and doc.get("timestamp_ms") is not None:
+            raise UsageError(f"doc {doc_id!r}: give either timestamp or timestamp_ms, found both")
+        stamp = (parse_timestamp(doc["timestamp_ms"], doc_id, unit="ms") if doc.get("timestamp_ms") is not None
+                 else parse_timestamp(doc.get("timestamp"), doc_id))
+        rows.append({QID: QUERY_ID, QUERY: query, DOCNO: doc_id, TEXT: text, TITLE: title, TIMESTAMP: stamp,
+                     RANK: int(rank), SCORE: score, RETRIEVER: retriever})
         for key, value in doc.items():
-            if key.startswith(("rank_", "score_")):
-                extra.setdefault(key, {})[pos] = float(value) if value is not None else np.nan
-    frame = pd.DataFrame(rows)
+            if isinstance(key, str) and key.startswith(("rank_", "score_")):
+                extra.setdefault(key, {})[pos] = _number(value, doc_id, key, missing_ok=True)
+    frame = pd.DataFrame(rows, columns=[QID, QUERY, DOCNO, TEXT, TITLE, TIMESTAMP, RANK, SCORE, RETRIEVER])
     dupes = frame[DOCNO][frame[DOCNO].duplicated()].unique().tolist()
     if dupes:
         raise UsageError(f"docs: duplicate id(s) {dupes[:5]}; expected one entry per document")

@@ -184,13 +184,23 @@ class LambdaMART:
 
     @classmethod
     def load(cls, path: str | Path) -> "LambdaMART":
+        """A saved model folder, checked as a whole before anything is loaded: the manifest parses and
+        has its keys, the booster file is there and whole, and the booster's own feature names equal the
+        manifest's, in order (a manifest that lists them in another order would silently swap values)."""
         path = Path(path)
-        manifest_path = path / "manifest.json"
-        if not manifest_path.exists():
-            raise MissingInputError(f"{path}: not a model folder (expected manifest.json and a booster file)")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_manifest(path)
         self = cls(**manifest["params"])
-        self.backend_ = backend_class(self.backend).load(path, manifest)
+        backend = backend_class(self.backend)
+        booster_file = path / manifest["booster_file"]
+        if not booster_file.is_file():
+            raise MissingInputError(f"{booster_file}: the booster file the manifest names is missing")
+        names = [f["name"] for f in manifest["features"]]
+        booster_names = backend.check_file(booster_file)
+        if booster_names != names:
+            raise FeatureMismatchError(f"{path / 'manifest.json'} lists features {names}, but the booster "
+                                       f"{booster_file.name} was trained on {booster_names} (in that order); "
+                                       "the folder was edited or mixed: retrain, or restore the manifest")
+        self.backend_ = backend.load(path, manifest)
         self.best_iteration_ = self.backend_.best_iteration
         self.feature_names_ = [f["name"] for f in manifest["features"]]
         versions = [f["version"] for f in manifest["features"]]
@@ -200,6 +210,30 @@ class LambdaMART:
         self.evals_ = manifest.get("evals", {})
         self.manifest_ = manifest
         return self
+
+
+MANIFEST_KEYS = ("params", "features", "booster_file")
+
+
+def read_manifest(path: Path) -> dict:
+    """``<path>/manifest.json`` of a model folder, with its required keys (errors name the file)."""
+    file = Path(path) / "manifest.json"
+    if not file.is_file():
+        raise MissingInputError(f"{path}: not a model folder (expected manifest.json and a booster file)")
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{file}: not valid JSON ({exc}); retrain with `fusion-ltr train --config ...`") from None
+    missing = [k for k in MANIFEST_KEYS if not isinstance(manifest, dict) or k not in manifest]
+    if missing:
+        raise UsageError(f"{file}: expected the keys {list(MANIFEST_KEYS)}, missing {missing}")
+    features = manifest["features"]
+    if not isinstance(features, list) or not all(isinstance(f, dict) and "name" in f for f in features):
+        raise UsageError(f"{file}: 'features' must be a list of {{'name', 'version'}} objects, found {features!r:.120}")
+    unknown = sorted(set(manifest["params"]) - set(PARAMS)) if isinstance(manifest["params"], dict) else ["(not a table)"]
+    if unknown:
+        raise UsageError(f"{file}: unknown parameter(s) {unknown} in 'params'; allowed: {sorted(PARAMS)}")
+    return manifest
 
 
 def _versions(backend: type) -> dict:

@@ -38,7 +38,7 @@ from features.store import RankingData
 from retrieval.errors import MissingInputError, UsageError
 from retrieval.frames import DOCNO, QID, QUERY, RANK, SCORE, TEXT, TITLE
 
-from .documents import QUERY_ID, candidate_frame, check_query
+from .documents import QUERY_ID, candidate_frame, check_docs, check_min_score, check_query, check_top_k
 
 from .lambdamart import LambdaMART
 
@@ -134,7 +134,8 @@ class Scorer:
         """
         t0 = time.perf_counter()
         query = check_query(query)
-        docs = list(docs)
+        docs = check_docs(docs)
+        top_k, min_score = check_top_k(top_k), check_min_score(min_score)
         if not docs:
             return Ranking([], {"total": time.perf_counter() - t0})
         frame = candidate_frame(query, docs, self.candidates)
@@ -164,6 +165,7 @@ class Scorer:
             top_k = k
         t0 = time.perf_counter()
         query = check_query(query)
+        top_k, min_score = check_top_k(top_k), check_min_score(min_score)
         frame = self._retrieve(query)
         t1 = time.perf_counter()
         out = self._score(frame, t0, top_k, explain, min_score)
@@ -172,7 +174,7 @@ class Scorer:
 
     def features(self, query: str, docs) -> pd.DataFrame:
         """The model's feature matrix for ``docs`` (rows in input order, columns in model order)."""
-        frame = candidate_frame(check_query(query), list(docs), self.candidates)
+        frame = candidate_frame(check_query(query), check_docs(docs), self.candidates)
         values, _ = compute(frame, self.extractors)
         return pd.DataFrame({n: values[n] for n in self.feature_names}, index=frame[DOCNO].tolist())
 
@@ -189,7 +191,7 @@ class Scorer:
         if min_score is not None:
             order = order[scores[order] >= min_score]
         if top_k is not None:
-            order = order[:max(0, int(top_k))]
+            order = order[:top_k]
         contrib = None
         if explain:
             t = time.perf_counter()

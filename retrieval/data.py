@@ -17,7 +17,7 @@ import json
 import os
 import urllib.error
 import urllib.request
-import warnings
+import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from .errors import FusionLTRError, MissingInputError, UnknownKeyError, UsageErr
 from .frames import DOCNO, LABEL, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT, TIMESTAMP, TITLE, validate
 
 ENV_VAR = "FUSION_LTR_DATA"
+log = logging.getLogger("fusion_ltr.data")
 
 #: Public archives for users who are online (BEIR's own mirror).
 BEIR_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/{name}.zip"
@@ -124,8 +125,20 @@ class Dataset:
         return queries, qrels
 
 
-def _open_text(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+def _lines(path: str | Path):
+    """``(line number, text)`` of a UTF-8 text file (gzip when it ends in .gz); a byte that is not
+    UTF-8 is a :class:`DataFormatError` naming the file, the line and the byte."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: no such file")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(f"{path}:{lineno}: expected UTF-8 text, found byte 0x{raw[exc.start]:02x} at "
+                                      f"column {exc.start + 1}: {raw[max(0, exc.start - 30):exc.start + 10]!r}") from None
 
 
 def _find_file(folder: Path, stem: str) -> Path:
@@ -137,19 +150,20 @@ def _find_file(folder: Path, stem: str) -> Path:
 
 def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     rows = []
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{lineno}: expected a JSON object, found {line[:80]!r} ({exc.msg})") from None
-            if not isinstance(obj, dict) or any(k not in obj for k in required):
-                raise DataFormatError(
-                    f"{path}:{lineno}: expected a JSON object with keys {list(required)}, found {line[:80]!r}"
-                )
-            rows.append(obj)
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}:{lineno}: expected a JSON object, found {line[:80]!r} ({exc.msg})") from None
+        if not isinstance(obj, dict) or any(k not in obj for k in required):
+            raise DataFormatError(
+                f"{path}:{lineno}: expected a JSON object with keys {list(required)}, found {line[:80]!r}"
+            )
+        rows.append(obj)
+    if not rows:
+        raise DataFormatError(f"{path}: no records (expected one JSON object with keys {list(required)} per line)")
     return rows
 
 
@@ -162,8 +176,14 @@ def _parse_date(value, path: Path, docno: str):
     return ts
 
 
-def load_corpus(path: Path) -> pd.DataFrame:
+def load_corpus(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
     rows = _read_jsonl(path, ("_id",))
+    for key in ("title", "text"):
+        bad = next((r for r in rows if r.get(key) is not None and not isinstance(r.get(key), str)), None)
+        if bad is not None:
+            raise DataFormatError(f"{path}: document {bad['_id']!r} has a {key} of type {type(bad[key]).__name__}; "
+                                  "expected a string")
     return pd.DataFrame(
         {
             DOCNO: [str(r["_id"]) for r in rows],
@@ -176,33 +196,36 @@ def load_corpus(path: Path) -> pd.DataFrame:
     )
 
 
-def load_queries(path: Path) -> pd.DataFrame:
+def load_queries(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
     rows = _read_jsonl(path, ("_id", "text"))
     return pd.DataFrame({QID: [str(r["_id"]) for r in rows], QUERY: [str(r["text"]) for r in rows]})
 
 
-def load_qrels(path: Path) -> pd.DataFrame:
+def load_qrels(path: str | Path) -> pd.DataFrame:
     """Read BEIR qrels (``query-id corpus-id score`` TSV with header) or TREC qrels (4 columns)."""
+    path = Path(path)
     qids, docnos, labels = [], [], []
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts or (lineno == 1 and parts[0] == "query-id"):
-                continue
-            if len(parts) == 4:  # TREC: qid iter docno label
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3:
-                raise DataFormatError(
-                    f"{path}:{lineno}: expected 'query-id corpus-id score' (3 fields) or TREC qrels (4), "
-                    f"found {len(parts)} field(s): {line.strip()[:80]!r}"
-                )
-            try:
-                label = int(float(parts[2]))
-            except ValueError:
-                raise DataFormatError(f"{path}:{lineno}: expected a numeric score, found {parts[2]!r}") from None
-            qids.append(parts[0])
-            docnos.append(parts[1])
-            labels.append(label)
+    for lineno, line in _lines(path):
+        parts = line.split()
+        if not parts or (lineno == 1 and parts[0] == "query-id"):
+            continue
+        if len(parts) == 4:  # TREC: qid iter docno label
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3:
+            raise DataFormatError(
+                f"{path}:{lineno}: expected 'query-id corpus-id score' (3 fields) or TREC qrels (4), "
+                f"found {len(parts)} field(s): {line.strip()[:80]!r}"
+            )
+        try:
+            label = float(parts[2])
+        except ValueError:
+            raise DataFormatError(f"{path}:{lineno}: expected a numeric score, found {parts[2]!r}") from None
+        if not np.isfinite(label) or label != int(label):
+            raise DataFormatError(f"{path}:{lineno}: expected an integer relevance grade, found {parts[2]!r}")
+        qids.append(parts[0])
+        docnos.append(parts[1])
+        labels.append(int(label))
     return pd.DataFrame({QID: qids, DOCNO: docnos, LABEL: np.asarray(labels, dtype=np.int64)})
 
 
@@ -222,12 +245,10 @@ def load_beir(name_or_path: str | Path) -> Dataset:
         missing_docs = ~frame[DOCNO].isin(known_docs)
         missing_q = ~frame[QID].isin(known_queries)
         if missing_docs.any() or missing_q.any():
-            warnings.warn(
+            log.warning(
                 f"{folder.name}/{split}: {int(missing_docs.sum())} qrels row(s) name a docno missing from the "
                 f"corpus and {int(missing_q.sum())} a qid missing from the queries; they are kept (they count "
-                "as relevant documents no retriever can find)",
-                stacklevel=2,
-            )
+                "as relevant documents no retriever can find)")
     return Dataset(name=folder.name, corpus=corpus, queries=queries, qrels=qrels)
 
 
@@ -266,20 +287,19 @@ def read_trec_run(path: str | Path) -> pd.DataFrame:
     """Read a TREC run file into a run frame (qid, docno, rank, score, retriever)."""
     path = Path(path)
     rows = []
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise DataFormatError(
-                    f"{path}:{lineno}: expected 'qid Q0 docno rank score tag' (6 fields), "
-                    f"found {len(parts)}: {line.strip()[:80]!r}"
-                )
-            try:
-                rows.append((parts[0], parts[2], int(parts[3]), float(parts[4]), parts[5]))
-            except ValueError:
-                raise DataFormatError(f"{path}:{lineno}: expected integer rank and numeric score, found {line.strip()[:80]!r}") from None
+    for lineno, line in _lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 6:
+            raise DataFormatError(
+                f"{path}:{lineno}: expected 'qid Q0 docno rank score tag' (6 fields), "
+                f"found {len(parts)}: {line.strip()[:80]!r}"
+            )
+        try:
+            rows.append((parts[0], parts[2], int(parts[3]), float(parts[4]), parts[5]))
+        except ValueError:
+            raise DataFormatError(f"{path}:{lineno}: expected integer rank and numeric score, found {line.strip()[:80]!r}") from None
     return pd.DataFrame(rows, columns=[QID, DOCNO, RANK, SCORE, RETRIEVER])
 
 
@@ -320,36 +340,35 @@ def load_svmlight(path: str | Path, n_features: int | None = None) -> LetorData:
     path = Path(path)
     labels, qids, docids, rows = [], [], [], []
     width = 0
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            body, _, comment = line.partition("#")
-            parts = body.split()
-            if not parts:
-                continue
-            if len(parts) < 2 or not parts[1].startswith("qid:"):
-                raise DataFormatError(
-                    f"{path}:{lineno}: expected 'label qid:N idx:value ...', found {line.strip()[:80]!r}"
-                )
-            try:
-                label = float(parts[0])
-                feats = {}
-                for tok in parts[2:]:
-                    idx, val = tok.split(":", 1)
-                    feats[int(idx)] = float(val)
-            except ValueError:
-                raise DataFormatError(
-                    f"{path}:{lineno}: expected numeric 'idx:value' pairs, found {line.strip()[:80]!r}"
-                ) from None
-            if feats and min(feats) < 1:
-                raise DataFormatError(f"{path}:{lineno}: feature indices are 1-based, found {min(feats)}")
-            width = max(width, max(feats, default=0))
-            docid = str(lineno)
-            if "docid" in comment:
-                docid = comment.split("docid", 1)[1].lstrip(" =").split()[0]
-            labels.append(label)
-            qids.append(parts[1][4:])
-            docids.append(docid)
-            rows.append(feats)
+    for lineno, line in _lines(path):
+        body, _, comment = line.partition("#")
+        parts = body.split()
+        if not parts:
+            continue
+        if len(parts) < 2 or not parts[1].startswith("qid:"):
+            raise DataFormatError(
+                f"{path}:{lineno}: expected 'label qid:N idx:value ...', found {line.strip()[:80]!r}"
+            )
+        try:
+            label = float(parts[0])
+            feats = {}
+            for tok in parts[2:]:
+                idx, val = tok.split(":", 1)
+                feats[int(idx)] = float(val)
+        except ValueError:
+            raise DataFormatError(
+                f"{path}:{lineno}: expected numeric 'idx:value' pairs, found {line.strip()[:80]!r}"
+            ) from None
+        if feats and min(feats) < 1:
+            raise DataFormatError(f"{path}:{lineno}: feature indices are 1-based, found {min(feats)}")
+        width = max(width, max(feats, default=0))
+        docid = str(lineno)
+        if "docid" in comment:
+            docid = comment.split("docid", 1)[1].lstrip(" =").split()[0]
+        labels.append(label)
+        qids.append(parts[1][4:])
+        docids.append(docid)
+        rows.append(feats)
     width = n_features or width
     X = np.full((len(rows), width), np.nan, dtype=np.float64)
     for i, feats in enumerate(rows):

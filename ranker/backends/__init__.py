@@ -12,6 +12,9 @@ A backend wraps one gradient-boosting library's ranking objective behind five ca
         def importance(self, kind) -> list[float]        # "gain" or "split", in feature order
         def save(self, folder) -> None                   # writes folder / booster_file
         @classmethod
+        def check_file(cls, path) -> list[str]           # the booster's own feature names; an error
+                                                         # naming the file if it is damaged
+        @classmethod
         def load(cls, folder, manifest) -> Backend
 
 ``params`` is a :class:`ranker.lambdamart.LambdaMARTParams`; ``train``/``valid`` are

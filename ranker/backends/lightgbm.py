@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.errors import UsageError
+
 from . import Backend
 
 
@@ -53,6 +55,28 @@ class LightGBMBackend(Backend):
 
     def save(self, folder: Path) -> None:
         self.booster.save_model(str(Path(folder) / self.booster_file), num_iteration=self.best_iteration or None)
+
+    @classmethod
+    def check_file(cls, path: Path) -> list[str]:
+        """Read the model file's header and check it is whole (LightGBM aborts the process on a
+        truncated file instead of raising): every tree the header announces, and the trailer."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path}: not a LightGBM model file (not UTF-8 text: {exc.reason})") from None
+        lines = text.splitlines()
+        header = dict(line.split("=", 1) for line in lines[:40] if "=" in line and not line.startswith("Tree="))
+        if not lines or lines[0] != "tree" or "feature_names" not in header or "tree_sizes" not in header:
+            raise UsageError(f"{path}: not a LightGBM model file (expected a 'tree' header with feature_names "
+                             f"and tree_sizes, found {text[:60]!r})")
+        announced = len(header["tree_sizes"].split())
+        found = sum(line.startswith("Tree=") for line in lines)
+        whole = "end of trees" in lines and "end of parameters" in lines and lines[-1].startswith("pandas_categorical:")
+        if found != announced or not whole:
+            raise UsageError(f"{path}: the LightGBM model file is damaged or truncated ({found} of {announced} "
+                             f"trees, {'with' if whole else 'without'} its closing sections, {len(text)} bytes); "
+                             "retrain with `fusion-ltr train --config ...`")
+        return header["feature_names"].split()
 
     @classmethod
     def load(cls, folder: Path, manifest: dict) -> "LightGBMBackend":

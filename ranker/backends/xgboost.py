@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+
+from retrieval.errors import UsageError
 
 from . import Backend
 
@@ -55,6 +58,16 @@ class XGBoostBackend(Backend):
 
     def save(self, folder: Path) -> None:
         self.booster.save_model(str(Path(folder) / self.booster_file))
+
+    @classmethod
+    def check_file(cls, path: Path) -> list[str]:
+        """Parse the JSON model and return its feature names (a damaged file names itself)."""
+        try:
+            model = json.loads(Path(path).read_text(encoding="utf-8"))
+            return list(model["learner"]["feature_names"])
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UsageError(f"{path}: not a whole XGBoost JSON model ({type(exc).__name__}: {str(exc)[:120]}); "
+                             "retrain with `fusion-ltr train --config ...`") from None
 
     @classmethod
     def load(cls, folder: Path, manifest: dict) -> "XGBoostBackend":

@@ -10,6 +10,7 @@ from features.bm25 import BM25Extractor
 from features.coverage import CoverageExtractor
 from features.first_stage import FirstStageExtractor
 from features.freshness import FreshnessExtractor
+from retrieval.errors import UsageError
 from features.length import LengthExtractor
 from retrieval.bm25 import BM25Params, BM25Retriever
 from retrieval.data import load_beir
@@ -51,6 +52,16 @@ def test_freshness_without_timestamp_is_nan_plus_flag():
     with pytest.raises(ConfigError, match="expected an ISO date or 'now'"):
         FreshnessExtractor(reference_time="yesterday")
     assert FreshnessExtractor(reference_time="2020-01-01").version != FreshnessExtractor(reference_time="2021-01-01").version
+
+
+def test_freshness_of_a_document_newer_than_the_reference_is_clamped_or_refused():
+    frame = pairs("q", ["old", "new"]).assign(timestamp=pd.to_datetime(["2020-01-01", "2020-03-01"], utc=True))
+    out = FreshnessExtractor(reference_time="2020-01-11").compute(frame)
+    assert out["age_days"].tolist() == [10, 0] and out["freshness"][1] == 1.0  # was -50 days, freshness 1.1
+    with pytest.raises(UsageError, match=r"doc 'd1': dated 2020-03-01.*after the reference time 2020-01-11"):
+        FreshnessExtractor(reference_time="2020-01-11", newer="refuse").compute(frame)
+    with pytest.raises(ConfigError, match="newer: expected 'clamp' or 'refuse'"):
+        FreshnessExtractor(newer="keep")
 
 
 def test_first_stage_copies_ranks_and_scores():

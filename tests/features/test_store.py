@@ -1,6 +1,7 @@
 """The DuckDB feature store and the build loop, with small extractors defined here."""
 
 import multiprocessing as mp
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from features.base import BaseExtractor
 from features.build import build, summary_table
-from features.store import FeatureStore, RankingData, StoreLockedError
+from features.store import FeatureStore, RankingData, StoreCorruptError, StoreLockedError
 from features.length import LengthExtractor
 
 CORPUS = pd.DataFrame({"docno": ["a", "b", "c", "d"], "title": ["", "", "", ""],
@@ -190,7 +191,37 @@ def test_second_writer_process_gets_a_clear_error(store):
     proc.start()
     proc.join(60)
     message = queue.get(timeout=5)
-    assert message.startswith("locked: feature store") and "open for writing in another process" in message
+    assert message.startswith("locked: feature store") and f"open for writing in process {os.getpid()}" in message
+
+
+def _hold_read_only(path, ready, done):
+    with FeatureStore(path, read_only=True):
+        ready.set()
+        done.wait(60)
+
+
+def test_a_reader_holding_the_store_is_named_as_a_reader(store):
+    store.close()
+    ctx = mp.get_context("spawn")
+    ready, done = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold_read_only, args=(str(store.path), ready, done))
+    proc.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(StoreLockedError, match=rf"open read-only in process {proc.pid}; it cannot be written"):
+            FeatureStore(store.path)
+    finally:
+        done.set()
+        proc.join(60)
+
+
+@pytest.mark.parametrize("content", [b"not a database\n", "truncated"])
+def test_a_corrupt_store_says_it_can_be_rebuilt(store, tmp_path, content):
+    store.close()
+    bad = tmp_path / "bad.duckdb"
+    bad.write_bytes(store.path.read_bytes()[:5000] if content == "truncated" else content)
+    with pytest.raises(StoreCorruptError, match=r"cannot be read .*move it aside and rerun `fusion-ltr features"):
+        FeatureStore(bad)
 
 
 def test_ranking_data_sorts_by_query_once():

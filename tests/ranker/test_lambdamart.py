@@ -101,3 +101,40 @@ def test_parameters_are_declared_once_and_backends_are_registered():
         assert backend_class(name).name == name
     with pytest.raises(ConfigError, match=r"expected one of \['lightgbm', 'xgboost'\], found 'catboost'"):
         LambdaMART(backend="catboost").fit(synthetic())
+
+
+@pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
+def test_a_damaged_model_folder_is_refused_before_loading(backend, tmp_path):
+    import json
+
+    from retrieval.errors import FusionLTRError
+
+    model = LambdaMART(backend=backend, n_estimators=20, min_data_in_leaf=5).fit(synthetic())
+    folder = model.save(tmp_path / "m")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    booster = folder / manifest["booster_file"]
+    good = booster.read_bytes()
+
+    swapped = dict(manifest, features=manifest["features"][::-1])  # same names, another order
+    (folder / "manifest.json").write_text(json.dumps(swapped))
+    with pytest.raises(FeatureMismatchError, match=r"lists features \['noise', 'signal'\], but the booster "
+                                                   r".* was trained on \['signal', 'noise'\]"):
+        LambdaMART.load(folder)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    for frac in (0.05, 0.5, 0.99):  # LightGBM aborts the process on these unless they are caught first
+        booster.write_bytes(good[: int(len(good) * frac)])
+        with pytest.raises(FusionLTRError, match=rf"{booster.name}: "):
+            LambdaMART.load(folder)
+    booster.unlink()
+    with pytest.raises(FileNotFoundError, match="booster file the manifest names is missing"):
+        LambdaMART.load(folder)
+    booster.write_bytes(good)
+    assert LambdaMART.load(folder).predict(synthetic(5)).shape == (50,)
+
+    (folder / "manifest.json").write_text('{"params": {')
+    with pytest.raises(FusionLTRError, match=r"manifest.json: not valid JSON"):
+        LambdaMART.load(folder)
+    (folder / "manifest.json").write_text(json.dumps({"params": {}, "features": []}))
+    with pytest.raises(FusionLTRError, match=r"missing \['booster_file'\]"):
+        LambdaMART.load(folder)

@@ -53,10 +53,13 @@ def test_malformed_qrels_line_names_file_and_line(tiny_beir):
         data.load_beir(tiny_beir)
 
 
-def test_qrels_ids_missing_from_corpus_load_with_a_counting_warning(tmp_path):
+def test_qrels_ids_missing_from_corpus_load_with_one_counting_line(tmp_path, caplog):
     folder = write_beir(tmp_path / "ds", qrels={"test": [("q1", "d1", 1), ("q1", "gone1", 1), ("q2", "gone2", 1)]})
-    with pytest.warns(UserWarning, match="2 qrels row.s. name a docno missing"):
+    with caplog.at_level("WARNING"):
         ds = data.load_beir(folder)
+    assert [r.getMessage() for r in caplog.records] == [
+        "ds/test: 2 qrels row(s) name a docno missing from the corpus and 0 a qid missing from the queries; they "
+        "are kept (they count as relevant documents no retriever can find)"]
     assert len(ds.qrels["test"]) == 3
 
 
@@ -142,3 +145,59 @@ def test_real_scifact_and_cacm_counts():
     cacm = data.load_beir(shared_dataset("cacm"))
     assert len(cacm.corpus) == 3204 and cacm.corpus["timestamp"].notna().all()
     assert cacm.qrels["test"]["qid"].nunique() == 52
+
+
+# ------------------------------------------------------------------ hardening: bad files are named
+
+def test_a_non_utf8_byte_names_the_file_and_line(tmp_path):
+    from retrieval.data import DataFormatError, load_corpus
+
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(b'{"_id": "a", "text": "fine"}\n{"_id": "b", "text": "caf\xff"}\n')
+    with pytest.raises(DataFormatError, match=r"corpus.jsonl:2: expected UTF-8 text, found byte 0xff at column 26"):
+        load_corpus(path)
+
+
+def test_an_empty_corpus_or_query_file_is_named(tmp_path):
+    from retrieval.data import DataFormatError, load_corpus, load_queries
+
+    (tmp_path / "corpus.jsonl").write_text("\n\n")
+    with pytest.raises(DataFormatError, match=r"corpus.jsonl: no records \(expected one JSON object"):
+        load_corpus(tmp_path / "corpus.jsonl")
+    (tmp_path / "queries.jsonl").write_text("")
+    with pytest.raises(DataFormatError, match=r"queries.jsonl: no records"):
+        load_queries(tmp_path / "queries.jsonl")
+
+
+def test_loaders_take_string_paths(tmp_path):
+    qrels = tmp_path / "q.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\n")
+    assert data.load_qrels(str(qrels))["label"].tolist() == [2]
+    run = tmp_path / "r.trec"
+    run.write_text("q1 Q0 d1 1 2.5 x\n")
+    assert data.read_trec_run(str(run))["docno"].tolist() == ["d1"]
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.one_of(st.binary(max_size=40), st.text(max_size=40).map(str.encode),
+                                st.builds(lambda i, t: f'{{"_id": {i}, "text": {t}}}'.encode(),
+                                          st.sampled_from(['"a"', "1", "null", "[]"]),
+                                          st.sampled_from(['"x"', "2", "null", '{"a": 1}']))), max_size=6),
+       kind=st.sampled_from(["corpus", "queries", "qrels", "trec", "svmlight"]))
+def test_any_file_content_loads_or_raises_the_project_error(tmp_path_factory, lines, kind):
+    from retrieval import data
+    from retrieval.errors import FusionLTRError
+
+    path = tmp_path_factory.mktemp("h") / "f.txt"
+    path.write_bytes(b"\n".join(lines))
+    loader = {"corpus": data.load_corpus, "queries": data.load_queries, "qrels": data.load_qrels,
+              "trec": data.read_trec_run, "svmlight": data.load_svmlight}[kind]
+    try:
+        out = loader(path)
+    except FusionLTRError:
+        return
+    n = len(out.X) if kind == "svmlight" else len(out)
+    assert n <= len([line for line in lines if line.strip()])
