@@ -21,7 +21,7 @@ def _step(step):
     def call(args) -> None:
         from .run import Run
 
-        run = Run(load_config(args.config), progress=not getattr(args, "quiet", False))
+        run = Run(load_config(args.config), progress=not getattr(args, "quiet", False)).preflight()
         step.func(run, **{a.dest: getattr(args, a.dest) for a in step.args})
     return call
 
@@ -30,7 +30,7 @@ def _run(args) -> None:
     from .run import Run
     from .steps import run_all
 
-    run_all(Run(load_config(args.config), progress=not args.quiet), ablate=not args.no_ablation)
+    run_all(Run(load_config(args.config), progress=not args.quiet).preflight(), ablate=not args.no_ablation)
 
 
 def _data(args) -> None:

@@ -23,7 +23,30 @@ Run folder layout (all plain files)::
 from __future__ import annotations
 
 import re
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def replaced_atomically(path: str | Path):
+    """Write a folder in a sibling ``<name>.tmp`` and put it in place only when the block succeeds, so
+    a failed or interrupted step leaves the previous folder (e.g. a trained model) as it was."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(path.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def slug(name: str) -> str:

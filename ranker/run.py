@@ -27,6 +27,11 @@ from .config import Config
 from .layout import RunLayout
 
 
+def looks_local(model: str) -> bool:
+    """A model name that can only be a local path (hub names are ``name`` or ``org/name``)."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
+
+
 @dataclass
 class FeatureSet:
     """The built feature set the ranker learns from."""
@@ -76,6 +81,34 @@ class Run:
         if self.letor:
             raise UsageError(f"{step}: {self.cfg.dataset.name} is a LETOR dataset (precomputed features, no "
                              "documents); only train, evaluate, report and run apply")
+
+    def preflight(self) -> "Run":
+        """Find what can be found before any work starts: the dataset and its splits, and local model
+        paths that neither exist nor are made by a step of this run. Returns self."""
+        from retrieval.data import find_dataset
+
+        cfg = self.cfg
+        folder = find_dataset(cfg.dataset.name)
+        if self.letor:
+            missing = [f"S{i}.txt" for i in range(1, 6) if not any((folder / f"S{i}.txt{z}").exists() for z in ("", ".gz"))]
+            if missing:
+                raise MissingInputError(f"{folder}: LETOR folds need S1..S5.txt, missing {missing}")
+            return self
+        found = sorted(f.name.split(".")[0] for f in (folder / "qrels").glob("*") if f.is_file()) \
+            if (folder / "qrels").is_dir() else []
+        unknown = [s for s in cfg.dataset.splits if s not in found]
+        if unknown:
+            raise UsageError(f"{cfg.source}: dataset.splits names {unknown}, but {folder / 'qrels'} has qrels for "
+                             f"{found}")
+        made_here = self.layout.crossencoder_model.resolve()
+        for ext in self.extractors:
+            model = ext.model_id()
+            if model and looks_local(model) and not Path(ext.local_path(model)).expanduser().exists() \
+                    and Path(model).resolve() != made_here:
+                raise MissingInputError(
+                    f"{cfg.source}: features.extractors.{ext.name}.model = {model!r} is a local path that does not "
+                    f"exist (and no step of this run makes it: `finetune-ce` writes {self.layout.crossencoder_model})")
+        return self
 
     def missing(self, path: Path, command: str) -> MissingInputError:
         return MissingInputError(f"{path} not found: run `fusion-ltr {command} --config {self.cfg.source}` first")

@@ -8,6 +8,7 @@ from retrieval.errors import UsageError
 
 from .. import importance
 from ..lambdamart import LambdaMART
+from ..layout import replaced_atomically
 
 
 def report(run, query: str | None = None, no_ablation: bool = False) -> Path:
@@ -19,7 +20,9 @@ def report(run, query: str | None = None, no_ablation: bool = False) -> Path:
     model = LambdaMART.load(run.layout.model())
     rep = importance.build_report(model, data.train, data.valid, data.test, data.qrels,
                                   extractor_of=fs.extractor_of, cost=fs.cost, query=query, ablate=not no_ablation)
-    out = importance.write(rep, model, data.test, run.layout.report)
+    with replaced_atomically(run.layout.report) as tmp:
+        importance.write(rep, model, data.test, tmp)
+    out = run.layout.report
     run.log((out / "importance.md").read_text())
     run.log(f"report written to {out}")
     return out

@@ -11,6 +11,7 @@ from pathlib import Path
 from retrieval.errors import UsageError
 
 from ..lambdamart import LambdaMART
+from ..layout import replaced_atomically
 
 
 def extractor_configs(run) -> dict[str, dict]:
@@ -70,9 +71,11 @@ def train(run) -> dict:
         extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
                  "train_queries": len(train_data.group), "excluded_queries_leakage_guard": len(data.leaked),
                  "fit_seconds": seconds}
-        path = model.save(layout.model(name), extra=extra)
-        if not run.letor:
-            save_extractor_state(run, path)
+        path = layout.model(name)
+        with replaced_atomically(path) as tmp:  # a failure keeps the previous model whole
+            model.save(tmp, extra=extra)
+            if not run.letor:
+                save_extractor_state(run, tmp)
         info[name] = {"path": str(path), "best_iteration": model.best_iteration_, "seconds": seconds,
                       "evals": model.evals_}
         log(f"{name}: {len(feats)} features, {len(train_data.group)} train / "

@@ -52,3 +52,30 @@ def test_every_step_is_a_cli_command_and_a_run_step(generated, monkeypatch, caps
     assert main(["run", "--config", str(config), "--quiet", "--no-ablation"]) == 0
     assert "== hello: done" in capsys.readouterr().out
     assert seen == [(str(run), "n"), (str(run), None)]
+
+
+def test_config_problems_are_found_before_any_step_runs(generated, tmp_path, capsys):
+    config, run = generated
+    text = config.read_text()
+    config.write_text(text.replace("[features.extractors.length]\n", "[features.extractors.length]\n"
+                                   "[features.extractors.crossencoder]\nmodel = \"models/my/crossencoder\"\n"))
+    assert main(["run", "--config", str(config), "--quiet"]) == 2
+    assert "features.extractors.crossencoder.model = 'models/my/crossencoder' is a local path that does not " \
+           "exist" in capsys.readouterr().err
+    assert not (run / "retrieval").exists()  # found before retrieval, not after
+
+    config.write_text(text.replace("[dataset]\n", "[dataset]\nsplits = [\"train\", \"dev\", \"test\"]\n"))
+    assert main(["retrieve", "--config", str(config)]) == 2
+    assert "dataset.splits names ['dev'], but" in capsys.readouterr().err and not (run / "retrieval").exists()
+
+
+def test_a_failed_train_leaves_the_previous_model_whole(generated, capsys):
+    config, run = generated
+    for step in ("retrieve", "features", "train"):
+        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    before = {p.name: p.read_bytes() for p in (run / "model").iterdir() if p.is_file()}
+    config.write_text(config.read_text().replace("[ranker.params]\n", "[ranker.params]\nmonotone = { nope = 1 }\n"))
+    assert main(["train", "--config", str(config)]) == 2
+    assert "ranker.monotone names unknown feature(s) ['nope']" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (run / "model").iterdir() if p.is_file()} == before
+    assert not list(run.glob("*.tmp"))
