@@ -92,22 +92,56 @@ def ablation(model: LambdaMART, train: RankingData, valid: RankingData | None, t
     return rows
 
 
+def ablation_cv(params, data: RankingData, qrels: pd.DataFrame, groups: dict[str, list[str]], k: int, *,
+                valid_fraction: float, seed: int) -> list[dict]:
+    """Drop-one ablation under query-level cross-validation (for configs without a held-out split):
+    every query is scored by fold models that never saw it, with and without each group of features."""
+    from .lambdamart import cross_val_predict
+
+    def per_query(names):
+        scores = cross_val_predict(params, data.select(names), k, valid_fraction=valid_fraction, seed=seed)
+        return ev.per_query(run_from_scores(data, scores, "cv"), qrels, [MEASURE])[MEASURE]
+
+    base = per_query(data.feature_names)
+    rows = []
+    for label, drop in groups.items():
+        keep = [n for n in data.feature_names if n not in set(drop)]
+        if not keep or len(keep) == len(data.feature_names):
+            continue
+        deltas = (per_query(keep) - base).to_numpy()
+        lo, hi = _t_interval(deltas)
+        rows.append({"dropped": label, "features": list(drop), "ndcg10_without": float(base.mean() + deltas.mean()),
+                     "delta": float(deltas.mean()), "ci95": [lo, hi],
+                     "wins": int((deltas > 0).sum()), "losses": int((deltas < 0).sum())})
+    return rows
+
+
+def ablation_groups(names: list[str], extractor_of: dict[str, str]) -> dict[str, list[str]]:
+    """Each feature alone, and each extractor with several features as one group ``[name]``."""
+    by_ext: dict[str, list[str]] = {}
+    for n in names:
+        by_ext.setdefault(extractor_of.get(n, n), []).append(n)
+    return {**{n: [n] for n in names}, **{f"[{e}]": fs for e, fs in by_ext.items() if len(fs) > 1}}
+
+
 def build_report(model: LambdaMART, train: RankingData, valid: RankingData | None, test: RankingData,
                  qrels: pd.DataFrame, *, extractor_of: dict[str, str] | None = None,
                  cost: dict[str, float] | None = None, query: str | None = None,
-                 ablate: bool = True) -> dict:
-    """Every importance figure as one JSON-able dict."""
+                 ablate: bool = True, ablation_rows: list[dict] | None = None, scope: str | None = None) -> dict:
+    """Every importance figure as one JSON-able dict. ``ablation_rows`` (e.g. from :func:`ablation_cv`)
+    replace the held-out ablation; ``scope`` says which rows the SHAP figures and the example cover."""
     names = model.feature_names_
     extractor_of = extractor_of or {}
     cost = cost or {}
     gain, split, shap = model.importance("gain"), model.importance("split"), mean_abs_shap(model, test)
     total_gain = sum(gain.values()) or 1.0
-    groups = {n: [n] for n in names}
     by_ext: dict[str, list[str]] = {}
     for n in names:
         by_ext.setdefault(extractor_of.get(n, n), []).append(n)
-    ext_groups = {f"[{e}]": fs for e, fs in by_ext.items() if len(fs) > 1}
-    abl = ablation(model, train, valid, test, qrels, {**groups, **ext_groups}) if ablate else []
+    if ablation_rows is not None:
+        abl = ablation_rows
+    else:
+        abl = ablation(model, train, valid, test, qrels, ablation_groups(names, extractor_of)) if ablate else []
     abl_by = {r["dropped"]: r for r in abl}
     features = []
     for n in names:
@@ -123,7 +157,7 @@ def build_report(model: LambdaMART, train: RankingData, valid: RankingData | Non
                    "ablation_ci95": abl_by.get(f"[{e}]", abl_by.get(fs[0], {})).get("ci95")}
                   for e, fs in by_ext.items()]
     qid = query or str(test.unique_qids[0])
-    return {"measure": MEASURE, "features": features, "extractors": extractors, "ablation": abl,
+    return {"measure": MEASURE, "scope": scope or "test split (held out)", "features": features, "extractors": extractors, "ablation": abl,
             "explain": explain_query(model, test, qid),
             "notes": {"gain": "total loss reduction of splits on the feature (default importance)",
                       "split": "number of splits on the feature",
@@ -139,7 +173,7 @@ def _fmt(v, spec=".4f"):
 
 
 def to_markdown(report: dict) -> str:
-    lines = [f"# Feature importance ({report['measure']})", "",
+    lines = [f"# Feature importance ({report['measure']})", "", f"Rows: {report.get('scope', 'test split')}.", "",
              "| feature | extractor | gain share | split | mean abs SHAP | ablation delta [95% CI] | s / 1000 pairs |",
              "|---|---|---:|---:|---:|---|---:|"]
     for r in report["features"]:

@@ -82,7 +82,6 @@ STEPS: list[Step] = [
          args=(Arg(("--split",), {"help": "split to evaluate (default: dataset.test_split)"}),), silent_in_run=True),
     Step("report", report.report, "feature importance: gain, split, SHAP, ablation, cost vs benefit",
          args=(Arg(("--query",), {"help": "query id to explain (default: the first test query)"}), NO_ABLATION),
-         applies=lambda run: not run.cfg.ranker.cv_folds,
          key=lambda run: [_train_key(run), getattr(run, "ablate", True)],
          outputs=lambda run: [run.layout.report / "importance.json"], silent_in_run=True),
 ]
@@ -104,8 +103,6 @@ def run_all(run, *, ablate: bool = True) -> dict:
     results = {}
     for step in STEPS:
         if not step.applies(run):
-            if step.name == "report":
-                log("== report: skipped (a cross-validated config has no held-out split to ablate on)")
             continue
         options = {a.dest: a.default for a in step.args}
         if "no_ablation" in options:

@@ -14,8 +14,8 @@ from retrieval import read_trec_run, write_trec_run
 from retrieval.frames import QID
 
 from .. import evaluate as ev
-from ..data import run_from_scores
-from ..lambdamart import LambdaMART, cross_val_predict
+from ..data import qrels_of, run_from_scores
+from ..lambdamart import LambdaMART, cross_val_predict, query_folds
 
 MAX_SINGLE_ROWS = 12  # single-feature baselines printed in the evaluation table (all are in the JSON)
 
@@ -87,28 +87,68 @@ def has_ranker(run) -> bool:
     return built and (run.cfg.ranker.cv_folds > 0 or (run.layout.model() / "manifest.json").exists())
 
 
-def baseline_runs(run, data) -> dict:
-    """The first-stage order and every single feature used alone as a ranker (its direction chosen on
-    the training queries, or on the test queries themselves under cross-validation)."""
-    test = data.test
-    ref = data.train if data.train is not None else test
-    names = run.feature_set.names
-    runs = {}
+FIRST_STAGE = "first stage"
+
+
+def baseline_scores(names: list[str], ref, data) -> dict[str, np.ndarray]:
+    """Scores of ``data``'s rows under the first-stage order and under every single feature used alone
+    as a ranker, each feature's direction chosen on ``ref`` (training queries only)."""
+    out = {}
     if "fs_rank" in names:
-        runs["first stage"] = run_from_scores(test, -test.X[:, names.index("fs_rank")], "fs")
+        out[FIRST_STAGE] = -data.X[:, names.index("fs_rank")]
     for j, name in enumerate(names):
         if name != "fs_rank":
-            runs[f"{name} alone"] = run_from_scores(test, ev.direction(ref.X[:, j], ref.y) * test.X[:, j], name)
-    return runs
+            out[f"{name} alone"] = ev.direction(ref.X[:, j], ref.y) * data.X[:, j]
+    return out
+
+
+def best_baseline(names: list[str], ref, measure: str) -> str:
+    """The baseline with the best mean ``measure`` on the training queries ``ref`` (judged by their
+    candidates' labels); the first stage wins ties."""
+    qrels = qrels_of(ref)
+    means = {n: ev.mean(ev.per_query(run_from_scores(ref, s, n), qrels, [measure]))[measure]
+             for n, s in baseline_scores(names, ref, ref).items()}
+    return max(means, key=lambda n: (means[n], n == FIRST_STAGE))
+
+
+def baselines(run, data, measure: str) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+    """Every baseline's scores on the test rows, the scores of the best baseline, and which baseline
+    that is. Directions and the best baseline are chosen on training queries only: the training split,
+    or under cross-validation each fold's training queries (the same folds as the learned models')."""
+    test, names = data.test, run.feature_set.names
+    cfg = run.cfg
+    if not cfg.ranker.cv_folds:
+        best = best_baseline(names, data.train, measure)
+        scores = baseline_scores(names, data.train, test)
+        return scores, scores[best], {"chosen_on": "the training split", "best": best}
+    scores = {n: np.full(len(test.y), np.nan) for n in baseline_scores(names, test, test)}
+    best_scores, chosen = np.full(len(test.y), np.nan), []
+    for fold in query_folds(test.qids, cfg.ranker.cv_folds, cfg.ranker.params.seed):
+        ref = test.subset([q for q in test.unique_qids if q not in set(fold)])
+        mask = np.isin(test.qids, fold)  # rows of the fold, in the data's order (subset keeps it)
+        part = baseline_scores(names, ref, test.subset(fold))
+        for n, values in part.items():
+            scores[n][mask] = values
+        best = best_baseline(names, ref, measure)
+        best_scores[mask] = part[best]
+        chosen.append(best)
+    return scores, best_scores, {"chosen_on": "each fold's training queries", "best_per_fold": chosen}
 
 
 def evaluate_ranker(run) -> dict:
-    """The fused ranking against baselines on the test split's candidates; Holm-corrected paired tests."""
+    """The fused ranking against baselines on the test split's candidates; Holm-corrected paired tests
+    against the best baseline (chosen on training queries) and against the first stage."""
     cfg, layout = run.cfg, run.layout
     data = run.matrices
     test, qrels = data.test, data.qrels
     measures = cfg.evaluate.measures
-    runs = baseline_runs(run, data)
+    base_scores, best_scores, choice = baselines(run, data, measures[0])
+    runs = {n: run_from_scores(test, s, n) for n, s in base_scores.items()}
+    if cfg.ranker.cv_folds:
+        best = "best baseline (per fold)"
+        runs[best] = run_from_scores(test, best_scores, best)
+    else:
+        best = choice["best"]
     learned = []
     for name, feats in run.models().items():
         if cfg.ranker.cv_folds:
@@ -120,10 +160,9 @@ def evaluate_ranker(run) -> dict:
         learned.append(name)
     per_q = {n: ev.per_query(r, qrels, measures) for n, r in runs.items()}
     means = {n: ev.mean(p) for n, p in per_q.items()}
-    baselines = [n for n in runs if n not in learned]
-    best = max(baselines, key=lambda n: means[n][measures[0]])
-    tests = [ev.compare(per_q[best], per_q[n], m, test=cfg.evaluate.test).as_dict() | {"a": best, "b": n}
-             for n in learned for m in measures]
+    references = [best] + ([FIRST_STAGE] if FIRST_STAGE in runs and best != FIRST_STAGE else [])
+    tests = [ev.compare(per_q[ref], per_q[n], m, test=cfg.evaluate.test).as_dict() | {"a": ref, "b": n}
+             for ref in references for n in learned for m in measures]
     for t, p in zip(tests, ev.holm([t["p_value"] for t in tests])):
         t["p_holm"] = p
     if "lambdamart" in learned and len(learned) > 1:
@@ -137,20 +176,25 @@ def evaluate_ranker(run) -> dict:
     for name, frame in runs.items():
         path = write_trec_run(strict_scores(frame), layout.eval_run(split, name), tag=name.replace(" ", "_"))
         run_files[name] = str(path)
-    rows, left_out = ev.ranked_rows(means, learned, measures[0], keep=("first stage",), max_singles=MAX_SINGLE_ROWS)
+    rows, left_out = ev.ranked_rows(means, learned, measures[0], keep=(FIRST_STAGE, best), max_singles=MAX_SINGLE_ROWS)
     table = ev.markdown_table({n: means[n] for n in rows}, measures)
     if left_out:
         table += f"\n\n({left_out} weaker single-feature baselines not shown; all are in ranker.json)"
     what = (f"LETOR fold {cfg.dataset.fold}, test part" if run.letor
             else f"reranking the {cfg.features.candidates} top-{int(np.max(test.group))}")
+    if cfg.ranker.cv_folds:
+        picked = ", ".join(f"fold {i + 1}: {n}" for i, n in enumerate(choice["best_per_fold"]))
+        best_line = f"best baseline, chosen on each fold's training queries ({picked})"
+    else:
+        best_line = f"best baseline, chosen on the training split: {best}"
     lines = [f"{cfg.dataset.name} {split}: {what} ({len(test.group)} queries"
              + (f", {cfg.ranker.cv_folds}-fold query-level cross-validation" if cfg.ranker.cv_folds else "") + ")",
-             "", table, "", f"best baseline: {best}"]
+             "", table, "", best_line]
     lines += [ev.comparison_line(t) for t in tests if t["measure"] == measures[0]]
     text = "\n".join(lines)
     (out / "ranker.md").write_text(text + "\n")
-    result = {"means": means, "best_baseline": best, "tests": tests, "learned": learned, "run_files": run_files,
-              "per_query": {n: p.to_dict(orient="index") for n, p in per_q.items()}}
+    result = {"means": means, "best_baseline": best, "baseline_choice": choice, "tests": tests, "learned": learned,
+              "run_files": run_files, "per_query": {n: p.to_dict(orient="index") for n, p in per_q.items()}}
     (out / "ranker.json").write_text(json.dumps(result, indent=2, default=float))
     run.log(text)
     return result

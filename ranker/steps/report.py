@@ -12,14 +12,28 @@ from ..layout import replaced_atomically
 
 
 def report(run, query: str | None = None, no_ablation: bool = False) -> Path:
-    """Gain, split, SHAP, one query explained, drop-one ablation and cost vs benefit."""
+    """Gain, split, SHAP, one query explained, drop-one ablation and cost vs benefit. A cross-validated
+    config reports its serving model (fit on all queries; SHAP and the example are then in-sample) with
+    an ablation under the same cross-validation as its evaluation."""
+    cfg = run.cfg
     data = run.matrices
-    if data.train is None:
-        raise UsageError("report needs a training split (cross-validated runs have no single model to explain)")
     fs = run.feature_set
     model = LambdaMART.load(run.layout.model())
-    rep = importance.build_report(model, data.train, data.valid, data.test, data.qrels,
-                                  extractor_of=fs.extractor_of, cost=fs.cost, query=query, ablate=not no_ablation)
+    if data.train is None and not cfg.ranker.cv_folds:
+        raise UsageError("report needs a training split or ranker.cv_folds")
+    if cfg.ranker.cv_folds:
+        rows = None if no_ablation else importance.ablation_cv(
+            cfg.ranker.params, data.test, data.qrels, importance.ablation_groups(fs.names, fs.extractor_of),
+            cfg.ranker.cv_folds, valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.params.seed)
+        rep = importance.build_report(model, data.test, None, data.test, data.qrels, extractor_of=fs.extractor_of,
+                                      cost=fs.cost, query=query, ablate=False, ablation_rows=rows,
+                                      scope=f"all {len(data.test.group)} queries (in-sample: the serving model of a "
+                                            f"{cfg.ranker.cv_folds}-fold cross-validated config); ablation "
+                                            "cross-validated")
+    else:
+        rep = importance.build_report(model, data.train, data.valid, data.test, data.qrels,
+                                      extractor_of=fs.extractor_of, cost=fs.cost, query=query,
+                                      ablate=not no_ablation)
     with replaced_atomically(run.layout.report) as tmp:
         importance.write(rep, model, data.test, tmp)
     out = run.layout.report

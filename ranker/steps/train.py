@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from retrieval.data import hash_split
 from retrieval.errors import UsageError
 
 from ..lambdamart import LambdaMART
@@ -49,6 +50,16 @@ def save_extractor_state(run, model_dir: Path) -> None:
             ext.save_state(target)
 
 
+def serving_split(cfg, data):
+    """(train, valid) of a cross-validated config's serving model: every query, less the same share
+    held out for early stopping as each fold model holds out (``ranker.valid_fraction``)."""
+    if cfg.ranker.valid_fraction <= 0:
+        return data, None
+    fit_q, valid_q = hash_split(list(data.unique_qids), cfg.ranker.valid_fraction, cfg.ranker.params.seed,
+                                salt="valid:")
+    return data.subset(fit_q), (data.subset(valid_q) if valid_q else None)
+
+
 def train(run) -> dict:
     """Train the LambdaMART (and its variants) on the training split's candidates; save the models."""
     cfg, layout, log = run.cfg, run.layout, run.log
@@ -58,9 +69,9 @@ def train(run) -> dict:
         raise UsageError(f"{cfg.source}: no training split (dataset.splits {list(cfg.dataset.splits)}); "
                          "set ranker.cv_folds to cross-validate on the test split instead")
     if train_data is None:  # cross-validated config: evaluation is by folds; the saved model is for serving
-        log(f"ranker.cv_folds = {cfg.ranker.cv_folds}: `evaluate` cross-validates; the saved model learns from "
-            f"all {len(data.test.group)} queries, for the Scorer")
-        train_data = data.test
+        train_data, valid = serving_split(cfg, data.test)
+        log(f"ranker.cv_folds = {cfg.ranker.cv_folds}: `evaluate` cross-validates; the saved model, for the "
+            f"Scorer, learns from all {len(data.test.group)} queries, early-stopped like the fold models")
     serving = serving_info(run)
     info = {}
     for name, feats in run.models().items():

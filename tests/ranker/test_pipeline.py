@@ -38,7 +38,7 @@ def test_full_pipeline(generated, capsys):
     assert main(["evaluate", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "| lambdamart |" in out and "| first stage |" in out and "| bm25 alone |" in out
-    assert "best baseline:" in out and "Holm p=" in out
+    assert "best baseline, chosen on the training split:" in out and "Holm p=" in out
     result = json.loads((run / "eval" / "test" / "ranker.json").read_text())
     assert set(result["per_query"]["lambdamart"]) == {f"q{i}" for i in range(22, 32)}
     check_run_files(result, run)

@@ -12,7 +12,7 @@ def test_run_does_every_step_then_caches_them(generated, capsys):
     for step in ("retrieve", "features", "train", "evaluate", "report"):
         assert f"== {step}" in out
     assert "finetune-ce" not in out  # no cross-encoder configured
-    assert "| lambdamart |" in out and "best baseline:" in out
+    assert "| lambdamart |" in out and "best baseline, chosen on the training split:" in out
     assert set(json.loads((run / "steps.json").read_text())) == {"retrieve", "train", "report"}
     model_time = (run / "model" / "model.txt").stat().st_mtime_ns
 
