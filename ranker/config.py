@@ -38,6 +38,9 @@ DEFAULT_EXTRACTORS = {"first_stage": {}, "bm25": {}, "coverage": {}, "biencoder"
 class FeaturesConfig:
     store: str = ""  # DuckDB file; empty: <run.dir>/features.duckdb
     candidates: str = "hybrid"  # the first-stage list that is reranked
+    # another run folder whose candidates, feature store and feature set this run reuses: only train,
+    # evaluate and report run here (e.g. other ranker parameters without repeating retrieval and features)
+    from_run: str = ""
     # extractor name -> its parameters ([features.extractors.<name>] tables, in file order)
     extractors: dict[str, dict] = field(default_factory=lambda: dict(DEFAULT_EXTRACTORS))
 

@@ -57,15 +57,21 @@ def slug(name: str) -> str:
 class RunLayout:
     """The paths of one run folder (``run.dir``); creating the layout creates nothing on disk."""
 
-    def __init__(self, root: str | Path, *, store: str | Path = "", crossencoder: str | Path = ""):
+    def __init__(self, root: str | Path, *, store: str | Path = "", crossencoder: str | Path = "",
+                 source: str | Path = ""):
         self.root = Path(root)
-        self._store = Path(store) if store else self.root / "features.duckdb"
-        self._crossencoder = Path(crossencoder) if crossencoder else self.root / "crossencoder"
+        #: Where retrieval, the feature store and the feature set live: this folder, or the run folder
+        #: this one reuses them from (``features.from_run``); models, evaluations and reports stay here.
+        self.source = Path(source) if source else self.root
+        self._store = Path(store) if store else self.source / "features.duckdb"
+        self._crossencoder = Path(crossencoder) if crossencoder else self.source / "crossencoder"
 
     @classmethod
     def of(cls, cfg) -> "RunLayout":
-        """The layout a config describes (``run.dir``, ``features.store``, ``finetune.output``)."""
-        return cls(cfg.run.dir, store=cfg.features.store, crossencoder=cfg.finetune.output)
+        """The layout a config describes (``run.dir``, ``features.store``, ``finetune.output``,
+        ``features.from_run``)."""
+        return cls(cfg.run.dir, store=cfg.features.store, crossencoder=cfg.finetune.output,
+                   source=cfg.features.from_run)
 
     # ------------------------------------------------------------------ run level
     @property
@@ -79,7 +85,7 @@ class RunLayout:
     # ------------------------------------------------------------------ retrieval
     @property
     def index(self) -> Path:
-        return self.root / "index"
+        return self.source / "index"
 
     @property
     def corpus(self) -> Path:
@@ -87,7 +93,7 @@ class RunLayout:
 
     @property
     def retrieval(self) -> Path:
-        return self.root / "retrieval"
+        return self.source / "retrieval"
 
     @property
     def retrieval_manifest(self) -> Path:
@@ -103,7 +109,7 @@ class RunLayout:
 
     @property
     def features(self) -> Path:
-        return self.root / "features"
+        return self.source / "features"
 
     @property
     def features_manifest(self) -> Path:

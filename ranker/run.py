@@ -77,6 +77,18 @@ class Run:
             shutil.copyfile(self.cfg.source, self.layout.config)
         return root
 
+    @property
+    def reuses_features(self) -> bool:
+        """The config trains on another run's candidates and features (``features.from_run``)."""
+        return bool(self.cfg.features.from_run)
+
+    def builds_features(self, step: str) -> None:
+        """Refuse a step that would rebuild what this config reuses from another run."""
+        self.needs_documents(step)
+        if self.reuses_features:
+            raise UsageError(f"{step}: {self.cfg.source} reuses the candidates and features of "
+                             f"{self.cfg.features.from_run} (features.from_run); run {step} with that run's config")
+
     def needs_documents(self, step: str) -> None:
         if self.letor:
             raise UsageError(f"{step}: {self.cfg.dataset.name} is a LETOR dataset (precomputed features, no "
@@ -100,6 +112,9 @@ class Run:
         if unknown:
             raise UsageError(f"{cfg.source}: dataset.splits names {unknown}, but {folder / 'qrels'} has qrels for "
                              f"{found}")
+        if self.reuses_features and not self.layout.features_manifest.exists():
+            raise MissingInputError(f"{cfg.source}: features.from_run = {cfg.features.from_run!r} holds no feature set "
+                                    f"({self.layout.features_manifest} not found); build it with that run's config")
         made_here = self.layout.crossencoder_model.resolve()
         for ext in self.extractors:
             model = ext.model_id()
@@ -141,8 +156,12 @@ class Run:
     # ------------------------------------------------------------------ extractors
     @cached_property
     def extractors(self) -> list:
-        """The configured extractors, in config order, unfitted."""
-        return [fbase.create(name, params) for name, params in self.cfg.features.extractors.items()]
+        """The configured extractors, in config order, unfitted; for a config that reuses another run's
+        features, the extractors that built them (from that run's features manifest)."""
+        tables = self.cfg.features.extractors
+        if self.reuses_features and self.layout.features_manifest.exists():
+            tables = json.loads(self.layout.features_manifest.read_text()).get("extractor_configs") or tables
+        return [fbase.create(name, params) for name, params in tables.items()]
 
     @cached_property
     def fitted_extractors(self) -> list:

@@ -219,6 +219,9 @@ class Scorer:
 
         recipe = self.manifest.get("retrieval")
         index = self.run_dir / "index" if self.run_dir else None
+        source = self.manifest.get("features_from")
+        if index is not None and not index.exists() and source:  # trained on another run's candidates
+            index = (Path(source) if Path(source).is_absolute() else _root(self.run_dir, self.manifest) / source) / "index"
         if not recipe or index is None or not index.exists():
             raise MissingInputError(f"{index}: this run folder holds no retrieval index (expected index/ from "
                                     "`fusion-ltr retrieve`); use rerank() with your own candidates")

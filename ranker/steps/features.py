@@ -32,7 +32,7 @@ def save_extractor_state(run, extractors) -> None:
 
 def features(run, split: list[str] | None = None, quiet: bool = False) -> dict:
     """Build the configured feature set for the candidates of ``split`` (default: the config's splits)."""
-    run.needs_documents("features")
+    run.builds_features("features")
     cfg, layout, log = run.cfg, run.layout, run.log
     t0 = time.perf_counter()
     run.folder()

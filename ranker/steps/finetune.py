@@ -58,7 +58,7 @@ def synthetic_groups(run, ce_queries: pd.DataFrame, qrels: pd.DataFrame):
 def finetune_ce(run, quiet: bool = False, force: bool = False) -> dict | None:
     """Fine-tune the cross-encoder; skipped when a model trained with the same parameters exists
     (unless ``force``): an interrupted training resumes from its last checkpoint."""
-    run.needs_documents("finetune-ce")
+    run.builds_features("finetune-ce")
     cfg, layout, log = run.cfg, run.layout, run.log
     p = cfg.finetune.params.check()
     if not force and ce_is_trained(run):

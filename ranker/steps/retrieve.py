@@ -12,7 +12,7 @@ from retrieval.frames import QID
 
 def retrieve(run, split: list[str] | None = None) -> dict:
     """Index the corpus with the configured first stage and write a TREC run per system and split."""
-    run.needs_documents("retrieve")
+    run.builds_features("retrieve")
     cfg, layout, log = run.cfg, run.layout, run.log
     run.folder()
     ds = run.dataset

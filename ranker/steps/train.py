@@ -31,6 +31,7 @@ def serving_info(run) -> dict:
         return {"letor_fold": cfg.dataset.fold}
     return {"retrieval": cfg.retrieval.to_dict(), "run_dir": cfg.run.dir, "workdir": str(Path.cwd()),
             "embedding_cache": cfg.run.cache, "candidates": cfg.features.candidates,
+            "features_from": cfg.features.from_run,
             "extractors": extractor_configs(run)}
 
 

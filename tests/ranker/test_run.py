@@ -79,3 +79,23 @@ def test_a_failed_train_leaves_the_previous_model_whole(generated, capsys):
     assert "ranker.monotone names unknown feature(s) ['nope']" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in (run / "model").iterdir() if p.is_file()} == before
     assert not list(run.glob("*.tmp"))
+
+
+def test_a_config_can_retrain_the_ranker_on_another_runs_features(generated, tmp_path, capsys):
+    from ranker import Scorer
+
+    config, run = generated
+    assert main(["run", "--config", str(config), "--quiet", "--no-ablation"]) == 0
+    other = tmp_path / "other.toml"
+    other.write_text(config.read_text().replace(f'dir = "{run}"', f'dir = "{tmp_path / "run2"}"')
+                     .replace("[features]\n", f'[features]\nfrom_run = "{run}"\n')
+                     .replace("num_leaves = 7", "num_leaves = 3"))
+    capsys.readouterr()
+    assert main(["run", "--config", str(other), "--quiet", "--no-ablation"]) == 0
+    out = capsys.readouterr().out
+    assert "== retrieve" not in out and "== features" not in out and "== train: done" in out
+    assert (tmp_path / "run2" / "model" / "model.txt").exists() and not (tmp_path / "run2" / "features.duckdb").exists()
+    assert json.loads((tmp_path / "run2" / "model" / "manifest.json").read_text())["params"]["num_leaves"] == 3
+    assert Scorer.load(tmp_path / "run2").search("volcano magma eruption", top_k=3)[0].id == "rel0"
+    assert main(["features", "--config", str(other)]) == 2
+    assert "reuses the candidates and features of" in capsys.readouterr().err
