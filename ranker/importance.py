@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -82,7 +83,8 @@ def ablation(model: LambdaMART, train: RankingData, valid: RankingData | None, t
         keep = [n for n in model.feature_names_ if n not in set(drop)]
         if not keep or len(keep) == len(model.feature_names_):
             continue
-        m = LambdaMART(**params).fit(train.select(keep), valid.select(keep) if valid is not None else None)
+        kept = {**params, "monotone": {k: v for k, v in (params.get("monotone") or {}).items() if k in keep}}
+        m = LambdaMART(**kept).fit(train.select(keep), valid.select(keep) if valid is not None else None)
         per_q = ev.per_query(run_from_scores(test, m.predict(test.select(keep)), f"-{label}"), qrels, [MEASURE])[MEASURE]
         deltas = (per_q - base).to_numpy()
         lo, hi = _t_interval(deltas)
@@ -99,7 +101,8 @@ def ablation_cv(params, data: RankingData, qrels: pd.DataFrame, groups: dict[str
     from .lambdamart import cross_val_predict
 
     def per_query(names):
-        scores = cross_val_predict(params, data.select(names), k, valid_fraction=valid_fraction, seed=seed)
+        kept = dataclasses.replace(params, monotone={f: v for f, v in params.monotone.items() if f in names})
+        scores = cross_val_predict(kept, data.select(names), k, valid_fraction=valid_fraction, seed=seed)
         return ev.per_query(run_from_scores(data, scores, "cv"), qrels, [MEASURE])[MEASURE]
 
     base = per_query(data.feature_names)

@@ -144,11 +144,12 @@ def evaluate_ranker(run) -> dict:
     measures = cfg.evaluate.measures
     base_scores, best_scores, choice = baselines(run, data, measures[0])
     runs = {n: run_from_scores(test, s, n) for n, s in base_scores.items()}
-    if cfg.ranker.cv_folds:
+    picked = set(choice.get("best_per_fold", [choice.get("best")]))
+    if len(picked) == 1:  # one baseline chosen (every fold chose the same): it is its own row
+        best = picked.pop()
+    else:
         best = "best baseline (per fold)"
         runs[best] = run_from_scores(test, best_scores, best)
-    else:
-        best = choice["best"]
     learned = []
     for name, feats in run.models().items():
         if cfg.ranker.cv_folds:

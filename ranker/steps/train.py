@@ -72,7 +72,8 @@ def train(run) -> dict:
     if train_data is None:  # cross-validated config: evaluation is by folds; the saved model is for serving
         train_data, valid = serving_split(cfg, data.test)
         log(f"ranker.cv_folds = {cfg.ranker.cv_folds}: `evaluate` cross-validates; the saved model, for the "
-            f"Scorer, learns from all {len(data.test.group)} queries, early-stopped like the fold models")
+            f"Scorer, learns from all {len(data.test.group)} queries"
+            + (", early-stopped on the same share of them as each fold model" if valid is not None else ""))
     serving = serving_info(run)
     info = {}
     for name, feats in run.models().items():

@@ -64,11 +64,14 @@ def test_a_cross_validated_run_reports_and_early_stops_its_serving_model(generat
     assert main(["run", "--config", str(config), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "best baseline, chosen on each fold's training queries (fold 1:" in out
-    assert "lambdamart vs first stage:" in out or "lambdamart vs best baseline (per fold)" in out
+    assert "lambdamart vs " in out
     assert f"importance: {run / 'report' / 'importance.md'}" in out
     report = json.loads((run / "report" / "importance.json").read_text())
     assert report["scope"].startswith("all 10 queries (in-sample") and report["ablation"]
     manifest = json.loads((run / "model" / "manifest.json").read_text())
     assert manifest["train"]["valid_queries"] > 0  # early stopping on held-out queries, like the fold models
     result = json.loads((run / "eval" / "test" / "ranker.json").read_text())
-    assert {t["a"] for t in result["tests"] if t["b"] == "lambdamart"} >= {"best baseline (per fold)"}
+    per_fold = result["baseline_choice"]["best_per_fold"]
+    expected = per_fold[0] if len(set(per_fold)) == 1 else "best baseline (per fold)"
+    assert result["best_baseline"] == expected and expected in result["means"]
+    assert {t["a"] for t in result["tests"] if t["b"] == "lambdamart"} >= {expected, "first stage"}
