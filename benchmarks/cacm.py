@@ -44,7 +44,7 @@ def main() -> None:
     names = data.feature_names
     plain = LambdaMARTParams(n_estimators=100, learning_rate=0.1, num_leaves=31, min_data_in_leaf=20,
                              lambda_l2=0.0, early_stopping_rounds=0)
-    robust = cfg.ranker.params
+    robust = cfg.ranker.base_params
     no_rrf = [n for n in names if n not in ("fs_score", "fs_rank")]
     settings = {
         "plain LambdaMART (31 leaves, lr 0.1, 100 trees)": (plain, names),

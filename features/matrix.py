@@ -50,6 +50,17 @@ class RankingData:
         return cls(X[order], np.asarray(y)[order], group, qids, docnos[order], list(names),
                    list(feature_versions) if feature_versions is not None else None)
 
+    @classmethod
+    def concat(cls, parts: list["RankingData | None"]) -> "RankingData":
+        """The rows of several RankingData with the same features (None parts are skipped)."""
+        parts = [p for p in parts if p is not None]
+        names = parts[0].feature_names
+        if any(p.feature_names != names for p in parts):
+            raise UsageError(f"RankingData.concat: feature names differ: {[p.feature_names for p in parts]}")
+        return cls.from_arrays(np.vstack([p.X for p in parts]), np.concatenate([p.y for p in parts]),
+                               np.concatenate([p.qids for p in parts]), np.concatenate([p.docnos for p in parts]),
+                               names, parts[0].feature_versions)
+
     def subset(self, qids) -> "RankingData":
         """The rows of the given queries (order of the data kept)."""
         mask = np.isin(self.qids, np.asarray(list(qids)).astype(str))

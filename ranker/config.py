@@ -29,6 +29,9 @@ class DatasetConfig:
     splits: tuple[str, ...] = ("train", "test")  # splits to retrieve candidates for
     test_split: str = "test"  # the split `evaluate` reports
     fold: int = 1  # letor: the fold (1-5) trained, early-stopped and evaluated
+    # BEIR's protocol for collections whose queries are documents (ArguAna, Quora): a query's own
+    # document (docno == qid) is removed from every ranking before evaluation
+    ignore_identical_ids: bool = False
 
 
 DEFAULT_EXTRACTORS = {"first_stage": {}, "bm25": {}, "coverage": {}, "biencoder": {}, "length": {}}
@@ -57,12 +60,25 @@ class FinetuneConfig:
 class RankerConfig:
     """[ranker]: LambdaMART training (`fusion-ltr train`)."""
 
-    params: LambdaMARTParams = field(default_factory=LambdaMARTParams)
+    # "auto": settings chosen per dataset by cross-validation on the training queries (ranker.tuning);
+    # a [ranker.params] table: fixed settings, used as they are
+    params: LambdaMARTParams | str = "auto"
+    tune_folds: int = 3  # folds of the tuning's cross-validation (params = "auto")
+    guard: str = "fallback"  # model not better than the first stage on held-out training queries: "fallback" | "warn"
     valid_fraction: float = 0.2  # training queries held out for early stopping
     features: tuple[str, ...] = ()  # features to learn from; empty: the whole feature set
     # extra models trained the same way on a subset of features, evaluated side by side
     variants: dict[str, list] = field(default_factory=dict)
     cv_folds: int = 0  # > 0: query-level K-fold cross-validation on the test split (no training split)
+
+    @property
+    def auto(self) -> bool:
+        return self.params == "auto"
+
+    @property
+    def base_params(self) -> LambdaMARTParams:
+        """The fixed settings, or the defaults that ``auto`` tunes from."""
+        return LambdaMARTParams() if self.auto else self.params
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,13 @@ class Config:
                 raise ConfigError(f"{self.source}: [features.extractors.{name}] must be a table, found {params!r}")
             from_dict(cls.Params, params, f"features.extractors.{name}")
         self.finetune.params.check()
-        self.ranker.params.check()
+        if isinstance(self.ranker.params, str) and not self.ranker.auto:
+            raise ConfigError(f"{self.source}: ranker.params must be \"auto\" or a table, found {self.ranker.params!r}")
+        self.ranker.base_params.check()
+        if self.ranker.guard not in ("fallback", "warn"):
+            raise ConfigError(f"{self.source}: ranker.guard must be 'fallback' or 'warn', found {self.ranker.guard!r}")
+        if self.ranker.tune_folds < 2:
+            raise ConfigError(f"{self.source}: ranker.tune_folds must be >= 2, found {self.ranker.tune_folds}")
         if not 0 <= self.ranker.valid_fraction < 1:
             raise ConfigError(f"{self.source}: ranker.valid_fraction must be in [0, 1), found {self.ranker.valid_fraction}")
         if self.evaluate.test not in ("t", "wilcoxon"):

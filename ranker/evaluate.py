@@ -26,12 +26,18 @@ def _measures(names):
     return [ir_measures.parse_measure(m) if isinstance(m, str) else m for m in names]
 
 
-def per_query(run: pd.DataFrame, qrels: pd.DataFrame, measures=DEFAULT_MEASURES) -> pd.DataFrame:
-    """Per-query values: one row per judged query (index ``qid``), one column per measure."""
+def per_query(run: pd.DataFrame, qrels: pd.DataFrame, measures=DEFAULT_MEASURES, *,
+              ignore_identical_ids: bool = False) -> pd.DataFrame:
+    """Per-query values: one row per judged query (index ``qid``), one column per measure.
+
+    ``ignore_identical_ids`` drops a query's own document (docno == qid) from the run first, as BEIR
+    does for collections whose queries are documents; the documents below it move up."""
     import ir_measures
 
     validate(run, (QID, DOCNO), what="run")
     validate(qrels, (QID, DOCNO, LABEL), what="qrels")
+    if ignore_identical_ids:
+        run = run[run[QID].astype(str) != run[DOCNO].astype(str)]
     ms = _measures(measures)
     score = -run[RANK].astype(float) if RANK in run else run[SCORE].astype(float)
     run_df = pd.DataFrame({"query_id": run[QID].astype(str), "doc_id": run[DOCNO].astype(str), "score": score})

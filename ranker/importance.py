@@ -160,7 +160,8 @@ def build_report(model: LambdaMART, train: RankingData, valid: RankingData | Non
                    "ablation_ci95": abl_by.get(f"[{e}]", abl_by.get(fs[0], {})).get("ci95")}
                   for e, fs in by_ext.items()]
     qid = query or str(test.unique_qids[0])
-    return {"measure": MEASURE, "scope": scope or "test split (held out)", "features": features, "extractors": extractors, "ablation": abl,
+    model_info = {k: getattr(model, "manifest_", {}).get(k) for k in ("tuning", "guard")}
+    return {"measure": MEASURE, "scope": scope or "test split (held out)", "model": model_info, "features": features, "extractors": extractors, "ablation": abl,
             "explain": explain_query(model, test, qid),
             "notes": {"gain": "total loss reduction of splits on the feature (default importance)",
                       "split": "number of splits on the feature",
@@ -175,8 +176,27 @@ def _fmt(v, spec=".4f"):
     return format(v, spec)
 
 
+def settings_markdown(manifest: dict) -> list[str]:
+    """The ranker settings chosen by ``params = "auto"`` and the first-stage guard, when recorded."""
+    lines = []
+    tuning, check = manifest.get("tuning"), manifest.get("guard")
+    if tuning:
+        lines += [f"Ranker settings: `auto` chose **{tuning['chosen']}** by {tuning['folds']}-fold cross-validation "
+                  f"on the training queries ({tuning['seconds']:.0f} s):", "", "| setting | mean CV score |", "|---|---:|"]
+        lines += [f"| {r['setting']} | {r['mean']:.4f} |" for r in tuning["grid"]] + [""]
+    if check:
+        verdict = ("not better: it serves the first-stage order" if check["serves"] != "model"
+                   else "not better (ranker.guard = 'warn': served anyway)" if check["fired"] else "better")
+        lines += [f"First-stage guard on {check['queries']} held-out training queries ({check['held_out']}): model "
+                  f"{check['model']:.4f} vs first stage {check['first_stage']:.4f} {check['measure']} "
+                  f"(delta {check['delta']:+.4f}, p = {check['p_value']:.3g}): {verdict}.", ""]
+    return lines
+
+
 def to_markdown(report: dict) -> str:
-    lines = [f"# Feature importance ({report['measure']})", "", f"Rows: {report.get('scope', 'test split')}.", "",
+    lines = [f"# Feature importance ({report['measure']})", "", f"Rows: {report.get('scope', 'test split')}.", ""]
+    lines += settings_markdown(report.get("model") or {})
+    lines += [
              "| feature | extractor | gain share | split | mean abs SHAP | ablation delta [95% CI] | s / 1000 pairs |",
              "|---|---|---:|---:|---:|---|---:|"]
     for r in report["features"]:

@@ -250,11 +250,13 @@ def query_folds(qids, k: int, seed: int) -> list[list[str]]:
     return [sorted(uniq[perm[i::k]].tolist()) for i in range(k)]
 
 
-def cross_val_predict(params: LambdaMARTParams, data: RankingData, k: int, *, valid_fraction: float = 0.0,
+def cross_val_predict(params, data: RankingData, k: int, *, valid_fraction: float = 0.0,
                       seed: int = 42) -> np.ndarray:
     """Out-of-fold scores: each query is scored by a model that never saw it (query-level K-fold).
 
     With ``valid_fraction`` > 0, each fold's training queries lose that share to early stopping.
+    ``params`` is a :class:`LambdaMARTParams`, or a function of a fold's training data that returns
+    them (settings chosen inside each fold: nested cross-validation).
     """
     from retrieval.data import hash_split
 
@@ -265,7 +267,8 @@ def cross_val_predict(params: LambdaMARTParams, data: RankingData, k: int, *, va
         if valid_fraction > 0:
             train_q, valid_q = hash_split(train_q, valid_fraction, seed, salt="valid:")
             valid = data.subset(valid_q) if valid_q else None
-        model = LambdaMART.from_params(params).fit(data.subset(train_q), valid)
+        train = data.subset(train_q)
+        model = LambdaMART.from_params(params(train) if callable(params) else params).fit(train, valid)
         mask = np.isin(data.qids, fold)
         scores[mask] = model.predict(data.subset(fold))  # data is sorted by qid: same row order
     return scores

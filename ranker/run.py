@@ -237,7 +237,7 @@ class Run:
             test = matrix(test_q[QID])
             if self.train_splits and not cfg.ranker.cv_folds:
                 train_q = sorted(set(self.qids(self.train_splits)) - leaked)
-                fit_q, valid_q = hash_split(train_q, cfg.ranker.valid_fraction, cfg.ranker.params.seed, salt="valid:")
+                fit_q, valid_q = hash_split(train_q, cfg.ranker.valid_fraction, cfg.ranker.base_params.seed, salt="valid:")
                 train = matrix(fit_q)
                 valid = matrix(valid_q) if valid_q else None
         return Matrices(train, valid, test, test_qrels, sorted(leaked))

@@ -88,6 +88,12 @@ class Scorer:
         self.feature_versions = [specs[n].version for n in self.feature_names]
         model.check_features(self.feature_names, self.feature_versions)  # refuses a changed feature
         self.features_by_extractor = {e.name: [s.name for s in e.specs] for e in extractors}
+        #: The first-stage guard fell back at training time (see ranker.tuning): documents keep their
+        #: first-stage order, each scored minus its first-stage rank; features are still computed.
+        self.serves_first_stage = (self.manifest.get("guard") or {}).get("serves") == "first stage"
+        if self.serves_first_stage:
+            log.warning("this model was not better than the first stage on held-out training queries; it serves "
+                        "the first-stage order (ranker.guard = 'fallback')")
         self._search = None
         self._warned = False  # the missing first-stage features warning is given once per Scorer
 
@@ -186,6 +192,8 @@ class Scorer:
         data = RankingData.from_arrays(X, np.zeros(len(X)), frame[QID], frame[DOCNO], self.feature_names,
                                        self.feature_versions)
         scores = self.model.predict(data)  # checks names and versions again
+        if self.serves_first_stage:
+            scores = -frame[RANK].to_numpy(np.float64)
         timing["ranker"] = time.perf_counter() - t
         order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -scores))
         if min_score is not None:
@@ -193,7 +201,7 @@ class Scorer:
         if top_k is not None:
             order = order[:top_k]
         contrib = None
-        if explain:
+        if explain and not self.serves_first_stage:
             t = time.perf_counter()
             contrib = self.model.contributions(data)
             timing["explain"] = time.perf_counter() - t
@@ -205,7 +213,7 @@ class Scorer:
                 text=row[TEXT], title=row[TITLE],
                 features={n: float(X[i, j]) for j, n in enumerate(self.feature_names)} if explain else None,
                 contributions=({n: float(contrib[i, j]) for j, n in enumerate(self.feature_names)}
-                               | {"bias": float(contrib[i, -1])}) if explain else None,
+                               | {"bias": float(contrib[i, -1])}) if contrib is not None else None,
             ))
         timing["total"] = time.perf_counter() - t0
         log.debug("reranked %d docs in %.3fs: %s", len(frame), timing["total"],

@@ -16,6 +16,7 @@ from retrieval.frames import QID
 from .. import evaluate as ev
 from ..data import qrels_of, run_from_scores
 from ..lambdamart import LambdaMART, cross_val_predict, query_folds
+from ..tuning import first_stage_scores, tune
 
 MAX_SINGLE_ROWS = 12  # single-feature baselines printed in the evaluation table (all are in the JSON)
 
@@ -43,7 +44,8 @@ def evaluate_first_stage(run, split: str | None = None) -> dict:
         path = layout.retrieval_run(system, split)
         if not path.exists():
             raise run.missing(path, "retrieve")
-        per_q[system] = ev.per_query(read_trec_run(path), qrels, cfg.evaluate.measures)
+        per_q[system] = ev.per_query(read_trec_run(path), qrels, cfg.evaluate.measures,
+                                     ignore_identical_ids=cfg.dataset.ignore_identical_ids)
         means[system] = ev.mean(per_q[system])
     *others, last = cfg.retrieval.systems
     tests = [ev.compare(per_q[o], per_q[last], m, test=cfg.evaluate.test).as_dict() | {"a": o, "b": last}
@@ -79,6 +81,15 @@ def strict_scores(frame):
             micro[i] = 0.0
     frame["score"] = micro / 1e6
     return frame
+
+
+def fold_params(cfg):
+    """The settings of each cross-validation fold's model: fixed, or (``params = "auto"``) chosen by a
+    cross-validation inside the fold's training queries (nested: the fold's own queries never choose)."""
+    if not cfg.ranker.auto:
+        return cfg.ranker.base_params
+    return lambda train: tune(cfg.ranker.base_params, train, folds=cfg.ranker.tune_folds,
+                              valid_fraction=cfg.ranker.valid_fraction, measure=cfg.evaluate.measures[0]).chosen
 
 
 def has_ranker(run) -> bool:
@@ -123,7 +134,7 @@ def baselines(run, data, measure: str) -> tuple[dict[str, np.ndarray], np.ndarra
         return scores, scores[best], {"chosen_on": "the training split", "best": best}
     scores = {n: np.full(len(test.y), np.nan) for n in baseline_scores(names, test, test)}
     best_scores, chosen = np.full(len(test.y), np.nan), []
-    for fold in query_folds(test.qids, cfg.ranker.cv_folds, cfg.ranker.params.seed):
+    for fold in query_folds(test.qids, cfg.ranker.cv_folds, cfg.ranker.base_params.seed):
         ref = test.subset([q for q in test.unique_qids if q not in set(fold)])
         mask = np.isin(test.qids, fold)  # rows of the fold, in the data's order (subset keeps it)
         part = baseline_scores(names, ref, test.subset(fold))
@@ -150,16 +161,23 @@ def evaluate_ranker(run) -> dict:
     else:
         best = "best baseline (per fold)"
         runs[best] = run_from_scores(test, best_scores, best)
-    learned = []
+    learned, notes = [], []
     for name, feats in run.models().items():
         if cfg.ranker.cv_folds:
-            scores = cross_val_predict(cfg.ranker.params, test.select(feats), cfg.ranker.cv_folds,
-                                       valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.params.seed)
+            scores = cross_val_predict(fold_params(cfg), test.select(feats), cfg.ranker.cv_folds,
+                                       valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.base_params.seed)
         else:
-            scores = LambdaMART.load(layout.model(name)).predict(test.select(feats))
+            model = LambdaMART.load(layout.model(name))
+            scores = model.predict(test.select(feats))
+            check = model.manifest_.get("guard") or {}
+            if check.get("serves") == "first stage":  # what the Scorer serves for this model
+                scores = first_stage_scores(test)
+                notes.append(f"{name}: the first-stage guard serves the first-stage order (on held-out training "
+                             f"queries the model scored {check['delta']:+.4f} {check['measure']} against it)")
         runs[name] = run_from_scores(test, scores, name)
         learned.append(name)
-    per_q = {n: ev.per_query(r, qrels, measures) for n, r in runs.items()}
+    ignore = cfg.dataset.ignore_identical_ids
+    per_q = {n: ev.per_query(r, qrels, measures, ignore_identical_ids=ignore) for n, r in runs.items()}
     means = {n: ev.mean(p) for n, p in per_q.items()}
     references = [best] + ([FIRST_STAGE] if FIRST_STAGE in runs and best != FIRST_STAGE else [])
     tests = [ev.compare(per_q[ref], per_q[n], m, test=cfg.evaluate.test).as_dict() | {"a": ref, "b": n}
@@ -192,6 +210,7 @@ def evaluate_ranker(run) -> dict:
              + (f", {cfg.ranker.cv_folds}-fold query-level cross-validation" if cfg.ranker.cv_folds else "") + ")",
              "", table, "", best_line]
     lines += [ev.comparison_line(t) for t in tests if t["measure"] == measures[0]]
+    lines += notes
     text = "\n".join(lines)
     (out / "ranker.md").write_text(text + "\n")
     result = {"means": means, "best_baseline": best, "baseline_choice": choice, "tests": tests, "learned": learned,

@@ -7,7 +7,7 @@ from pathlib import Path
 from retrieval.errors import UsageError
 
 from .. import importance
-from ..lambdamart import LambdaMART
+from ..lambdamart import LambdaMART, LambdaMARTParams
 from ..layout import replaced_atomically
 
 
@@ -23,7 +23,7 @@ def report(run, query: str | None = None, no_ablation: bool = False) -> Path:
         raise UsageError("report needs a training split or ranker.cv_folds")
     if cfg.ranker.cv_folds:
         rows = None if no_ablation else importance.ablation_cv(
-            cfg.ranker.params, data.test, data.qrels, importance.ablation_groups(fs.names, fs.extractor_of),
+            LambdaMARTParams(**model.get_params()), data.test, data.qrels, importance.ablation_groups(fs.names, fs.extractor_of),
             cfg.ranker.cv_folds, valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.params.seed)
         rep = importance.build_report(model, data.test, None, data.test, data.qrels, extractor_of=fs.extractor_of,
                                       cost=fs.cost, query=query, ablate=False, ablation_rows=rows,

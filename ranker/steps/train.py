@@ -8,11 +8,13 @@ import shutil
 import time
 from pathlib import Path
 
+from features.matrix import RankingData
 from retrieval.data import hash_split
 from retrieval.errors import UsageError
 
-from ..lambdamart import LambdaMART
+from ..lambdamart import LambdaMART, cross_val_predict
 from ..layout import replaced_atomically
+from ..tuning import describe, guard, tune
 
 
 def extractor_configs(run) -> dict[str, dict]:
@@ -56,9 +58,27 @@ def serving_split(cfg, data):
     held out for early stopping as each fold model holds out (``ranker.valid_fraction``)."""
     if cfg.ranker.valid_fraction <= 0:
         return data, None
-    fit_q, valid_q = hash_split(list(data.unique_qids), cfg.ranker.valid_fraction, cfg.ranker.params.seed,
+    fit_q, valid_q = hash_split(list(data.unique_qids), cfg.ranker.valid_fraction, cfg.ranker.base_params.seed,
                                 salt="valid:")
     return data.subset(fit_q), (data.subset(valid_q) if valid_q else None)
+
+
+def first_stage_guard(run, model, params, train, valid, tuning) -> dict | None:
+    """The trained model against the first-stage order on held-out training queries (see
+    :mod:`ranker.tuning`): the tuning's out-of-fold scores, else the validation split, else a
+    cross-validation of the settings on the training queries. None for LETOR (no first-stage order)."""
+    cfg = run.cfg
+    if run.letor:
+        return None
+    kw = {"measure": cfg.evaluate.measures[0], "action": cfg.ranker.guard}
+    if tuning is not None:
+        data = RankingData.concat([train, valid])
+        return guard(data, tuning.oof, where=f"out-of-fold scores of the {tuning.folds}-fold tuning", **kw)
+    if valid is not None:
+        return guard(valid, model.predict(valid), where="the validation split (also used for early stopping)", **kw)
+    k = max(2, min(cfg.ranker.tune_folds, len(train.unique_qids)))
+    oof = cross_val_predict(params, train, k, valid_fraction=0.0, seed=params.seed)
+    return guard(train, oof, where=f"{k}-fold cross-validation on the training queries", **kw)
 
 
 def train(run) -> dict:
@@ -78,22 +98,38 @@ def train(run) -> dict:
     info = {}
     for name, feats in run.models().items():
         t = time.perf_counter()
-        model = LambdaMART.from_params(cfg.ranker.params).fit(
-            train_data.select(feats), valid.select(feats) if valid is not None else None)
+        fit_data, fit_valid = train_data.select(feats), valid.select(feats) if valid is not None else None
+        params, tuning = cfg.ranker.base_params, None
+        if cfg.ranker.auto:  # settings chosen by cross-validation on the training queries only
+            tuning = tune(cfg.ranker.base_params, RankingData.concat([fit_data, fit_valid]),
+                          folds=cfg.ranker.tune_folds, valid_fraction=cfg.ranker.valid_fraction,
+                          measure=cfg.evaluate.measures[0])
+            params = tuning.chosen
+            log(f"{name}: ranker.params = auto chose {describe(params)} ({tuning.folds}-fold CV on "
+                f"{len(fit_data.group) + (len(fit_valid.group) if fit_valid is not None else 0)} training queries, "
+                f"{len(tuning.table)} settings, {tuning.seconds:.0f}s)")
+        model = LambdaMART.from_params(params).fit(fit_data, fit_valid)
+        check = first_stage_guard(run, model, params, fit_data, fit_valid, tuning)
         seconds = time.perf_counter() - t
         extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
                  "train_queries": len(train_data.group), "excluded_queries_leakage_guard": len(data.leaked),
-                 "fit_seconds": seconds}
+                 "fit_seconds": seconds, "tuning": tuning.as_dict() if tuning else None, "guard": check}
         path = layout.model(name)
         with replaced_atomically(path) as tmp:  # a failure keeps the previous model whole
             model.save(tmp, extra=extra)
             if not run.letor:
                 save_extractor_state(run, tmp)
         info[name] = {"path": str(path), "best_iteration": model.best_iteration_, "seconds": seconds,
-                      "evals": model.evals_}
+                      "evals": model.evals_, "guard": check}
         log(f"{name}: {len(feats)} features, {len(train_data.group)} train / "
             f"{len(valid.group) if valid is not None else 0} valid queries "
             + (f"({len(data.leaked)} excluded: the cross-encoder learned on them), " if data.leaked else "")
             + f"best iteration {model.best_iteration_}, {seconds:.1f}s -> {path}")
+        if check and check["fired"]:
+            log(f"WARNING: {name} is not better than the first stage on {check['queries']} held-out training "
+                f"queries ({check['held_out']}): {check['measure']} {check['model']:.4f} vs {check['first_stage']:.4f} "
+                f"(delta {check['delta']:+.4f}, p={check['p_value']:.3g}); "
+                + ("it serves the first-stage order (ranker.guard = 'fallback')" if check["serves"] != "model"
+                   else "it is served anyway (ranker.guard = 'warn')"))
     return info
 

@@ -27,7 +27,7 @@ def flipped_data(n_queries=12, docs=6, flipped=("q00", "q01", "q02", "q03")):
 
 
 def fake_run(folds):
-    cfg = SimpleNamespace(ranker=SimpleNamespace(cv_folds=folds, params=SimpleNamespace(seed=1)))
+    cfg = SimpleNamespace(ranker=SimpleNamespace(cv_folds=folds, base_params=SimpleNamespace(seed=1)))
     return SimpleNamespace(cfg=cfg, feature_set=SimpleNamespace(names=["fs_rank", "signal"]))
 
 

@@ -1,0 +1,122 @@
+"""Ranker settings chosen per dataset, and the first-stage guard: safe defaults on a user's own data.
+
+``ranker.params = "auto"`` chooses the booster's capacity by query-level cross-validation on the
+training queries only (:func:`tune`), from a small grid ordered from the most to the least regularised
+(ties go to the simpler model): tree size and rows per leaf with matching L2, the number of trees, and
+monotone constraints on the retrieval signals (more retrieval evidence never lowers a score). Which
+settings are safe depends on the dataset: on few queries small monotone trees hold up, on more queries
+larger trees gain.
+
+The guard (:func:`guard`) then compares the trained model with the first-stage order on held-out
+training queries (the tuning's out-of-fold scores, else the validation split, else a cross-validation
+of the chosen settings) with a paired test. When the model is not better, training says so, and
+``ranker.guard`` decides what is served: ``"fallback"`` (the first-stage order) or ``"warn"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.matrix import RankingData
+
+from . import evaluate as ev
+from .data import qrels_of, run_from_scores
+from .lambdamart import LambdaMARTParams, cross_val_predict
+
+#: Capacity levels, most regularised first: (num_leaves, min_data_in_leaf, lambda_l2).
+CAPACITY = ((4, 50, 10.0), (7, 30, 3.0), (15, 20, 1.0))
+N_ESTIMATORS = (100, 300)
+#: Retrieval signals and the direction in which more evidence should move the score.
+MONOTONE_PREFIXES = {"fs_score": 1, "fs_rank": -1, "bm25": 1, "cosine": 1, "coverage": 1}
+
+
+def monotone_for(names: list[str]) -> dict[str, int]:
+    """Monotone constraints on the retrieval signals present among ``names``."""
+    out = {}
+    for n in names:
+        if n in MONOTONE_PREFIXES:
+            out[n] = MONOTONE_PREFIXES[n]
+        elif n.startswith("rank_"):
+            out[n] = -1
+        elif n.startswith("score_"):
+            out[n] = 1
+    return out
+
+
+def grid(base: LambdaMARTParams, names: list[str]) -> list[LambdaMARTParams]:
+    """The candidate settings for features ``names``, simplest first (12, or 6 without retrieval signals)."""
+    monotone = monotone_for(names)
+    out = []
+    for leaves, rows, l2 in CAPACITY:
+        for trees in N_ESTIMATORS:
+            for mono in ([monotone, {}] if monotone else [{}]):
+                out.append(dataclasses.replace(base, num_leaves=leaves, min_data_in_leaf=rows, lambda_l2=l2,
+                                               n_estimators=trees, monotone=dict(mono)))
+    return out
+
+
+def describe(p: LambdaMARTParams) -> str:
+    return (f"{p.num_leaves} leaves, >= {p.min_data_in_leaf} rows/leaf, L2 {p.lambda_l2:g}, {p.n_estimators} trees"
+            + (", monotone" if p.monotone else ""))
+
+
+@dataclass
+class Tuning:
+    chosen: LambdaMARTParams
+    table: list[dict]  # one row per setting: its description, params and mean CV score
+    oof: np.ndarray  # the chosen setting's out-of-fold scores of the tuning data's rows
+    folds: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {"chosen": describe(self.chosen), "chosen_params": dataclasses.asdict(self.chosen),
+                "folds": self.folds, "seconds": self.seconds, "grid": self.table}
+
+
+def per_query(data: RankingData, scores: np.ndarray, measure: str):
+    """Per-query ``measure`` of a ranking by ``scores``, judged by the data's own labels."""
+    return ev.per_query(run_from_scores(data, scores, "s"), qrels_of(data), [measure])[measure]
+
+
+def tune(base: LambdaMARTParams, data: RankingData, *, folds: int = 3, valid_fraction: float = 0.0,
+         measure: str = "nDCG@10") -> Tuning:
+    """Choose the grid setting with the best mean out-of-fold ``measure`` on ``data`` (training queries
+    only); ties go to the earlier, simpler setting."""
+    t0 = time.perf_counter()
+    k = max(2, min(folds, len(data.unique_qids)))
+    table, best, best_oof = [], None, None
+    for params in grid(base, data.feature_names):
+        oof = cross_val_predict(params, data, k, valid_fraction=valid_fraction, seed=params.seed)
+        score = float(per_query(data, oof, measure).mean())
+        table.append({"setting": describe(params), "mean": score,
+                      "params": {f: getattr(params, f) for f in ("num_leaves", "min_data_in_leaf", "lambda_l2",
+                                                                 "n_estimators", "monotone")}})
+        if best is None or score > table[best]["mean"] + 1e-12:
+            best, best_oof = len(table) - 1, oof
+    chosen = grid(base, data.feature_names)[best]
+    return Tuning(chosen, table, best_oof, k, time.perf_counter() - t0)
+
+
+def first_stage_scores(data: RankingData) -> np.ndarray:
+    """The first-stage order as scores: minus ``fs_rank`` when present, else minus the row's position in
+    its query (store data keeps each query's rows in first-stage rank order)."""
+    if "fs_rank" in data.feature_names:
+        return -data.X[:, data.feature_names.index("fs_rank")]
+    starts = np.repeat(np.cumsum(np.r_[0, data.group[:-1]]), data.group)
+    return -(np.arange(len(data.y)) - starts).astype(float)
+
+
+def guard(data: RankingData, scores: np.ndarray, *, measure: str, action: str, where: str) -> dict:
+    """Compare ``scores`` (held out from training) with the first-stage order on ``data``'s queries."""
+    model_q = per_query(data, scores, measure)
+    first_q = per_query(data, first_stage_scores(data), measure)
+    comparison = ev.compare(first_q.to_frame(measure), model_q.to_frame(measure), measure)
+    fired = comparison.delta <= 0
+    return {"measure": measure, "held_out": where, "queries": comparison.n, "model": comparison.mean_b,
+            "first_stage": comparison.mean_a, "delta": comparison.delta, "p_value": comparison.p_value,
+            "wins": comparison.wins, "losses": comparison.losses, "fired": bool(fired),
+            "serves": "first stage" if fired and action == "fallback" else "model", "action": action}
