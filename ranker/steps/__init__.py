@@ -79,7 +79,10 @@ STEPS: list[Step] = [
          key=_train_key, outputs=lambda run: [run.layout.model() / "manifest.json"]),
     Step("evaluate", evaluate.evaluate,
          "evaluate first-stage runs, and the ranker against baselines when one is trained",
-         args=(Arg(("--split",), {"help": "split to evaluate (default: dataset.test_split)"}),), silent_in_run=True),
+         args=(Arg(("--split",), {"help": "split to evaluate (default: dataset.test_split)"}),
+               Arg(("--model",), {"help": "a model folder (or run folder) trained on another dataset: score it "
+                                          "on this run's test candidates against the first stage"})),
+         silent_in_run=True),
     Step("report", report.report, "feature importance: gain, split, SHAP, ablation, cost vs benefit",
          args=(Arg(("--query",), {"help": "query id to explain (default: the first test query)"}), NO_ABLATION),
          key=lambda run: [_train_key(run), getattr(run, "ablate", True)],

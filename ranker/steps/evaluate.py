@@ -7,11 +7,13 @@ Every ranking the ranker evaluation scores is also written as a TREC run file
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
+from features.matrix import RankingData
 from retrieval import read_trec_run, write_trec_run
-from retrieval.frames import QID
+from retrieval.frames import DOCNO, QID, RANK
 
 from .. import evaluate as ev
 from ..data import qrels_of, run_from_scores
@@ -21,8 +23,11 @@ from ..tuning import first_stage_scores, tune
 MAX_SINGLE_ROWS = 12  # single-feature baselines printed in the evaluation table (all are in the JSON)
 
 
-def evaluate(run, split: str | None = None) -> dict:
-    """First-stage evaluation (BEIR datasets), then the ranker's when one is trained."""
+def evaluate(run, split: str | None = None, model: str | None = None) -> dict:
+    """First-stage evaluation (BEIR datasets), then the ranker's when one is trained; with ``model``,
+    that model (trained on another run) against this run's first stage instead."""
+    if model is not None:
+        return {"transfer": evaluate_transfer(run, model)}
     result = {}
     if not run.letor:
         result["first_stage"] = evaluate_first_stage(run, split)
@@ -216,5 +221,60 @@ def evaluate_ranker(run) -> dict:
     result = {"means": means, "best_baseline": best, "baseline_choice": choice, "tests": tests, "learned": learned,
               "run_files": run_files, "per_query": {n: p.to_dict(orient="index") for n, p in per_q.items()}}
     (out / "ranker.json").write_text(json.dumps(result, indent=2, default=float))
+    run.log(text)
+    return result
+
+
+def evaluate_transfer(run, model_path) -> dict:
+    """A model trained on another run (``evaluate --model PATH``) applied as it is to this run's test
+    candidates, against this run's first stage: does it carry over, before there are judgements to
+    train on? Its extractors are rebuilt from its manifest with their saved corpus statistics, as the
+    Scorer does; query ids are namespaced so that no extractor mistakes them for its training queries."""
+    from features.build import compute
+    from features.store import FeatureStore
+
+    from ..scorer import Scorer
+
+    cfg, layout = run.cfg, run.layout
+    run.needs_documents("evaluate --model")
+    scorer = Scorer.load(model_path)
+    split = cfg.dataset.test_split
+    test_q, qrels = run.dataset.split(split)
+    if not layout.store.exists():
+        raise run.missing(layout.store, "features")
+    with FeatureStore(layout.store, read_only=True) as store:
+        pairs = store.pairs(test_q[QID], retriever=cfg.features.candidates)
+    if pairs.empty:
+        raise run.missing(layout.retrieval_run(cfg.features.candidates, split), "features")
+    frame = pairs.assign(**{QID: "transfer:" + pairs[QID].astype(str)})
+    for ext in scorer.extractors:
+        if not ext.has_corpus_state:  # e.g. the bi-encoder reads this corpus' cached embeddings (no values change)
+            ext.fit(run.dataset.corpus)
+    values, _ = compute(frame, scorer.extractors)
+    X = np.column_stack([values[n] for n in scorer.feature_names])
+    data = RankingData.from_arrays(X, np.zeros(len(X)), pairs[QID], pairs[DOCNO], scorer.feature_names,
+                                   scorer.feature_versions)  # pairs are sorted by qid: the row order is kept
+    scores = -pairs[RANK].to_numpy(np.float64) if scorer.serves_first_stage else scorer.model.predict(data)
+    trained_on = Path(str(scorer.manifest.get("dataset", "?"))).name  # a dataset name, or a folder's
+    name = f"transfer: {trained_on} model"
+    runs = {FIRST_STAGE: run_from_scores(data, -pairs[RANK].to_numpy(np.float64), FIRST_STAGE),
+            name: run_from_scores(data, scores, name)}
+    measures = cfg.evaluate.measures
+    per_q = {n: ev.per_query(r, qrels, measures, ignore_identical_ids=cfg.dataset.ignore_identical_ids)
+             for n, r in runs.items()}
+    means = {n: ev.mean(p) for n, p in per_q.items()}
+    tests = [ev.compare(per_q[FIRST_STAGE], per_q[name], m, test=cfg.evaluate.test).as_dict()
+             | {"a": FIRST_STAGE, "b": name} for m in measures]
+    lines = [f"{cfg.dataset.name} {split}: the model {model_path} (trained on {trained_on}) "
+             f"reranking the {cfg.features.candidates} top-{int(pairs.groupby(QID).size().max())} "
+             f"({pairs[QID].nunique()} queries)", "", ev.markdown_table(means, measures), ""]
+    lines += [ev.comparison_line(t) for t in tests if t["measure"] == measures[0]]
+    text = "\n".join(lines)
+    out = layout.eval(split)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "transfer.md").write_text(text + "\n")
+    result = {"model": str(model_path), "trained_on": trained_on, "means": means, "tests": tests,
+              "per_query": {n: p.to_dict(orient="index") for n, p in per_q.items()}}
+    (out / "transfer.json").write_text(json.dumps(result, indent=2, default=float))
     run.log(text)
     return result
