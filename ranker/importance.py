@@ -183,7 +183,10 @@ def settings_markdown(manifest: dict) -> list[str]:
     if tuning:
         lines += [f"Ranker settings: `auto` chose **{tuning['chosen']}** by {tuning['folds']}-fold cross-validation "
                   f"on the training queries ({tuning['seconds']:.0f} s):", "", "| setting | mean CV score |", "|---|---:|"]
-        lines += [f"| {r['setting']} | {r['mean']:.4f} |" for r in tuning["grid"]] + [""]
+        mark = {(True, True): " (best, chosen)", (True, False): " (best)", (False, True): " (chosen: within one "
+                "standard error of the best, simpler)"}
+        lines += [f"| {r['setting']}{mark.get((r.get('best', False), r.get('chosen', False)), '')} | {r['mean']:.4f} |"
+                  for r in tuning["grid"]] + [""]
     if check:
         verdict = ("not better: it serves the first-stage order" if check["serves"] != "model"
                    else "not better (ranker.guard = 'warn': served anyway)" if check["fired"] else "better")

@@ -82,23 +82,40 @@ def per_query(data: RankingData, scores: np.ndarray, measure: str):
     return ev.per_query(run_from_scores(data, scores, "s"), qrels_of(data), [measure])[measure]
 
 
+def one_standard_error(scores: list) -> tuple[int, int]:
+    """(best, chosen) among per-query score series of settings ordered simplest first: the best mean,
+    and the first setting whose mean difference to the best is at most its standard error."""
+    best = int(np.argmax([float(np.mean(v)) for v in scores]))
+    for i, values in enumerate(scores[:best]):
+        diff = np.asarray(scores[best], dtype=float) - np.asarray(values, dtype=float)
+        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
+        if diff.mean() <= se + 1e-12:
+            return best, i
+    return best, best
+
+
 def tune(base: LambdaMARTParams, data: RankingData, *, folds: int = 3, valid_fraction: float = 0.0,
          measure: str = "nDCG@10") -> Tuning:
-    """Choose the grid setting with the best mean out-of-fold ``measure`` on ``data`` (training queries
-    only); ties go to the earlier, simpler setting."""
+    """Choose a grid setting by out-of-fold ``measure`` on ``data`` (training queries only), with the
+    one-standard-error rule: the simplest setting (earliest in the grid) whose mean is within one
+    standard error of the best's, the error taken over the per-query differences to the best. With few
+    queries that favours small, constrained trees; with many, a clearly better larger model wins."""
     t0 = time.perf_counter()
     k = max(2, min(folds, len(data.unique_qids)))
-    table, best, best_oof = [], None, None
-    for params in grid(base, data.feature_names):
+    settings = grid(base, data.feature_names)
+    table, scores, oofs = [], [], []
+    for params in settings:
         oof = cross_val_predict(params, data, k, valid_fraction=valid_fraction, seed=params.seed)
-        score = float(per_query(data, oof, measure).mean())
-        table.append({"setting": describe(params), "mean": score,
+        values = per_query(data, oof, measure)
+        scores.append(values)
+        oofs.append(oof)
+        table.append({"setting": describe(params), "mean": float(values.mean()),
                       "params": {f: getattr(params, f) for f in ("num_leaves", "min_data_in_leaf", "lambda_l2",
                                                                  "n_estimators", "monotone")}})
-        if best is None or score > table[best]["mean"] + 1e-12:
-            best, best_oof = len(table) - 1, oof
-    chosen = grid(base, data.feature_names)[best]
-    return Tuning(chosen, table, best_oof, k, time.perf_counter() - t0)
+    best, chosen = one_standard_error(scores)
+    for i, row in enumerate(table):
+        row["best"], row["chosen"] = i == best, i == chosen
+    return Tuning(settings[chosen], table, oofs[chosen], k, time.perf_counter() - t0)
 
 
 def first_stage_scores(data: RankingData) -> np.ndarray:

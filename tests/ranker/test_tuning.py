@@ -36,12 +36,25 @@ def test_the_grid_is_ordered_simplest_first_and_constrains_retrieval_signals():
     assert len(tuning.grid(LambdaMARTParams(), ["doc_len", "ce_score"])) == 6  # nothing to constrain
 
 
-def test_tune_picks_the_best_cross_validated_setting():
+def test_the_one_standard_error_rule_by_hand():
+    simplest = [0.5, 0.6, 0.7, 0.8]  # 0.05 below the best, standard error 0.029: too far
+    middle = [0.6, 0.6, 0.8, 0.7]  # 0.025 below, standard error 0.025: within one
+    best = [0.6, 0.6, 0.8, 0.8]
+    assert tuning.one_standard_error([simplest, middle, best]) == (2, 1)
+    assert tuning.one_standard_error([best, middle]) == (0, 0)
+    assert tuning.one_standard_error([simplest, best]) == (1, 1)
+
+
+def test_tune_picks_the_simplest_setting_within_one_standard_error_of_the_best():
     data = ranking(40)
     result = tuning.tune(LambdaMARTParams(early_stopping_rounds=0), data, folds=3)
-    scores = [row["mean"] for row in result.table]
-    assert result.table[int(np.argmax(scores))]["setting"] == tuning.describe(result.chosen)
+    means = [row["mean"] for row in result.table]
+    best = int(np.argmax(means))
+    chosen = [row["chosen"] for row in result.table].index(True)
+    assert result.table[best]["best"] and chosen <= best and means[chosen] <= means[best]
+    assert result.table[chosen]["setting"] == tuning.describe(result.chosen)
     assert result.oof.shape == (len(data.y),) and np.isfinite(result.oof).all()
+    assert all(means[i] <= means[best] for i in range(len(means)))
 
 
 @pytest.mark.parametrize("seed", range(4))
