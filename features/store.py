@@ -93,6 +93,18 @@ def text_hash(*parts: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _provenance(specs, provenance: dict, seconds: float, pairs: int) -> pd.DataFrame:
+    """Provenance rows of one written batch: one per feature, the batch's seconds split evenly."""
+    return pd.DataFrame({
+        "feature": [s.name for s in specs], "version": [s.version for s in specs],
+        "extractor": provenance["extractor"], "code_version": provenance["code_version"],
+        "params": json.dumps(provenance["params"], sort_keys=True, default=str),
+        "model_id": provenance.get("model_id"), "state": json.dumps(provenance.get("state", {}), default=str)[:10000],
+        "description": [s.description for s in specs], "computed_at": datetime.now(timezone.utc),
+        "seconds": seconds / len(specs), "pairs": pairs,
+    })
+
+
 def _spec_frame(specs) -> pd.DataFrame:
     return pd.DataFrame({"feature": [s.name for s in specs], "version": [s.version for s in specs]})
 
@@ -274,15 +286,21 @@ class FeatureStore:
         long = pd.concat(
             [keys.assign(feature=s.name, version=s.version, value=np.asarray(values[s.name], dtype=np.float64))
              for s in specs], ignore_index=True)
-        now = datetime.now(timezone.utc)
-        prov = pd.DataFrame({
-            "feature": [s.name for s in specs], "version": [s.version for s in specs],
-            "extractor": provenance["extractor"], "code_version": provenance["code_version"],
-            "params": json.dumps(provenance["params"], sort_keys=True, default=str),
-            "model_id": provenance.get("model_id"), "state": json.dumps(provenance.get("state", {}), default=str)[:10000],
-            "description": [s.description for s in specs], "computed_at": now,
-            "seconds": seconds / len(specs), "pairs": len(pairs),
-        })
+        self._insert(long, _provenance(specs, provenance, seconds, len(pairs)))
+
+    def ingest_part(self, path: str | Path) -> None:
+        """Take in a Parquet part written by a Dask worker (:mod:`features.dask_build`): its values and
+        the provenance in its metadata, in one transaction, with the cache semantics of :meth:`write`."""
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        prov = json.loads(table.schema.metadata[b"fusion_ltr_provenance"])
+        long = table.to_pandas()
+        specs = [FeatureSpec(f, v, prov["descriptions"].get(f, "")) for f, v in
+                 long[["feature", "version"]].drop_duplicates().itertuples(index=False)]
+        self._insert(long, _provenance(specs, prov, prov["seconds"], prov["pairs"]))
+
+    def _insert(self, long: pd.DataFrame, prov: pd.DataFrame) -> None:
         with self._transaction(_long=long, _prov=prov):
             self.con.execute(
                 # DuckDB reads a pandas NaN as NULL; values come from float arrays, so NULL here was NaN.

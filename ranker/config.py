@@ -16,6 +16,7 @@ from pathlib import Path
 from retrieval.first_stage import FirstStageConfig
 from features.base import extractor_class
 from features.ce_training import CETrainingParams
+from .distributed import ComputeConfig
 from .lambdamart import LambdaMARTParams
 from retrieval.params import ConfigError, from_dict
 
@@ -102,6 +103,7 @@ class Config:
     ranker: RankerConfig = field(default_factory=RankerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     source: str = ""  # the file it was read from (set by load_config)
 
     def validate(self) -> "Config":
@@ -126,6 +128,10 @@ class Config:
         if isinstance(self.ranker.params, str) and not self.ranker.auto:
             raise ConfigError(f"{self.source}: ranker.params must be \"auto\" or a table, found {self.ranker.params!r}")
         self.ranker.base_params.check()
+        try:
+            self.compute.check()
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
         if self.ranker.guard not in ("fallback", "warn"):
             raise ConfigError(f"{self.source}: ranker.guard must be 'fallback' or 'warn', found {self.ranker.guard!r}")
         if self.ranker.tune_folds < 2:

@@ -21,9 +21,9 @@ class LightGBMBackend(Backend):
     install = "pip install lightgbm"
     booster_file = "model.txt"
 
-    @classmethod
-    def fit(cls, p, train, valid):
-        lgb = cls.library()
+    @staticmethod
+    def params(p, feature_names: list[str], rows: int) -> dict:
+        """The LightGBM parameters of :class:`LambdaMARTParams` ``p`` (shared with the Dask trainer)."""
         params = {
             "objective": "lambdarank", "metric": "ndcg", "ndcg_eval_at": [p.eval_at], "learning_rate": p.learning_rate,
             "num_leaves": p.num_leaves, "max_depth": p.max_depth, "min_data_in_leaf": p.min_data_in_leaf,
@@ -33,10 +33,16 @@ class LightGBMBackend(Backend):
         }
         if p.num_threads:
             params["num_threads"] = p.num_threads
-        elif len(train.y) < SMALL:  # threads cost more than they give on small data (and never change a
+        elif rows < SMALL:  # threads cost more than they give on small data (and never change a
             params["num_threads"] = 1  # result: `deterministic` holds across thread counts)
         if p.monotone:
-            params["monotone_constraints"] = [int(p.monotone.get(n, 0)) for n in train.feature_names]
+            params["monotone_constraints"] = [int(p.monotone.get(n, 0)) for n in feature_names]
+        return params
+
+    @classmethod
+    def fit(cls, p, train, valid):
+        lgb = cls.library()
+        params = cls.params(p, train.feature_names, len(train.y))
         dtrain = lgb.Dataset(train.X, train.y, group=train.group, feature_name=train.feature_names,
                              free_raw_data=False)
         sets, names, callbacks, evals = [dtrain], ["train"], [], {}

@@ -17,9 +17,9 @@ class XGBoostBackend(Backend):
     install = "pip install 'fusion-ltr[xgboost]'"
     booster_file = "model.json"
 
-    @classmethod
-    def fit(cls, p, train, valid):
-        xgb = cls.library()
+    @staticmethod
+    def params(p, feature_names: list[str]) -> dict:
+        """The XGBoost parameters of :class:`LambdaMARTParams` ``p`` (shared with the Dask trainer)."""
         params = {
             "objective": "rank:ndcg", "eval_metric": f"ndcg@{p.eval_at}", "eta": p.learning_rate,
             "max_leaves": p.num_leaves, "max_depth": 0 if p.max_depth < 0 else p.max_depth, "grow_policy": "lossguide",
@@ -31,7 +31,13 @@ class XGBoostBackend(Backend):
             params["nthread"] = p.num_threads
         if p.monotone:
             params["monotone_constraints"] = "(" + ",".join(str(int(p.monotone.get(n, 0)))
-                                                            for n in train.feature_names) + ")"
+                                                            for n in feature_names) + ")"
+        return params
+
+    @classmethod
+    def fit(cls, p, train, valid):
+        xgb = cls.library()
+        params = cls.params(p, train.feature_names)
         dtrain = xgb.DMatrix(train.X, train.y, missing=np.nan, feature_names=train.feature_names)
         dtrain.set_group(train.group)
         evals_list, evals = [(dtrain, "train")], {}

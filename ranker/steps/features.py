@@ -53,7 +53,20 @@ def features(run, split: list[str] | None = None, quiet: bool = False) -> dict:
         pairs = store.pairs(qids, retriever=candidates)
         extractors = run.fitted_extractors
         specs = feature_specs(extractors)  # versions include the fitted corpus statistics
-        reports = build(store, pairs, extractors, progress=run.progress and not quiet)
+        compute = cfg.compute
+        if compute.engine == "dask":
+            from features.dask_build import dask_build
+
+            from ..distributed import dask_client
+
+            parts = compute.parts_dir or layout.features / "parts"
+            with dask_client(compute) as client:
+                log(f"dask: {len(client.scheduler_info()['workers'])} worker(s) at {client.scheduler.address}, "
+                    f"{compute.n_partitions} partitions, parts in {parts}")
+                reports = dask_build(store, pairs, extractors, client, parts_dir=parts,
+                                     partitions=compute.n_partitions, progress=run.progress and not quiet)
+        else:
+            reports = build(store, pairs, extractors, progress=run.progress and not quiet)
         table = summary_table(store, extractors, reports, qids, retriever=candidates)
         view = store.create_view(ds.name.replace("-", "_"), specs, retriever=candidates)
     save_extractor_state(run, extractors)

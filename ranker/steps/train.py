@@ -81,6 +81,17 @@ def first_stage_guard(run, model, params, train, valid, tuning) -> dict | None:
     return guard(train, oof, where=f"{k}-fold cross-validation on the training queries", **kw)
 
 
+def fit(run, params, train, valid) -> LambdaMART:
+    """Fit one model here, or on the Dask cluster of ``[compute]`` (the same model folder either way)."""
+    compute = run.cfg.compute
+    if compute.engine != "dask":
+        return LambdaMART.from_params(params).fit(train, valid)
+    from ..distributed import dask_client, fit_dask
+
+    with dask_client(compute) as client:
+        return fit_dask(LambdaMART.from_params(params), train, valid, client, partitions=compute.n_partitions)
+
+
 def train(run) -> dict:
     """Train the LambdaMART (and its variants) on the training split's candidates; save the models."""
     cfg, layout, log = run.cfg, run.layout, run.log
@@ -108,7 +119,7 @@ def train(run) -> dict:
             log(f"{name}: ranker.params = auto chose {describe(params)} ({tuning.folds}-fold CV on "
                 f"{len(fit_data.group) + (len(fit_valid.group) if fit_valid is not None else 0)} training queries, "
                 f"{len(tuning.table)} settings, {tuning.seconds:.0f}s)")
-        model = LambdaMART.from_params(params).fit(fit_data, fit_valid)
+        model = fit(run, params, fit_data, fit_valid)
         check = first_stage_guard(run, model, params, fit_data, fit_valid, tuning)
         seconds = time.perf_counter() - t
         extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
