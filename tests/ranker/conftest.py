@@ -33,33 +33,39 @@ def generated_dataset(folder):
     return write_beir(folder, docs=docs, queries=queries, qrels=qrels)
 
 
-@pytest.fixture
-def generated(tmp_path):
-    folder = generated_dataset(tmp_path / "gen")
-    config = tmp_path / "gen.toml"
-    config.write_text(f"""
+def write_config(path, dataset, run_dir, *, extractors: str, ranker: str = "", retrieval: str = "") -> None:
+    """A BM25-first-stage config over ``dataset`` (cheap: seconds), with the given TOML sections."""
+    path.write_text(f"""
 [dataset]
-name = "{folder}"
+name = "{dataset}"
 [retrieval]
 systems = ["bm25"]
 k = 20
 depth = 20
+{retrieval}
 [features]
 candidates = "bm25"
 [features.extractors.first_stage]
 retrievers = []
-[features.extractors.bm25]
-[features.extractors.coverage]
-[features.extractors.length]
-[ranker]
+{extractors}
+{ranker}
+[run]
+dir = "{run_dir}"
+""")
+
+
+@pytest.fixture
+def generated(tmp_path):
+    folder = generated_dataset(tmp_path / "gen")
+    config = tmp_path / "gen.toml"
+    write_config(config, folder, tmp_path / "run",
+                 extractors="[features.extractors.bm25]\n[features.extractors.coverage]\n[features.extractors.length]",
+                 ranker="""[ranker]
 valid_fraction = 0.2
 [ranker.params]
 n_estimators = 40
 min_data_in_leaf = 5
 num_leaves = 7
 [ranker.variants]
-first_stage_only = ["fs_rank", "fs_score"]
-[run]
-dir = "{tmp_path / 'run'}"
-""")
+first_stage_only = ["fs_rank", "fs_score"]""")
     return config, tmp_path / "run"

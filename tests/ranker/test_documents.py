@@ -16,7 +16,7 @@ from ranker import Document, Scorer
 from ranker.cli import main
 from ranker.documents import candidate_frame, parse_timestamp
 from retrieval.errors import FusionLTRError, UsageError
-from tests.ranker.conftest import generated_dataset
+from tests.ranker.conftest import generated_dataset, write_config
 
 
 @pytest.fixture(scope="module")
@@ -25,28 +25,10 @@ def scorer(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("docs")
     folder = generated_dataset(tmp / "gen")
     config = tmp / "gen.toml"
-    config.write_text(f"""
-[dataset]
-name = "{folder}"
-[retrieval]
-systems = ["bm25"]
-k = 20
-depth = 20
-[features]
-candidates = "bm25"
-[features.extractors.first_stage]
-retrievers = []
-[features.extractors.bm25]
-[features.extractors.length]
-[features.extractors.freshness]
-reference_time = "2030-01-01"
-[ranker.params]
-n_estimators = 20
-min_data_in_leaf = 5
-num_leaves = 5
-[run]
-dir = "{tmp / 'run'}"
-""")
+    write_config(config, folder, tmp / "run",
+                 extractors="[features.extractors.bm25]\n[features.extractors.length]\n"
+                            "[features.extractors.freshness]\nreference_time = \"2030-01-01\"",
+                 ranker="[ranker.params]\nn_estimators = 20\nmin_data_in_leaf = 5\nnum_leaves = 5")
     for step in ("retrieve", "features", "train"):
         assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
     return Scorer.load(tmp / "run")
