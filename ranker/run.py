@@ -64,6 +64,7 @@ class Run:
         self.layout = RunLayout.of(cfg)
         self.log = log
         self.progress = progress
+        self.ablate = True  # `run --no-ablation` turns the report's drop-one retraining off
 
     @property
     def letor(self) -> bool:
@@ -132,7 +133,7 @@ class Run:
     @cached_property
     def dataset(self):
         """The BEIR dataset (corpus, queries, qrels), parsed once per run."""
-        self.needs_documents("this step")
+        self.needs_documents("loading the documents")
         return load_beir(self.cfg.dataset.name)
 
     @cached_property

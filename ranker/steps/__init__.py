@@ -85,7 +85,7 @@ STEPS: list[Step] = [
          silent_in_run=True),
     Step("report", report.report, "feature importance: gain, split, SHAP, ablation, cost vs benefit",
          args=(Arg(("--query",), {"help": "query id to explain (default: the first test query)"}), NO_ABLATION),
-         key=lambda run: [_train_key(run), getattr(run, "ablate", True)],
+         key=lambda run: [_train_key(run), run.ablate],
          outputs=lambda run: [run.layout.report / "importance.json"], silent_in_run=True),
 ]
 BY_NAME = {s.name: s for s in STEPS}
