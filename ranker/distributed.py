@@ -19,6 +19,7 @@ import numpy as np
 from features.matrix import RankingData
 from retrieval.errors import UsageError
 from retrieval.models import require
+from retrieval.params import ConfigError
 
 from .backends.lightgbm import LightGBMBackend
 from .backends.xgboost import XGBoostBackend
@@ -40,9 +41,9 @@ class ComputeConfig:
 
     def check(self) -> "ComputeConfig":
         if self.engine not in ("local", "dask"):
-            raise UsageError(f"compute.engine: expected 'local' or 'dask', found {self.engine!r}")
+            raise ConfigError(f"compute.engine: expected 'local' or 'dask', found {self.engine!r}")
         if self.workers < 1 or self.threads_per_worker < 1 or self.partitions < 0:
-            raise UsageError(f"compute: workers and threads_per_worker must be >= 1 and partitions >= 0, found "
+            raise ConfigError(f"compute: workers and threads_per_worker must be >= 1 and partitions >= 0, found "
                              f"{self.workers}, {self.threads_per_worker}, {self.partitions}")
         return self
 

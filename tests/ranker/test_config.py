@@ -25,7 +25,7 @@ def test_defaults_and_values(tmp_path):
 
 
 def test_unknown_top_level_key_lists_allowed(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown key 'retreival' in the top level; allowed keys: dataset, evaluate, features, finetune, ranker, retrieval, run"):
+    with pytest.raises(ConfigError, match=r"unknown key 'retreival' in the top level; allowed keys: compute, dataset, evaluate, features, finetune, ranker, retrieval, run"):
         load_config(write(tmp_path, "[retreival]\nk = 5\n"))
 
 
@@ -57,3 +57,14 @@ def test_feature_extractor_tables_are_checked_at_load(tmp_path):
         load_config(write(tmp_path, "[features.extractors.bm25]\nk3 = 1\n"))
     with pytest.raises(ConfigError, match="features.candidates = 'bm25x' is not one of"):
         load_config(write(tmp_path, '[features]\ncandidates = "bm25x"\n'))
+
+
+def test_ranker_params_auto_guard_and_compute_are_checked(tmp_path):
+    assert load_config(write(tmp_path, "[ranker]\n")).ranker.auto  # the default for a config without a table
+    assert not load_config(write(tmp_path, "[ranker.params]\nnum_leaves = 7\n")).ranker.auto
+    with pytest.raises(ConfigError, match=r'ranker.params must be "auto" or a table, found \'tuned\''):
+        load_config(write(tmp_path, '[ranker]\nparams = "tuned"\n'))
+    with pytest.raises(ConfigError, match=r"ranker.guard must be 'fallback' or 'warn', found 'off'"):
+        load_config(write(tmp_path, '[ranker]\nguard = "off"\n'))
+    with pytest.raises(ConfigError, match=r"compute.engine: expected 'local' or 'dask', found 'ray'"):
+        load_config(write(tmp_path, '[compute]\nengine = "ray"\n'))
