@@ -99,3 +99,24 @@ def test_a_config_can_retrain_the_ranker_on_another_runs_features(generated, tmp
     assert Scorer.load(tmp_path / "run2").search("volcano magma eruption", top_k=3)[0].id == "rel0"
     assert main(["features", "--config", str(other)]) == 2
     assert "reuses the candidates and features of" in capsys.readouterr().err
+
+
+def test_a_locked_store_is_one_line_and_exit_2(generated, capsys):
+    import subprocess
+    import sys
+
+    config, run = generated
+    assert main(["retrieve", "--config", str(config)]) == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from features.store import FeatureStore\n"
+         f"s = FeatureStore({str(run / 'features.duckdb')!r}); print('open', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert main(["features", "--config", str(config), "--quiet"]) == 2
+    finally:
+        holder.communicate("", timeout=60)
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fusion-ltr features: error: feature store") and len(err.splitlines()) == 1
+    assert f"open for writing in process {holder.pid}" in err
+    assert main(["features", "--config", str(config), "--quiet"]) == 0  # released: the build goes on
