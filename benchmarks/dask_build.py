@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+def peak_mb() -> float:
+    """This process' peak resident memory (VmHWM). Not ``getrusage``: on Linux its ru_maxrss carries over
+    from the parent into a spawned process (a Dask worker reported the driver's peak)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
 
 EXTRACTORS = {"first_stage": {"retrievers": []}, "bm25": {}, "coverage": {}, "length": {}}
 
@@ -88,10 +96,10 @@ def run_mode(mode: str, base: Path, work: Path) -> dict:
                                           dashboard_address=None) as cluster, distributed.Client(cluster) as client:
                 reports = dask_build.dask_build(store, pairs, extractors, client, parts_dir=work / f"{mode}-parts",
                                                 partitions=8 * n, progress=False)
-                workers_rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                workers_rss = client.run(peak_mb)
         build_s = time.perf_counter() - t_build
     return {"mode": mode, "pairs": len(pairs), "total_s": time.perf_counter() - t0, "build_s": build_s,
-            "ingest_s": ingest_s, "driver_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "ingest_s": ingest_s, "driver_peak_mb": peak_mb(),
             "worker_peak_mb": sorted(workers_rss.values()), "computed": {r.extractor: r.computed for r in reports}}
 
 
