@@ -29,13 +29,17 @@ from pathlib import Path
 
 
 @contextmanager
-def replaced_atomically(path: str | Path):
+def replaced_atomically(path: str | Path, *, keep: bool = False):
     """Write a folder in a sibling ``<name>.tmp`` and put it in place only when the block succeeds, so
-    a failed or interrupted step leaves the previous folder (e.g. a trained model) as it was."""
+    a failed or interrupted step leaves the previous folder (e.g. a trained model) as it was. With
+    ``keep``, the block starts from a copy of the folder's current content (files it does not rewrite
+    stay)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    if keep and path.is_dir():
+        shutil.copytree(path, tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
     try:
         yield tmp
     except BaseException:
