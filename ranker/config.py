@@ -65,7 +65,9 @@ class RankerConfig:
     # a [ranker.params] table: fixed settings, used as they are
     params: LambdaMARTParams | str = "auto"
     tune_folds: int = 3  # folds of the tuning's cross-validation (params = "auto")
-    guard: str = "fallback"  # model not better than the first stage on held-out training queries: "fallback" | "warn"
+    # a model not better than the first stage on held-out training queries serves: "fallback" (the first
+    # stage), "blend" (RRF of the model's and the first stage's orders) or "warn" (the model, with a warning)
+    guard: str = "fallback"
     valid_fraction: float = 0.2  # training queries held out for early stopping
     features: tuple[str, ...] = ()  # features to learn from; empty: the whole feature set
     # extra models trained the same way on a subset of features, evaluated side by side
@@ -132,8 +134,9 @@ class Config:
             self.compute.check()
         except ConfigError as exc:
             raise ConfigError(f"{self.source}: {exc}") from None
-        if self.ranker.guard not in ("fallback", "warn"):
-            raise ConfigError(f"{self.source}: ranker.guard must be 'fallback' or 'warn', found {self.ranker.guard!r}")
+        if self.ranker.guard not in ("fallback", "blend", "warn"):
+            raise ConfigError(f"{self.source}: ranker.guard must be 'fallback', 'blend' or 'warn', found "
+                              f"{self.ranker.guard!r}")
         if self.ranker.tune_folds < 2:
             raise ConfigError(f"{self.source}: ranker.tune_folds must be >= 2, found {self.ranker.tune_folds}")
         if not 0 <= self.ranker.valid_fraction < 1:

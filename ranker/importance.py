@@ -188,7 +188,7 @@ def settings_markdown(manifest: dict) -> list[str]:
         lines += [f"| {r['setting']}{mark.get((r.get('best', False), r.get('chosen', False)), '')} | {r['mean']:.4f} |"
                   for r in tuning["grid"]] + [""]
     if check:
-        verdict = ("not better: it serves the first-stage order" if check["serves"] != "model"
+        verdict = (f"not better: it serves the {check['serves']} order" if check["serves"] != "model"
                    else "not better (ranker.guard = 'warn': served anyway)" if check["fired"] else "better")
         lines += [f"First-stage guard on {check['queries']} held-out training queries ({check['held_out']}): model "
                   f"{check['model']:.4f} vs first stage {check['first_stage']:.4f} {check['measure']} "

@@ -41,6 +41,7 @@ from retrieval.frames import DOCNO, QID, QUERY, RANK, SCORE, TEXT, TITLE
 from .documents import QUERY_ID, candidate_frame, check_docs, check_min_score, check_query, check_top_k
 
 from .lambdamart import LambdaMART
+from .tuning import blended
 
 log = logging.getLogger("fusion_ltr.scorer")
 
@@ -88,12 +89,13 @@ class Scorer:
         self.feature_versions = [specs[n].version for n in self.feature_names]
         model.check_features(self.feature_names, self.feature_versions)  # refuses a changed feature
         self.features_by_extractor = {e.name: [s.name for s in e.specs] for e in extractors}
-        #: The first-stage guard fell back at training time (see ranker.tuning): documents keep their
-        #: first-stage order, each scored minus its first-stage rank; features are still computed.
-        self.serves_first_stage = (self.manifest.get("guard") or {}).get("serves") == "first stage"
-        if self.serves_first_stage:
+        #: What the first-stage guard decided at training time (see ranker.tuning): "model"; "first stage"
+        #: (documents keep their first-stage order, each scored minus its first-stage rank); or "blend" (the
+        #: RRF score of the model's and the first stage's orders). Features are computed either way.
+        self.serves = (self.manifest.get("guard") or {}).get("serves", "model")
+        if self.serves != "model":
             log.warning("this model was not better than the first stage on held-out training queries; it serves "
-                        "the first-stage order (ranker.guard = 'fallback')")
+                        "the %s order (ranker.guard)", self.serves)
         self._search = None
         self._warned = False  # the missing first-stage features warning is given once per Scorer
 
@@ -192,8 +194,10 @@ class Scorer:
         data = RankingData.from_arrays(X, np.zeros(len(X)), frame[QID], frame[DOCNO], self.feature_names,
                                        self.feature_versions)
         scores = self.model.predict(data)  # checks names and versions again
-        if self.serves_first_stage:
+        if self.serves == "first stage":
             scores = -frame[RANK].to_numpy(np.float64)
+        elif self.serves == "blend":
+            scores = blended(scores, -frame[RANK].to_numpy(np.float64), [len(frame)])
         timing["ranker"] = time.perf_counter() - t
         order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -scores))
         if min_score is not None:
@@ -201,7 +205,7 @@ class Scorer:
         if top_k is not None:
             order = order[:top_k]
         contrib = None
-        if explain and not self.serves_first_stage:
+        if explain and self.serves == "model":
             t = time.perf_counter()
             contrib = self.model.contributions(data)
             timing["explain"] = time.perf_counter() - t

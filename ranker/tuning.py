@@ -10,7 +10,8 @@ larger trees gain.
 The guard (:func:`guard`) then compares the trained model with the first-stage order on held-out
 training queries (the tuning's out-of-fold scores, else the validation split, else a cross-validation
 of the chosen settings) with a paired test. When the model is not better, training says so, and
-``ranker.guard`` decides what is served: ``"fallback"`` (the first-stage order) or ``"warn"``.
+``ranker.guard`` decides what is served: ``"fallback"`` (the first-stage order), ``"blend"`` (the
+reciprocal rank fusion of the model's order and the first stage's) or ``"warn"`` (the model).
 """
 
 from __future__ import annotations
@@ -136,4 +137,25 @@ def guard(data: RankingData, scores: np.ndarray, *, measure: str, action: str, w
     return {"measure": measure, "held_out": where, "queries": comparison.n, "model": comparison.mean_b,
             "first_stage": comparison.mean_a, "delta": comparison.delta, "p_value": comparison.p_value,
             "wins": comparison.wins, "losses": comparison.losses, "fired": bool(fired),
-            "serves": "first stage" if fired and action == "fallback" else "model", "action": action}
+            "serves": SERVES[action] if fired else "model", "action": action}
+
+
+SERVES = {"fallback": "first stage", "blend": "blend", "warn": "model"}
+
+
+def blended(model: np.ndarray, first: np.ndarray, group, k: int = 60) -> np.ndarray:
+    """Per query, the reciprocal rank fusion of the model's order and the first stage's:
+    ``1 / (k + rank_model) + 1 / (k + rank_first)`` (``group``: rows per query, in order)."""
+
+    def ranks(scores: np.ndarray) -> np.ndarray:
+        out = np.empty(len(scores))
+        out[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
+        return out
+
+    fused = np.empty(len(model))
+    start = 0
+    for g in np.asarray(group, dtype=int):
+        rows = slice(start, start + g)
+        fused[rows] = 1.0 / (k + ranks(model[rows])) + 1.0 / (k + ranks(first[rows]))
+        start += g
+    return fused

@@ -18,7 +18,7 @@ from retrieval.frames import DOCNO, QID, RANK
 from .. import evaluate as ev
 from ..data import qrels_of, run_from_scores
 from ..lambdamart import LambdaMART, cross_val_predict, query_folds
-from ..tuning import first_stage_scores, tune
+from ..tuning import blended, first_stage_scores, tune
 
 MAX_SINGLE_ROWS = 12  # single-feature baselines printed in the evaluation table (all are in the JSON)
 
@@ -175,10 +175,11 @@ def evaluate_ranker(run) -> dict:
             model = LambdaMART.load(layout.model(name))
             scores = model.predict(test.select(feats))
             check = model.manifest_.get("guard") or {}
-            if check.get("serves") == "first stage":  # what the Scorer serves for this model
-                scores = first_stage_scores(test)
-                notes.append(f"{name}: the first-stage guard serves the first-stage order (on held-out training "
-                             f"queries the model scored {check['delta']:+.4f} {check['measure']} against it)")
+            if check.get("serves") in ("first stage", "blend"):  # what the Scorer serves for this model
+                first = first_stage_scores(test)
+                scores = first if check["serves"] == "first stage" else blended(scores, first, test.group)
+                notes.append(f"{name}: the first-stage guard serves the {check['serves']} order (on held-out "
+                             f"training queries the model scored {check['delta']:+.4f} {check['measure']} against it)")
         runs[name] = run_from_scores(test, scores, name)
         learned.append(name)
     ignore = cfg.dataset.ignore_identical_ids
@@ -254,7 +255,9 @@ def evaluate_transfer(run, model_path) -> dict:
     X = np.column_stack([values[n] for n in scorer.feature_names])
     data = RankingData.from_arrays(X, np.zeros(len(X)), pairs[QID], pairs[DOCNO], scorer.feature_names,
                                    scorer.feature_versions)  # pairs are sorted by qid: the row order is kept
-    scores = -pairs[RANK].to_numpy(np.float64) if scorer.serves_first_stage else scorer.model.predict(data)
+    scores, first = scorer.model.predict(data), -pairs[RANK].to_numpy(np.float64)
+    if scorer.serves != "model":  # the model's own first-stage guard: serve what the Scorer would
+        scores = first if scorer.serves == "first stage" else blended(scores, first, data.group)
     trained_on = Path(str(scorer.manifest.get("dataset", "?"))).name  # a dataset name, or a folder's
     name = f"transfer: {trained_on} model"
     runs = {FIRST_STAGE: run_from_scores(data, -pairs[RANK].to_numpy(np.float64), FIRST_STAGE),

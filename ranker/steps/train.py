@@ -140,7 +140,7 @@ def train(run) -> dict:
             log(f"WARNING: {name} is not better than the first stage on {check['queries']} held-out training "
                 f"queries ({check['held_out']}): {check['measure']} {check['model']:.4f} vs {check['first_stage']:.4f} "
                 f"(delta {check['delta']:+.4f}, p={check['p_value']:.3g}); "
-                + ("it serves the first-stage order (ranker.guard = 'fallback')" if check["serves"] != "model"
-                   else "it is served anyway (ranker.guard = 'warn')"))
+                + (f"it serves the {check['serves']} order (ranker.guard = {check['action']!r})"
+                   if check["serves"] != "model" else "it is served anyway (ranker.guard = 'warn')"))
     return info
 

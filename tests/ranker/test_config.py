@@ -64,7 +64,7 @@ def test_ranker_params_auto_guard_and_compute_are_checked(tmp_path):
     assert not load_config(write(tmp_path, "[ranker.params]\nnum_leaves = 7\n")).ranker.auto
     with pytest.raises(ConfigError, match=r'ranker.params must be "auto" or a table, found \'tuned\''):
         load_config(write(tmp_path, '[ranker]\nparams = "tuned"\n'))
-    with pytest.raises(ConfigError, match=r"ranker.guard must be 'fallback' or 'warn', found 'off'"):
+    with pytest.raises(ConfigError, match=r"ranker.guard must be 'fallback', 'blend' or 'warn', found 'off'"):
         load_config(write(tmp_path, '[ranker]\nguard = "off"\n'))
     with pytest.raises(ConfigError, match=r"compute.engine: expected 'local' or 'dask', found 'ray'"):
         load_config(write(tmp_path, '[compute]\nengine = "ray"\n'))

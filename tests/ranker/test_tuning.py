@@ -121,3 +121,14 @@ def test_ignore_identical_ids_drops_a_querys_own_document(tmp_path, capsys):
     kept, dropped = ndcg(False), ndcg(True)
     # query a: its own document ranks first; b (relevant) second. Dropping a lifts b to the top.
     assert kept["a"]["RR@10"] == 0.5 and dropped["a"]["RR@10"] == 1.0
+
+
+def test_blend_is_the_reciprocal_rank_fusion_of_the_two_orders():
+    model = np.array([0.9, 0.1, 0.5, 2.0, 1.0])  # query 1: three docs; query 2: two
+    first = np.array([-1.0, -2.0, -3.0, -1.0, -2.0])  # first-stage order: row order
+    fused = tuning.blended(model, first, [3, 2], k=60)
+    expected = [1 / 61 + 1 / 61, 1 / 63 + 1 / 62, 1 / 62 + 1 / 63, 1 / 61 + 1 / 61, 1 / 62 + 1 / 62]
+    np.testing.assert_allclose(fused, expected)
+    data = ranking(20, seed=1, informative=False)
+    check = tuning.guard(data, -data.X[:, 2], measure="nDCG@10", action="blend", where="test")
+    assert check["fired"] and check["serves"] == "blend"  # noise as the model: not better, so blended
