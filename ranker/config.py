@@ -58,6 +58,15 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
+class CascadeStage:
+    """One ``[[ranker.cascade]]`` stage: the features it adds to the previous stages' and how many
+    documents per query it passes on (see :mod:`ranker.cascade`)."""
+
+    features: tuple[str, ...] = ()
+    keep: int = 0  # documents passed to the next stage; 0 on the last stage
+
+
+@dataclass(frozen=True)
 class RankerConfig:
     """[ranker]: LambdaMART training (`fusion-ltr train`)."""
 
@@ -73,6 +82,9 @@ class RankerConfig:
     # extra models trained the same way on a subset of features, evaluated side by side
     variants: dict[str, list] = field(default_factory=dict)
     cv_folds: int = 0  # > 0: query-level K-fold cross-validation on the test split (no training split)
+    # [[ranker.cascade]] stages: the main model becomes a cascade (each stage a LambdaMART on the documents
+    # that reach it; costly extractors computed only for those); empty: one model over every candidate
+    cascade: tuple[CascadeStage, ...] = ()
 
     @property
     def auto(self) -> bool:
@@ -137,6 +149,17 @@ class Config:
         if self.ranker.guard not in ("fallback", "blend", "warn"):
             raise ConfigError(f"{self.source}: ranker.guard must be 'fallback', 'blend' or 'warn', found "
                               f"{self.ranker.guard!r}")
+        stages = self.ranker.cascade
+        if stages:
+            keeps = [s.keep for s in stages[:-1]]
+            names = [n for s in stages for n in s.features]
+            if len(stages) < 2 or any(k < 1 for k in keeps) or keeps != sorted(keeps, reverse=True) \
+                    or stages[-1].keep or len(set(names)) != len(names) or not all(s.features for s in stages):
+                raise ConfigError(f"{self.source}: ranker.cascade: expected 2 or more stages, each adding features "
+                                  "no other stage names, every keep >= 1 and falling but the last stage's 0; found "
+                                  f"{[(list(s.features), s.keep) for s in stages]}")
+            if self.ranker.cv_folds:
+                raise ConfigError(f"{self.source}: ranker.cascade needs a training split (not ranker.cv_folds)")
         if self.ranker.tune_folds < 2:
             raise ConfigError(f"{self.source}: ranker.tune_folds must be >= 2, found {self.ranker.tune_folds}")
         if not 0 <= self.ranker.valid_fraction < 1:

@@ -185,6 +185,17 @@ class Run:
                              "split would be leaked")
         return trained
 
+    def stage_of(self, ext) -> int:
+        """The cascade stage (0-based) an extractor's features first enter; 0 without a cascade."""
+        stages = [i for i, s in enumerate(self.cfg.ranker.cascade) for n in ext.FEATURES if n in s.features]
+        return min(stages) if stages and len(stages) == len(ext.FEATURES) else 0
+
+    @property
+    def deferred(self) -> list:
+        """Extractors the cascade computes only for the documents that reach their stage (not in the
+        plain feature build)."""
+        return [e for e in self.extractors if self.stage_of(e) > 0]
+
     @property
     def top_n(self) -> dict[str, int]:
         """Feature -> its extractor's current ``top_n`` (stored values below it are masked)."""

@@ -22,6 +22,7 @@ retriever's list in training.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 import warnings
@@ -59,6 +60,7 @@ class Result:
     title: str = ""
     features: dict[str, float] | None = None  # explain=True: each feature's value (NaN = not computed)
     contributions: dict[str, float] | None = None  # explain=True: SHAP per feature, plus "bias"
+    stage: int | None = None  # a cascade: the (1-based) stage the doc last reached; ``score`` is that stage's
 
 
 class Ranking(list):
@@ -74,8 +76,10 @@ class Scorer:
     """A trained LambdaMART and the extractors of its features, ready to rerank."""
 
     def __init__(self, model: LambdaMART, extractors: list, *, run_dir: Path | None = None,
-                 manifest: dict | None = None):
+                 manifest: dict | None = None, stages: list | None = None):
         self.model = model
+        #: A cascade's stages (``ranker.cascade.Stage``; ``model`` is then the last one), else None.
+        self.stages = stages
         self.extractors = extractors
         self.run_dir = Path(run_dir) if run_dir else None
         self.manifest = manifest or model.manifest_
@@ -89,6 +93,13 @@ class Scorer:
         self.feature_versions = [specs[n].version for n in self.feature_names]
         model.check_features(self.feature_names, self.feature_versions)  # refuses a changed feature
         self.features_by_extractor = {e.name: [s.name for s in e.specs] for e in extractors}
+        if stages:  # each extractor runs in the stage its features first enter
+            enters = {}
+            for k, stage in enumerate(stages):
+                for n in stage.features:
+                    enters.setdefault(n, k)
+            self.stage_extractors = [[e for e in extractors if min(enters.get(s.name, 0) for s in e.specs) == k]
+                                     for k in range(len(stages))]
         #: What the first-stage guard decided at training time (see ranker.tuning): "model"; "first stage"
         #: (documents keep their first-stage order, each scored minus its first-stage rank); or "blend" (the
         #: RRF score of the model's and the first stage's orders). Features are computed either way.
@@ -111,8 +122,11 @@ class Scorer:
         if not (model_dir / "manifest.json").exists():
             raise MissingInputError(f"{model_dir}: no trained model (expected manifest.json); "
                                     "run `fusion-ltr run --config ...` or `fusion-ltr train` first")
-        booster = LambdaMART.load(model_dir)
-        manifest = booster.manifest_
+        from . import cascade
+
+        stages = cascade.load(model_dir) if cascade.is_cascade(model_dir) else None
+        booster = stages[-1].model if stages else LambdaMART.load(model_dir)
+        manifest = json.loads((model_dir / "manifest.json").read_text()) if stages else booster.manifest_
         if "extractors" not in manifest:
             raise UsageError(f"{model_dir}: the manifest names no extractors, so its features cannot be "
                              "computed at serving time (a model trained on precomputed features, e.g. LETOR)")
@@ -129,7 +143,7 @@ class Scorer:
             extractors.append(ext)
         used = set(booster.feature_names_)
         extractors = [e for e in extractors if used & {s.name for s in e.specs}]
-        return cls(booster, extractors, run_dir=model_dir.parent, manifest=manifest)
+        return cls(booster, extractors, run_dir=model_dir.parent, manifest=manifest, stages=stages)
 
     # ------------------------------------------------------------------------------- serving
     def rerank(self, query: str, docs, *, top_k: int | None = None, explain: bool = False,
@@ -187,7 +201,43 @@ class Scorer:
         return pd.DataFrame({n: values[n] for n in self.feature_names}, index=frame[DOCNO].tolist())
 
     # ------------------------------------------------------------------------------- internals
+    def _cascade(self, frame: pd.DataFrame, explain: bool):
+        """Stage by stage: each stage's extractors on the documents that reached it, its model, its keep.
+        Returns the sort key, each doc's score and 1-based stage, the feature values, the contributions
+        of each doc's deepest stage (explain) and the timing per extractor and stage."""
+        from .cascade import final_scores, keep_top
+
+        n = len(frame)
+        values = {name: np.full(n, np.nan) for name in self.feature_names}
+        timing, depth, score = {}, np.zeros(n), np.full(n, np.nan)
+        contrib = {} if explain else None
+        survivors = np.arange(n)
+        for k, (stage, exts) in enumerate(zip(self.stages, self.stage_extractors)):
+            t = time.perf_counter()
+            computed, seconds = compute(frame.iloc[survivors], exts)
+            for name, arr in computed.items():
+                if name in values:
+                    values[name][survivors] = arr
+            for name, s in seconds.items():
+                timing[name] = timing.get(name, 0.0) + s
+            X = np.column_stack([values[f][survivors] for f in stage.features])
+            data = RankingData.from_arrays(X, np.zeros(len(X)), frame[QID].iloc[survivors], frame[DOCNO].iloc[survivors],
+                                           stage.features, [self.feature_versions[self.feature_names.index(f)]
+                                                            for f in stage.features])
+            s = stage.model.predict(data)
+            depth[survivors], score[survivors] = k, s
+            if contrib is not None:
+                c = stage.model.contributions(data)
+                for j, i in enumerate(survivors):
+                    contrib[i] = {f: float(c[j, m]) for m, f in enumerate(stage.features)} | {"bias": float(c[j, -1])}
+            timing[f"stage{k + 1}"] = time.perf_counter() - t
+            if stage.keep and k < len(self.stages) - 1:
+                survivors = survivors[keep_top([len(survivors)], s, stage.keep)]
+        return final_scores(depth, score), score, depth.astype(int) + 1, values, contrib, timing
+
     def _score(self, frame: pd.DataFrame, t0: float, top_k, explain: bool, min_score) -> Ranking:
+        if self.stages:
+            return self._score_cascade(frame, t0, top_k, explain, min_score)
         values, timing = compute(frame, self.extractors)
         t = time.perf_counter()
         X = np.column_stack([values[n] for n in self.feature_names])
@@ -222,6 +272,23 @@ class Scorer:
         timing["total"] = time.perf_counter() - t0
         log.debug("reranked %d docs in %.3fs: %s", len(frame), timing["total"],
                   ", ".join(f"{k} {v * 1000:.1f}ms" for k, v in timing.items()))
+        return Ranking(results, timing)
+
+    def _score_cascade(self, frame: pd.DataFrame, t0: float, top_k, explain: bool, min_score) -> Ranking:
+        key, scores, stage, values, contrib, timing = self._cascade(frame, explain)
+        order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -key))
+        if min_score is not None:
+            order = order[scores[order] >= min_score]
+        if top_k is not None:
+            order = order[:top_k]
+        results = []
+        for new_rank, i in enumerate(order, start=1):
+            row = frame.iloc[i]
+            results.append(Result(
+                id=row[DOCNO], score=float(scores[i]), rank=new_rank, original_rank=int(row[RANK]), text=row[TEXT],
+                title=row[TITLE], features={n: float(values[n][i]) for n in self.feature_names} if explain else None,
+                contributions=contrib[i] if contrib is not None else None, stage=int(stage[i])))
+        timing["total"] = time.perf_counter() - t0
         return Ranking(results, timing)
 
     def _retrieve(self, query: str) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from features.matrix import RankingData
 from retrieval import read_trec_run, write_trec_run
 from retrieval.frames import DOCNO, QID, RANK
 
+from .. import cascade
 from .. import evaluate as ev
 from ..data import qrels_of, run_from_scores
 from ..lambdamart import LambdaMART, cross_val_predict, query_folds
@@ -171,6 +172,10 @@ def evaluate_ranker(run) -> dict:
         if cfg.ranker.cv_folds:
             scores = cross_val_predict(fold_params(cfg), test.select(feats), cfg.ranker.cv_folds,
                                        valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.base_params.seed)
+        elif name == "lambdamart" and cfg.ranker.cascade:  # stage by stage, as the Scorer serves it
+            stages = cascade.load(layout.model(name))
+            depth, stage_score, _ = cascade.apply(stages, test.select(stages[-1].features))
+            scores = cascade.final_scores(depth, stage_score)
         else:
             model = LambdaMART.load(layout.model(name))
             scores = model.predict(test.select(feats))

@@ -53,6 +53,11 @@ def features(run, split: list[str] | None = None, quiet: bool = False) -> dict:
         pairs = store.pairs(qids, retriever=candidates)
         extractors = run.fitted_extractors
         specs = feature_specs(extractors)  # versions include the fitted corpus statistics
+        deferred = {e.name for e in run.deferred}
+        if deferred:
+            log(f"deferred to the cascade (computed in `train` for the documents that reach their stage): "
+                f"{sorted(deferred)}")
+        built = [e for e in extractors if e.name not in deferred]
         compute = cfg.compute
         if compute.engine == "dask":
             from features.dask_build import dask_build
@@ -63,11 +68,11 @@ def features(run, split: list[str] | None = None, quiet: bool = False) -> dict:
             with dask_client(compute) as client:
                 log(f"dask: {len(client.scheduler_info()['workers'])} worker(s) at {client.scheduler.address}, "
                     f"{compute.n_partitions} partitions, parts in {parts}")
-                reports = dask_build(store, pairs, extractors, client, parts_dir=parts,
+                reports = dask_build(store, pairs, built, client, parts_dir=parts,
                                      partitions=compute.n_partitions, progress=run.progress and not quiet)
         else:
-            reports = build(store, pairs, extractors, progress=run.progress and not quiet)
-        table = summary_table(store, extractors, reports, qids, retriever=candidates)
+            reports = build(store, pairs, built, progress=run.progress and not quiet)
+        table = summary_table(store, built, reports, qids, retriever=candidates)
         view = store.create_view(ds.name.replace("-", "_"), specs, retriever=candidates)
     save_extractor_state(run, extractors)
     seconds = time.perf_counter() - t0

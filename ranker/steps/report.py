@@ -16,6 +16,9 @@ def report(run, query: str | None = None, no_ablation: bool = False) -> Path:
     config reports its serving model (fit on all queries; SHAP and the example are then in-sample) with
     an ablation under the same cross-validation as its evaluation."""
     cfg = run.cfg
+    if cfg.ranker.cascade:
+        raise UsageError("report explains one model; a cascade's stage models are not reported yet "
+                         "(`Scorer.rerank(..., explain=True)` explains each document at its deepest stage)")
     data = run.matrices
     fs = run.feature_set
     model = LambdaMART.load(run.layout.model())

@@ -107,7 +107,23 @@ def train(run) -> dict:
             + (", early-stopped on the same share of them as each fold model" if valid is not None else ""))
     serving = serving_info(run)
     info = {}
+    if cfg.ranker.cascade:  # the main model is a cascade of stage models (ranker.cascade)
+        from .. import cascade
+
+        def params_for(part):
+            if not cfg.ranker.auto:
+                return cfg.ranker.base_params
+            return tune(cfg.ranker.base_params, part, folds=cfg.ranker.tune_folds,
+                        valid_fraction=cfg.ranker.valid_fraction, measure=cfg.evaluate.measures[0]).chosen
+
+        extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
+                 "excluded_queries_leakage_guard": len(data.leaked)}
+        info["lambdamart"] = cascade.train(run, params_for, extra, lambda r, folder: save_extractor_state(r, folder))
+        run.__dict__.pop("matrices", None)  # the deferred features now have values: read them again
+        data = run.matrices
     for name, feats in run.models().items():
+        if name == "lambdamart" and cfg.ranker.cascade:
+            continue
         t = time.perf_counter()
         fit_data, fit_valid = train_data.select(feats), valid.select(feats) if valid is not None else None
         params, tuning = cfg.ranker.base_params, None

@@ -1,0 +1,168 @@
+"""Cascade ranking: cheap features on every candidate, costly ones only where they can change the top.
+
+``[[ranker.cascade]]`` lists stages; each adds features to the previous stages' and keeps ``keep``
+documents per query for the next. Stage k is a LambdaMART trained on the documents that reach it.
+Which training documents reach a stage is decided by the previous stage's model applied out of fold
+(query-level cross-fitting: a query's own labels never decide its membership), so training sees what
+serving will see; test and served documents reach a stage by the previous stage's final model.
+Extractors whose features all enter at a later stage are *deferred*: the feature build skips them, and
+the cascade computes them (into the store, cached as always) only for the documents that reach their
+stage, so a later change of ``keep`` computes only what is new.
+
+A document's final position: documents that reached a deeper stage rank above those dropped earlier;
+within a stage, by that stage's score. As one number (for TREC files and ``Result.score``-free
+sorting): ``depth + sigmoid(score)``. A trained cascade is a model folder ``model/`` whose manifest has
+``kind = "fusion-ltr cascade"`` and a ``stageN/`` LambdaMART folder per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from features.build import build
+from features.matrix import RankingData
+from features.store import FeatureStore
+from retrieval.errors import UsageError
+
+from .lambdamart import LambdaMART, cross_val_predict
+from .layout import replaced_atomically
+
+KIND = "fusion-ltr cascade"
+
+
+def rows(data: RankingData, mask: np.ndarray) -> RankingData:
+    """The rows of ``data`` where ``mask`` holds (order kept)."""
+    return RankingData.from_arrays(data.X[mask], data.y[mask], data.qids[mask], data.docnos[mask],
+                                   data.feature_names, data.feature_versions)
+
+
+def keep_top(group, scores: np.ndarray, keep: int) -> np.ndarray:
+    """Per query (``group``: rows per query, in order), the ``keep`` best rows by score; ties go to the
+    earlier row (the better first-stage rank)."""
+    mask = np.zeros(len(scores), dtype=bool)
+    start = 0
+    for g in np.asarray(group, dtype=int):
+        order = np.argsort(-scores[start:start + g], kind="stable")[:keep]
+        mask[start + order] = True
+        start += g
+    return mask
+
+
+def final_scores(depth: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """One sortable number per document: deeper stages first, then the stage's score."""
+    return depth + 1.0 / (1.0 + np.exp(-np.clip(score, -50, 50)))
+
+
+@dataclass
+class Stage:
+    model: LambdaMART
+    features: list[str]  # cumulative: every feature of this stage and the ones before
+    keep: int  # documents passed on (0: the last stage)
+
+
+def apply(stages: list[Stage], data: RankingData) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Run ``data`` (all features of the cascade) through the stages: each row's depth (0-based stage
+    it last reached), its score there, and the mask of rows reaching each stage."""
+    reach = np.ones(len(data.y), dtype=bool)
+    depth, score, masks = np.zeros(len(data.y)), np.full(len(data.y), np.nan), []
+    for k, stage in enumerate(stages):
+        masks.append(reach.copy())
+        part = rows(data.select(stage.features), reach)
+        s = stage.model.predict(part)
+        depth[reach], score[reach] = k, s
+        if stage.keep and k < len(stages) - 1:
+            idx = np.flatnonzero(reach)
+            reach = np.zeros_like(reach)
+            reach[idx[keep_top(part.group, s, stage.keep)]] = True
+    return depth, score, masks
+
+
+def load(path: str | Path) -> list[Stage]:
+    manifest = json.loads((Path(path) / "manifest.json").read_text())
+    return [Stage(LambdaMART.load(Path(path) / s["folder"]), s["features"], s["keep"]) for s in manifest["stages"]]
+
+
+def is_cascade(path: str | Path) -> bool:
+    file = Path(path) / "manifest.json"
+    return file.is_file() and json.loads(file.read_text()).get("kind") == KIND
+
+
+def train(run, params_for, extra: dict, save_state) -> dict:
+    """Train the configured cascade on the run's training queries (see the module docstring); builds the
+    deferred extractors' values for the documents that reach their stage; saves ``model/``."""
+    cfg, log = run.cfg, run.log
+    fs = run.feature_set
+    spec = {s.name: s for s in fs.specs}
+    stages_cfg = cfg.ranker.cascade
+    unknown = [n for s in stages_cfg for n in s.features if n not in spec]
+    if unknown:
+        raise UsageError(f"ranker.cascade names {unknown}, not in the built feature set {fs.names}")
+    cumulative, names = [], []
+    for s in stages_cfg:
+        names += list(s.features)
+        cumulative.append(list(names))
+    specs = [spec[n] for n in names]
+    data = run.matrices
+    if data.train is None:
+        raise UsageError(f"{cfg.source}: ranker.cascade needs a training split")
+    train_q = list(data.train.unique_qids) + (list(data.valid.unique_qids) if data.valid is not None else [])
+    valid_q = set(data.valid.unique_qids) if data.valid is not None else set()
+    test_q = list(data.test.unique_qids)
+    folds = max(2, min(cfg.ranker.tune_folds, len(train_q)))
+    extractors = {e.name: e for e in run.fitted_extractors}
+    stages, report = [], []
+    with FeatureStore(run.layout.store) as store:
+        def read(qids):
+            return store.matrix(specs, qids, retriever=cfg.features.candidates, top_n=run.top_n)
+
+        train, test = read(train_q), read(test_q)
+        reach_tr, reach_te = np.ones(len(train.y), bool), np.ones(len(test.y), bool)
+        for k, stage_cfg in enumerate(stages_cfg):
+            t = time.perf_counter()
+            new = [extractors[e.name] for e in run.deferred if run.stage_of(e) == k]
+            if new:  # compute the deferred extractors for the documents that reach this stage only
+                reached = {(q, d) for data_, m in ((train, reach_tr), (test, reach_te))
+                           for q, d in zip(data_.qids[m], data_.docnos[m])}
+                pairs = store.pairs(train_q + test_q, retriever=cfg.features.candidates)
+                pairs = pairs[[(q, d) in reached for q, d in zip(pairs["qid"], pairs["docno"])]]
+                build(store, pairs, new, progress=run.progress)
+                train, test = read(train_q), read(test_q)
+            part = rows(train.select(cumulative[k]), reach_tr)
+            fit_q = [q for q in part.unique_qids if q not in valid_q]
+            params = params_for(part)
+            model = LambdaMART.from_params(params).fit(
+                part.subset(fit_q), part.subset(sorted(valid_q & set(part.unique_qids))) if valid_q else None)
+            stages.append(Stage(model, cumulative[k], stage_cfg.keep))
+            info = {"stage": k + 1, "features": list(stage_cfg.features), "keep": stage_cfg.keep,
+                    "train_rows": len(part.y), "test_rows": int(reach_te.sum()),
+                    "computed_here": [e.name for e in new]}
+            if stage_cfg.keep and k < len(stages_cfg) - 1:
+                oof = cross_val_predict(params, part, folds, valid_fraction=cfg.ranker.valid_fraction, seed=params.seed)
+                idx = np.flatnonzero(reach_tr)
+                reach_tr = np.zeros_like(reach_tr)
+                reach_tr[idx[keep_top(part.group, oof, stage_cfg.keep)]] = True  # cross-fitted membership
+                test_part = rows(test.select(cumulative[k]), reach_te)
+                idx = np.flatnonzero(reach_te)
+                reach_te = np.zeros_like(reach_te)
+                reach_te[idx[keep_top(test_part.group, model.predict(test_part), stage_cfg.keep)]] = True
+            info["seconds"] = time.perf_counter() - t
+            report.append(info)
+            log(f"cascade stage {k + 1}: {len(cumulative[k])} features on {info['train_rows']} training rows"
+                + (f", computed {info['computed_here']} here" if new else "")
+                + (f", keeps {stage_cfg.keep} per query" if stage_cfg.keep else "") + f" ({info['seconds']:.1f}s)")
+    path = run.layout.model()
+    with replaced_atomically(path) as tmp:
+        for k, stage in enumerate(stages):
+            stage.model.save(tmp / f"stage{k + 1}")
+        manifest = {"kind": KIND, "features": [{"name": s.name, "version": s.version} for s in specs],
+                    "stages": [{"folder": f"stage{k + 1}", "features": s.features, "keep": s.keep}
+                               for k, s in enumerate(stages)], "report": report, **extra}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        save_state(run, tmp)
+    return {"path": str(path), "stages": report}
+

@@ -1,0 +1,94 @@
+"""Cascade ranking: cross-fitted stage membership, deferred extractors computed only where a stage
+reaches, and the Scorer serving exactly the offline cascade."""
+
+import json
+
+import numpy as np
+import pytest
+
+from features.store import FeatureStore
+from ranker import Scorer
+from ranker.cascade import keep_top
+from ranker.cli import main
+from ranker.lambdamart import LambdaMARTParams, cross_val_predict, query_folds
+from retrieval.data import load_beir, read_trec_run
+from tests.ranker.conftest import generated_dataset, write_config
+from tests.ranker.test_tuning import ranking
+
+CASCADE = """[ranker]
+guard = "warn"
+[ranker.params]
+n_estimators = 30
+min_data_in_leaf = 5
+num_leaves = 5
+[[ranker.cascade]]
+features = ["fs_rank", "fs_score", "bm25", "doc_len", "query_len", "len_ratio"]
+keep = 5
+[[ranker.cascade]]
+features = ["coverage"]
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cascade")
+    folder = generated_dataset(tmp / "gen")
+    config = tmp / "gen.toml"
+    write_config(config, folder, tmp / "run", ranker=CASCADE, extractors="[features.extractors.bm25]\n"
+                 "[features.extractors.length]\n[features.extractors.coverage]")
+    for step in ("retrieve", "features"):
+        assert main([step, "--config", str(config), "--quiet"] if step == "features" else [step, "--config", str(config)]) == 0
+    with FeatureStore(tmp / "run" / "features.duckdb", read_only=True) as store:
+        before = store.sql("SELECT count(*) AS n FROM features WHERE feature = 'coverage'")["n"][0]
+    for step in ("train", "evaluate"):
+        assert main([step, "--config", str(config)]) == 0
+    return tmp / "run", folder, before
+
+
+def test_keep_top_is_per_query_and_breaks_ties_by_row_order():
+    mask = keep_top([3, 2], np.array([0.1, 0.5, 0.5, 2.0, 1.0]), 1)
+    assert mask.tolist() == [False, True, False, True, False]
+    assert keep_top([3], np.array([1.0, 1.0, 1.0]), 2).tolist() == [True, True, False]
+
+
+def test_cross_fitting_never_lets_a_query_decide_its_own_membership():
+    data = ranking(12)
+    seen = []
+
+    def params_for(train):  # the hook cross_val_predict calls with each fold model's training data
+        seen.append(set(train.unique_qids))
+        return LambdaMARTParams(n_estimators=10, min_data_in_leaf=5)
+
+    cross_val_predict(params_for, data, 3, seed=7)
+    for fold, trained_on in zip(query_folds(data.qids, 3, 7), seen):
+        assert trained_on and not trained_on & set(fold)
+
+
+def test_deferred_extractors_are_computed_only_for_documents_that_reach_their_stage(run):
+    run_dir, _, before = run
+    assert before == 0  # the feature build left coverage to the cascade
+    manifest = json.loads((run_dir / "model" / "manifest.json").read_text())
+    assert manifest["kind"] == "fusion-ltr cascade" and [s["keep"] for s in manifest["stages"]] == [5, 0]
+    with FeatureStore(run_dir / "features.duckdb", read_only=True) as store:
+        per_query = store.sql("SELECT qid, count(*) AS n FROM features WHERE feature = 'coverage' GROUP BY qid")
+    assert len(per_query) == 32 and per_query["n"].max() == 5  # every query, its 5 survivors only
+
+
+def test_the_scorer_serves_the_offline_cascade(run):
+    run_dir, folder, _ = run
+    queries = load_beir(str(folder)).queries.set_index("qid")["query"]
+    offline = read_trec_run(run_dir / "eval" / "test" / "runs" / "lambdamart.trec")
+    scorer = Scorer.load(run_dir)
+    with FeatureStore(run_dir / "features.duckdb", read_only=True) as store:
+        stored = store.sql("SELECT qid, docno, value FROM features WHERE feature = 'coverage'")
+    for qid in ("q22", "q26", "q31"):
+        results = scorer.search(queries[qid], top_k=None, explain=True)
+        assert [r.id for r in results] == offline[offline["qid"] == qid].sort_values("rank")["docno"].tolist()
+        reached = {r.id for r in results if r.stage == 2}
+        assert reached == set(stored.loc[stored["qid"] == qid, "docno"]) and len(reached) == 5
+        mine = {r.id: r.features["coverage"] for r in results if r.stage == 2}
+        theirs = stored[stored["qid"] == qid].set_index("docno")["value"].to_dict()
+        assert mine == pytest.approx(theirs)
+        top = results[0]
+        assert sum(top.contributions.values()) == pytest.approx(top.score, abs=1e-6)  # adds up in its stage
+        assert {"stage1", "stage2", "coverage"} <= set(results.timing)
