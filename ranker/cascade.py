@@ -87,6 +87,28 @@ def load(path: str | Path) -> list[Stage]:
     return [Stage(LambdaMART.load(Path(path) / s["folder"]), s["features"], s["keep"]) for s in manifest["stages"]]
 
 
+def budget_keeps(run, stages_cfg, budget_ms: float) -> list[int] | None:
+    """The keep values that fit ``budget_ms`` by the store's costs (None, said in the log, while a stage's
+    extractors have no stored cost yet: a first build measures them)."""
+    fs = run.feature_set
+    by_stage = [[e for e in run.extractors if run.stage_of(e) == k] for k in range(len(stages_cfg))]
+
+    def ms_per_doc(exts):
+        costs = [fs.cost.get(next(iter(e.FEATURES))) for e in exts]
+        return None if any(c is None or c == 0 for c in costs) else sum(costs)  # s / 1,000 pairs = ms / pair
+
+    per_doc = [ms_per_doc(exts) for exts in by_stage]
+    if any(c is None for c in per_doc):
+        run.log("ranker.budget_ms: no stored cost yet for some stage's extractors; using the configured keeps")
+        return None
+    candidates = run.matrices.test.group
+    first_ms = per_doc[0] * float(np.median(candidates))
+    keeps = choose_keeps([s.keep for s in stages_cfg[:-1]], per_doc[1:], first_ms, budget_ms) + [0]
+    run.log(f"ranker.budget_ms = {budget_ms:g}: keeps {keeps[:-1]} (predicted "
+            f"{predicted_ms(keeps[:-1], per_doc[1:], first_ms):.1f} ms per query by the stored costs)")
+    return keeps
+
+
 def is_cascade(path: str | Path) -> bool:
     file = Path(path) / "manifest.json"
     return file.is_file() and json.loads(file.read_text()).get("kind") == KIND
@@ -106,6 +128,9 @@ def train(run, params_for, extra: dict, save_state) -> dict:
     for s in stages_cfg:
         names += list(s.features)
         cumulative.append(list(names))
+    keeps = [s.keep for s in stages_cfg]
+    if cfg.ranker.budget_ms > 0:
+        keeps = budget_keeps(run, stages_cfg, cfg.ranker.budget_ms) or keeps
     specs = [spec[n] for n in names]
     data = run.matrices
     if data.train is None:
@@ -137,24 +162,25 @@ def train(run, params_for, extra: dict, save_state) -> dict:
             params = params_for(part)
             model = LambdaMART.from_params(params).fit(
                 part.subset(fit_q), part.subset(sorted(valid_q & set(part.unique_qids))) if valid_q else None)
-            stages.append(Stage(model, cumulative[k], stage_cfg.keep))
-            info = {"stage": k + 1, "features": list(stage_cfg.features), "keep": stage_cfg.keep,
+            stages.append(Stage(model, cumulative[k], keeps[k]))
+            info = {"stage": k + 1, "features": list(stage_cfg.features), "keep": keeps[k],
                     "train_rows": len(part.y), "test_rows": int(reach_te.sum()),
                     "computed_here": [e.name for e in new]}
-            if stage_cfg.keep and k < len(stages_cfg) - 1:
+            keep = keeps[k]
+            if keep and k < len(stages_cfg) - 1:
                 oof = cross_val_predict(params, part, folds, valid_fraction=cfg.ranker.valid_fraction, seed=params.seed)
                 idx = np.flatnonzero(reach_tr)
                 reach_tr = np.zeros_like(reach_tr)
-                reach_tr[idx[keep_top(part.group, oof, stage_cfg.keep)]] = True  # cross-fitted membership
+                reach_tr[idx[keep_top(part.group, oof, keep)]] = True  # cross-fitted membership
                 test_part = rows(test.select(cumulative[k]), reach_te)
                 idx = np.flatnonzero(reach_te)
                 reach_te = np.zeros_like(reach_te)
-                reach_te[idx[keep_top(test_part.group, model.predict(test_part), stage_cfg.keep)]] = True
+                reach_te[idx[keep_top(test_part.group, model.predict(test_part), keep)]] = True
             info["seconds"] = time.perf_counter() - t
             report.append(info)
             log(f"cascade stage {k + 1}: {len(cumulative[k])} features on {info['train_rows']} training rows"
                 + (f", computed {info['computed_here']} here" if new else "")
-                + (f", keeps {stage_cfg.keep} per query" if stage_cfg.keep else "") + f" ({info['seconds']:.1f}s)")
+                + (f", keeps {keeps[k]} per query" if keeps[k] else "") + f" ({info['seconds']:.1f}s)")
     path = run.layout.model()
     with replaced_atomically(path) as tmp:
         for k, stage in enumerate(stages):
@@ -166,3 +192,41 @@ def train(run, params_for, extra: dict, save_state) -> dict:
         save_state(run, tmp)
     return {"path": str(path), "stages": report}
 
+
+
+KEEP_CHOICES = (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500, 1000)
+
+
+def predicted_ms(keeps, stage_ms_per_doc, first_ms: float) -> float:
+    """Milliseconds per query by stored costs: the first stage's (every candidate), then each later
+    stage's per-document cost times the documents the stage before it keeps."""
+    return first_ms + sum(k * c for k, c in zip(keeps, stage_ms_per_doc))
+
+
+def choose_keeps(configured: list[int], stage_ms_per_doc: list[float], first_ms: float,
+                 budget_ms: float) -> list[int]:
+    """The budget knob: ``keep`` values (one per stage but the last), each at most the configured one
+    and not rising from stage to stage, whose predicted cost (:func:`predicted_ms`) stays within
+    ``budget_ms``; among those, the ones that pass the most documents on (earlier stages first)."""
+    if first_ms > budget_ms:
+        raise UsageError(f"ranker.budget_ms = {budget_ms:g}: the first stage alone costs {first_ms:.1f} ms per query "
+                         "by the stored costs")
+    best = None
+    options = [sorted({c for c in KEEP_CHOICES if c <= cap} | {cap}, reverse=True) for cap in configured]
+
+    def search(prefix: list[int], i: int) -> None:
+        nonlocal best
+        if i == len(options):
+            if predicted_ms(prefix, stage_ms_per_doc, first_ms) <= budget_ms and (best is None or prefix > best):
+                best = list(prefix)
+            return
+        for keep in options[i]:
+            if prefix and keep > prefix[-1]:
+                continue
+            search(prefix + [keep], i + 1)
+
+    search([], 0)
+    if best is None:
+        raise UsageError(f"ranker.budget_ms = {budget_ms:g}: no keep values fit (even keeping 1 document per stage "
+                         f"costs {predicted_ms([1] * len(configured), stage_ms_per_doc, first_ms):.1f} ms)")
+    return best

@@ -85,6 +85,9 @@ class RankerConfig:
     # [[ranker.cascade]] stages: the main model becomes a cascade (each stage a LambdaMART on the documents
     # that reach it; costly extractors computed only for those); empty: one model over every candidate
     cascade: tuple[CascadeStage, ...] = ()
+    # > 0: a latency budget per query (ms); the cascade's keep values are chosen to fit it by the costs
+    # per 1,000 pairs stored in the feature store (each at most the configured keep)
+    budget_ms: float = 0.0
 
     @property
     def auto(self) -> bool:

@@ -92,3 +92,21 @@ def test_the_scorer_serves_the_offline_cascade(run):
         top = results[0]
         assert sum(top.contributions.values()) == pytest.approx(top.score, abs=1e-6)  # adds up in its stage
         assert {"stage1", "stage2", "coverage"} <= set(results.timing)
+
+
+def test_the_budget_knob_never_exceeds_the_budget_by_the_stored_costs():
+    from ranker.cascade import choose_keeps, predicted_ms
+    from retrieval.errors import UsageError
+
+    per_doc = [20.0, 80.0]  # ms per document: a cross-encoder stage, then an LM stage
+    for budget in (140, 250, 700, 1000, 5000):
+        keeps = choose_keeps([30, 10], per_doc, first_ms=40.0, budget_ms=budget)
+        assert keeps[0] >= keeps[1] and keeps[0] <= 30 and keeps[1] <= 10
+        assert predicted_ms(keeps, per_doc, 40.0) <= budget
+    # by hand: 40 + 20 * 30 + 80 * 3 = 880 <= 1000; keeping 5 at the LM would be 1040
+    assert choose_keeps([30, 10], per_doc, first_ms=40.0, budget_ms=1000) == [30, 3]
+    assert choose_keeps([30, 10], per_doc, first_ms=40.0, budget_ms=5000) == [30, 10]  # the configured ones fit
+    with pytest.raises(UsageError, match="the first stage alone costs 40.0 ms"):
+        choose_keeps([30, 10], per_doc, first_ms=40.0, budget_ms=30)
+    with pytest.raises(UsageError, match="no keep values fit"):
+        choose_keeps([30, 10], per_doc, first_ms=40.0, budget_ms=100)
