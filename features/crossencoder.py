@@ -16,6 +16,7 @@ import pandas as pd
 
 from retrieval.frames import QID, QUERY, doc_text
 from retrieval.models import require, resolve_device, resolve_model
+from retrieval.params import ConfigError
 
 from .base import BaseExtractor, TrainedOnQueries
 
@@ -32,6 +33,9 @@ class CrossEncoderParams:
     window_words: int = 150
     stride_words: int = 75
     device: str = "auto"
+    # "int8": dynamic int8 quantization of the linear layers (CPU only; part of the version, so its
+    # values never mix with fp32 ones in the store); "none": fp32 (bf16 autocast on CUDA)
+    quantize: str = "none"
     top_n: int | None = None
     batch_size: int = 256
 
@@ -59,6 +63,8 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
         super().__init__(params, **kwargs)
         if self.params.maxp and not 0 < self.params.stride_words <= self.params.window_words:
             raise ValueError("features.crossencoder: need 0 < stride_words <= window_words for MaxP")
+        if self.params.quantize not in ("none", "int8"):
+            raise ConfigError(f"features.crossencoder.quantize: expected 'none' or 'int8', found {self.params.quantize!r}")
         self._model = None
         self._trained = None
         self.device = None
@@ -77,6 +83,12 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
                     f"cross-encoder {self.params.model!r} is neither a local model folder nor loadable from the "
                     f"hub ({type(exc).__name__}: {str(exc)[:200]}). Train one with `fusion-ltr finetune-ce "
                     "--config ...`, or name a hub model (needs a network)") from exc
+            if self.params.quantize == "int8":
+                if not self.device.startswith("cpu"):
+                    raise ConfigError(f"features.crossencoder.quantize = 'int8' runs on the CPU only; the device "
+                                      f"is {self.device!r} (set device = 'cpu', or quantize = 'none' on a GPU)")
+                torch.ao.quantization.quantize_dynamic(self._model.model, {torch.nn.Linear}, dtype=torch.qint8,
+                                                       inplace=True)
         return self._model
 
     def score(self, queries: list[str], docs: list[str]) -> np.ndarray:
