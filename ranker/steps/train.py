@@ -118,7 +118,7 @@ def train(run) -> dict:
 
         extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
                  "excluded_queries_leakage_guard": len(data.leaked)}
-        info["lambdamart"] = cascade.train(run, params_for, extra, lambda r, folder: save_extractor_state(r, folder))
+        info["lambdamart"] = cascade.train(run, params_for, extra, save_extractor_state)
         run.__dict__.pop("matrices", None)  # the deferred features now have values: read them again
         data = run.matrices
     for name, feats in run.models().items():
