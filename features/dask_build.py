@@ -3,7 +3,7 @@
 The driver asks the store which values are missing (as the local build does), splits those pairs into
 partitions by a hash of ``qid``, and sends one task per (extractor, partition) to the cluster. A worker
 builds each extractor once (kept in a per-process cache, keyed by its config and corpus statistics),
-computes its partition batch by batch with :func:`features.build.compute_batch` (the one code path of
+computes its partition with :func:`features.build.compute` (the one code path of
 training and serving), and writes a Parquet part in the store's export layout: ``feature, version,
 qid, docno, query_hash, doc_hash, value``, with the provenance in the file's metadata. The driver
 ingests each part into DuckDB as soon as it is done, in one transaction, then deletes it.
@@ -28,7 +28,7 @@ from retrieval.errors import UsageError
 from retrieval.frames import DOCNO, QID
 
 from . import base as fbase
-from .build import ExtractorReport, compute_batch, eligible, feature_specs
+from .build import ExtractorReport, compute, eligible, feature_specs
 from .store import FeatureStore
 
 INSTALL = "pip install 'dask[dataframe]' distributed"
@@ -63,13 +63,8 @@ def compute_part(name: str, target: str, config: dict, state_dir: str | None, ro
     if ext.version != version:
         raise UsageError(f"{name}: the worker built version {ext.version}, the driver expects {version}; "
                          "do the workers run the same code, models and corpus statistics?")
-    t = time.perf_counter()
-    columns = {s.name: np.empty(len(pairs)) for s in ext.specs}
-    for start in range(0, len(pairs), ext.batch_size):
-        batch = pairs.iloc[start:start + ext.batch_size]
-        for feature, values in compute_batch(ext, batch).items():
-            columns[feature][start:start + len(batch)] = values
-    seconds = time.perf_counter() - t
+    columns, timing = compute(pairs, [ext])  # the serving path: batch by batch, pairs already eligible
+    seconds = timing[ext.name]
     keys = pairs[KEYS].reset_index(drop=True)
     long = pd.concat([keys.assign(feature=s.name, version=s.version, value=columns[s.name]) for s in ext.specs],
                      ignore_index=True)

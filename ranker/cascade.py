@@ -53,6 +53,22 @@ def keep_top(group, scores: np.ndarray, keep: int) -> np.ndarray:
     return mask
 
 
+def narrow(reach: np.ndarray, group, scores: np.ndarray, keep: int) -> np.ndarray:
+    """The rows that reach the next stage: of the rows in ``reach`` (scored by ``scores`` in their order,
+    ``group`` their rows per query), the ``keep`` best per query."""
+    idx = np.flatnonzero(reach)
+    out = np.zeros_like(reach)
+    out[idx[keep_top(group, scores, keep)]] = True
+    return out
+
+
+def entry_stage(features, stage_features) -> int:
+    """The (0-based) stage an extractor runs in: the first stage naming one of its ``features``; 0 when
+    any of them is in no stage (it is built with the cheap ones)."""
+    stages = [next((k for k, names in enumerate(stage_features) if f in names), None) for f in features]
+    return 0 if not stages or None in stages else min(stages)
+
+
 def final_scores(depth: np.ndarray, score: np.ndarray) -> np.ndarray:
     """One sortable number per document: deeper stages first, then the stage's score."""
     return depth + 1.0 / (1.0 + np.exp(-np.clip(score, -50, 50)))
@@ -76,9 +92,7 @@ def apply(stages: list[Stage], data: RankingData) -> tuple[np.ndarray, np.ndarra
         s = stage.model.predict(part)
         depth[reach], score[reach] = k, s
         if stage.keep and k < len(stages) - 1:
-            idx = np.flatnonzero(reach)
-            reach = np.zeros_like(reach)
-            reach[idx[keep_top(part.group, s, stage.keep)]] = True
+            reach = narrow(reach, part.group, s, stage.keep)
     return depth, score, masks
 
 
@@ -169,13 +183,9 @@ def train(run, params_for, extra: dict, save_state) -> dict:
             keep = keeps[k]
             if keep and k < len(stages_cfg) - 1:
                 oof = cross_val_predict(params, part, folds, valid_fraction=cfg.ranker.valid_fraction, seed=params.seed)
-                idx = np.flatnonzero(reach_tr)
-                reach_tr = np.zeros_like(reach_tr)
-                reach_tr[idx[keep_top(part.group, oof, keep)]] = True  # cross-fitted membership
+                reach_tr = narrow(reach_tr, part.group, oof, keep)  # cross-fitted membership
                 test_part = rows(test.select(cumulative[k]), reach_te)
-                idx = np.flatnonzero(reach_te)
-                reach_te = np.zeros_like(reach_te)
-                reach_te[idx[keep_top(test_part.group, model.predict(test_part), keep)]] = True
+                reach_te = narrow(reach_te, test_part.group, model.predict(test_part), keep)
             info["seconds"] = time.perf_counter() - t
             report.append(info)
             log(f"cascade stage {k + 1}: {len(cumulative[k])} features on {info['train_rows']} training rows"

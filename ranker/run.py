@@ -186,9 +186,10 @@ class Run:
         return trained
 
     def stage_of(self, ext) -> int:
-        """The cascade stage (0-based) an extractor's features first enter; 0 without a cascade."""
-        stages = [i for i, s in enumerate(self.cfg.ranker.cascade) for n in ext.FEATURES if n in s.features]
-        return min(stages) if stages and len(stages) == len(ext.FEATURES) else 0
+        """The cascade stage (0-based) an extractor runs in; 0 without a cascade."""
+        from .cascade import entry_stage
+
+        return entry_stage(list(ext.FEATURES), [s.features for s in self.cfg.ranker.cascade])
 
     @property
     def deferred(self) -> list:

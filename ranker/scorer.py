@@ -94,11 +94,10 @@ class Scorer:
         model.check_features(self.feature_names, self.feature_versions)  # refuses a changed feature
         self.features_by_extractor = {e.name: [s.name for s in e.specs] for e in extractors}
         if stages:  # each extractor runs in the stage its features first enter
-            enters = {}
-            for k, stage in enumerate(stages):
-                for n in stage.features:
-                    enters.setdefault(n, k)
-            self.stage_extractors = [[e for e in extractors if min(enters.get(s.name, 0) for s in e.specs) == k]
+            from .cascade import entry_stage
+
+            names = [stage.features for stage in stages]  # cumulative: a feature's first stage is where it enters
+            self.stage_extractors = [[e for e in extractors if entry_stage([s.name for s in e.specs], names) == k]
                                      for k in range(len(stages))]
         #: What the first-stage guard decided at training time (see ranker.tuning): "model"; "first stage"
         #: (documents keep their first-stage order, each scored minus its first-stage rank); or "blend" (the

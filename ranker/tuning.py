@@ -95,6 +95,21 @@ def one_standard_error(scores: list) -> tuple[int, int]:
     return best, best
 
 
+def n_folds(folds: int, data: RankingData) -> int:
+    """The number of cross-validation folds: as configured, at most one per query, at least 2."""
+    return max(2, min(folds, len(data.unique_qids)))
+
+
+def settings(ranker, measure: str):
+    """The settings of a model trained on some queries: the fixed ``[ranker.params]``, or (``params =
+    "auto"``) a function of the training data that tunes on those queries only (so, inside a
+    cross-validation fold, the fold's own queries never choose)."""
+    if not ranker.auto:
+        return ranker.base_params
+    return lambda train: tune(ranker.base_params, train, folds=ranker.tune_folds,
+                              valid_fraction=ranker.valid_fraction, measure=measure).chosen
+
+
 def tune(base: LambdaMARTParams, data: RankingData, *, folds: int = 3, valid_fraction: float = 0.0,
          measure: str = "nDCG@10") -> Tuning:
     """Choose a grid setting by out-of-fold ``measure`` on ``data`` (training queries only), with the
@@ -102,7 +117,7 @@ def tune(base: LambdaMARTParams, data: RankingData, *, folds: int = 3, valid_fra
     standard error of the best's, the error taken over the per-query differences to the best. With few
     queries that favours small, constrained trees; with many, a clearly better larger model wins."""
     t0 = time.perf_counter()
-    k = max(2, min(folds, len(data.unique_qids)))
+    k = n_folds(folds, data)
     settings = grid(base, data.feature_names)
     table, scores, oofs = [], [], []
     for params in settings:

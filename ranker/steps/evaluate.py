@@ -19,7 +19,7 @@ from .. import cascade
 from .. import evaluate as ev
 from ..data import qrels_of, run_from_scores
 from ..lambdamart import LambdaMART, cross_val_predict, query_folds
-from ..tuning import blended, first_stage_scores, tune
+from ..tuning import blended, first_stage_scores, settings
 
 MAX_SINGLE_ROWS = 12  # single-feature baselines printed in the evaluation table (all are in the JSON)
 
@@ -87,15 +87,6 @@ def strict_scores(frame):
             micro[i] = 0.0
     frame["score"] = micro / 1e6
     return frame
-
-
-def fold_params(cfg):
-    """The settings of each cross-validation fold's model: fixed, or (``params = "auto"``) chosen by a
-    cross-validation inside the fold's training queries (nested: the fold's own queries never choose)."""
-    if not cfg.ranker.auto:
-        return cfg.ranker.base_params
-    return lambda train: tune(cfg.ranker.base_params, train, folds=cfg.ranker.tune_folds,
-                              valid_fraction=cfg.ranker.valid_fraction, measure=cfg.evaluate.measures[0]).chosen
 
 
 def has_ranker(run) -> bool:
@@ -170,7 +161,7 @@ def evaluate_ranker(run) -> dict:
     learned, notes = [], []
     for name, feats in run.models().items():
         if cfg.ranker.cv_folds:
-            scores = cross_val_predict(fold_params(cfg), test.select(feats), cfg.ranker.cv_folds,
+            scores = cross_val_predict(settings(cfg.ranker, measures[0]), test.select(feats), cfg.ranker.cv_folds,
                                        valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.base_params.seed)
         elif name == "lambdamart" and cfg.ranker.cascade:  # stage by stage, as the Scorer serves it
             stages = cascade.load(layout.model(name))

@@ -14,7 +14,7 @@ from retrieval.errors import UsageError
 
 from ..lambdamart import LambdaMART, cross_val_predict
 from ..layout import replaced_atomically
-from ..tuning import describe, guard, tune
+from ..tuning import describe, guard, n_folds, settings, tune
 
 
 def extractor_configs(run) -> dict[str, dict]:
@@ -76,7 +76,7 @@ def first_stage_guard(run, model, params, train, valid, tuning) -> dict | None:
         return guard(data, tuning.oof, where=f"out-of-fold scores of the {tuning.folds}-fold tuning", **kw)
     if valid is not None:
         return guard(valid, model.predict(valid), where="the validation split (also used for early stopping)", **kw)
-    k = max(2, min(cfg.ranker.tune_folds, len(train.unique_qids)))
+    k = n_folds(cfg.ranker.tune_folds, train)
     oof = cross_val_predict(params, train, k, valid_fraction=0.0, seed=params.seed)
     return guard(train, oof, where=f"{k}-fold cross-validation on the training queries", **kw)
 
@@ -110,15 +110,11 @@ def train(run) -> dict:
     if cfg.ranker.cascade:  # the main model is a cascade of stage models (ranker.cascade)
         from .. import cascade
 
-        def params_for(part):
-            if not cfg.ranker.auto:
-                return cfg.ranker.base_params
-            return tune(cfg.ranker.base_params, part, folds=cfg.ranker.tune_folds,
-                        valid_fraction=cfg.ranker.valid_fraction, measure=cfg.evaluate.measures[0]).chosen
-
+        chosen = settings(cfg.ranker, cfg.evaluate.measures[0])
         extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
                  "excluded_queries_leakage_guard": len(data.leaked)}
-        info["lambdamart"] = cascade.train(run, params_for, extra, save_extractor_state)
+        info["lambdamart"] = cascade.train(run, chosen if callable(chosen) else lambda part: chosen, extra,
+                                           save_extractor_state)
         run.__dict__.pop("matrices", None)  # the deferred features now have values: read them again
         data = run.matrices
     for name, feats in run.models().items():
