@@ -12,7 +12,8 @@ stage, so a later change of ``keep`` computes only what is new.
 A document's final position: documents that reached a deeper stage rank above those dropped earlier;
 within a stage, by that stage's score. As one number (for TREC files and ``Result.score``-free
 sorting): ``depth + sigmoid(score)``. A trained cascade is a model folder ``model/`` whose manifest has
-``kind = "fusion-ltr cascade"`` and a ``stageN/`` LambdaMART folder per stage.
+``kind = "fusion-ltr cascade"``, a ``stageN/`` LambdaMART folder per stage and ``training_depth.tsv.gz``
+(the deepest stage each training document reached: what each stage learned from, for the report).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from features.build import build
 from features.matrix import RankingData
@@ -33,6 +35,7 @@ from .lambdamart import LambdaMART, cross_val_predict
 from .layout import replaced_atomically
 
 KIND = "fusion-ltr cascade"
+TRAINING_DEPTH = "training_depth.tsv.gz"
 
 
 def rows(data: RankingData, mask: np.ndarray) -> RankingData:
@@ -123,6 +126,14 @@ def budget_keeps(run, stages_cfg, budget_ms: float) -> list[int] | None:
     return keeps
 
 
+def training_depth(path: str | Path, data: RankingData) -> np.ndarray:
+    """The deepest stage (0-based) each row of ``data`` (training queries) reached when the cascade at
+    ``path`` was trained; -1 for rows it did not train on."""
+    saved = pd.read_csv(Path(path) / TRAINING_DEPTH, sep="\t", dtype={"qid": str, "docno": str})
+    depth = dict(zip(zip(saved["qid"], saved["docno"]), saved["depth"]))
+    return np.array([depth.get((str(q), str(d)), -1) for q, d in zip(data.qids, data.docnos)])
+
+
 def is_cascade(path: str | Path) -> bool:
     file = Path(path) / "manifest.json"
     return file.is_file() and json.loads(file.read_text()).get("kind") == KIND
@@ -161,6 +172,7 @@ def train(run, params_for, extra: dict, save_state) -> dict:
 
         train, test = read(train_q), read(test_q)
         reach_tr, reach_te = np.ones(len(train.y), bool), np.ones(len(test.y), bool)
+        depth_tr = np.zeros(len(train.y), dtype=int)  # deepest stage each training row reached (0-based)
         for k, stage_cfg in enumerate(stages_cfg):
             t = time.perf_counter()
             new = [extractors[e.name] for e in run.deferred if run.stage_of(e) == k]
@@ -184,6 +196,7 @@ def train(run, params_for, extra: dict, save_state) -> dict:
             if keep and k < len(stages_cfg) - 1:
                 oof = cross_val_predict(params, part, folds, valid_fraction=cfg.ranker.valid_fraction, seed=params.seed)
                 reach_tr = narrow(reach_tr, part.group, oof, keep)  # cross-fitted membership
+                depth_tr[reach_tr] = k + 1
                 test_part = rows(test.select(cumulative[k]), reach_te)
                 reach_te = narrow(reach_te, test_part.group, model.predict(test_part), keep)
             info["seconds"] = time.perf_counter() - t
@@ -199,6 +212,8 @@ def train(run, params_for, extra: dict, save_state) -> dict:
                     "stages": [{"folder": f"stage{k + 1}", "features": s.features, "keep": s.keep}
                                for k, s in enumerate(stages)], "report": report, **extra}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        pd.DataFrame({"qid": train.qids, "docno": train.docnos, "depth": depth_tr}).to_csv(
+            tmp / TRAINING_DEPTH, sep="\t", index=False)  # which training rows each stage learned from
         save_state(run, tmp)
     return {"path": str(path), "stages": report}
 

@@ -260,9 +260,20 @@ def hash_split(qids, fraction: float, seed: int, salt: str = "") -> tuple[list[s
     """
     rest, held = [], []
     for q in sorted({str(q) for q in qids}):
-        h = int(hashlib.sha256(f"{salt}{seed}:{q}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        (held if h < fraction else rest).append(q)
+        (held if _unit_hash(q, seed, salt) < fraction else rest).append(q)
     return rest, held
+
+
+def hash_sample(qids, n: int, seed: int, salt: str = "sample:") -> list[str]:
+    """The ``n`` query ids with the smallest seeded hash (all of them if there are fewer), sorted.
+
+    Deterministic, and a query in the sample stays in it when ``n`` grows."""
+    unique = sorted({str(q) for q in qids})
+    return sorted(sorted(unique, key=lambda q: _unit_hash(q, seed, salt))[:n])
+
+
+def _unit_hash(qid: str, seed: int, salt: str) -> float:
+    return int(hashlib.sha256(f"{salt}{seed}:{qid}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
 # --------------------------------------------------------------------------- TREC runs

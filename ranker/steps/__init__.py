@@ -85,7 +85,6 @@ STEPS: list[Step] = [
          silent_in_run=True),
     Step("report", report.report, "feature importance: gain, split, SHAP, ablation, cost vs benefit",
          args=(Arg(("--query",), {"help": "query id to explain (default: the first test query)"}), NO_ABLATION),
-         applies=lambda run: not run.cfg.ranker.cascade,
          key=lambda run: [_train_key(run), run.ablate],
          outputs=lambda run: [run.layout.report / "importance.json"], silent_in_run=True),
 ]

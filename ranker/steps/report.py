@@ -17,8 +17,7 @@ def report(run, query: str | None = None, no_ablation: bool = False) -> Path:
     an ablation under the same cross-validation as its evaluation."""
     cfg = run.cfg
     if cfg.ranker.cascade:
-        raise UsageError("report explains one model; a cascade's stage models are not reported yet "
-                         "(`Scorer.rerank(..., explain=True)` explains each document at its deepest stage)")
+        return cascade_report(run, query, no_ablation)
     data = run.matrices
     fs = run.feature_set
     model = LambdaMART.load(run.layout.model())
@@ -37,8 +36,38 @@ def report(run, query: str | None = None, no_ablation: bool = False) -> Path:
         rep = importance.build_report(model, data.train, data.valid, data.test, data.qrels,
                                       extractor_of=fs.extractor_of, cost=fs.cost, query=query,
                                       ablate=not no_ablation)
+    return write(run, rep, model, data.test)
+
+
+def cascade_report(run, query: str | None, no_ablation: bool) -> Path:
+    """A cascade's report explains its last stage, the model that sees every feature, on the documents
+    that reach it: training rows by the cross-fitted membership saved at training, test rows by the
+    cascade itself. Its measure and ablation (the last stage retrained without each extractor, membership
+    fixed) rank those documents only."""
+    from .. import cascade
+
+    data, fs = run.matrices, run.feature_set
+    stages = cascade.load(run.layout.model())
+    last, n = stages[-1], len(stages)
+
+    def reached(part):
+        return None if part is None else cascade.rows(part.select(last.features),
+                                                      cascade.training_depth(run.layout.model(), part) == n - 1)
+
+    test = cascade.rows(data.test.select(last.features), cascade.apply(stages, data.test)[2][-1])
+    keep = stages[-2].keep
+    rep = importance.build_report(
+        last.model, reached(data.train), reached(data.valid), test, data.qrels, extractor_of=fs.extractor_of,
+        cost=fs.cost, query=query, ablate=not no_ablation,
+        scope=f"the cascade's last stage (stage {n} of {n}, every feature) on the {keep} documents per query "
+              f"that reach it ({len(test.group)} test queries); its {importance.MEASURE} and ablation rank "
+              "those documents only")
+    return write(run, rep, last.model, test)
+
+
+def write(run, rep: dict, model, test) -> Path:
     with replaced_atomically(run.layout.report) as tmp:
-        importance.write(rep, model, data.test, tmp)
+        importance.write(rep, model, test, tmp)
     out = run.layout.report
     run.log((out / "importance.md").read_text())
     run.log(f"report written to {out}")

@@ -110,3 +110,19 @@ def test_the_budget_knob_never_exceeds_the_budget_by_the_stored_costs():
         choose_keeps([30, 10], per_doc, first_ms=40.0, budget_ms=30)
     with pytest.raises(UsageError, match="no keep values fit"):
         choose_keeps([30, 10], per_doc, first_ms=40.0, budget_ms=100)
+
+
+def test_the_report_explains_the_last_stage_on_the_documents_that_reach_it(run):
+    import pandas as pd
+
+    run_dir, folder, _ = run
+    depth = pd.read_csv(run_dir / "model" / "training_depth.tsv.gz", sep="\t", dtype={"qid": str})
+    assert set(depth["depth"]) == {0, 1} and (depth[depth["depth"] == 1].groupby("qid").size() == 5).all()
+    assert not set(depth["qid"]) & set(load_beir(str(folder)).split("test")[0]["qid"])  # training queries only
+    config = run_dir.parent / "gen.toml"
+    assert main(["report", "--config", str(config)]) == 0
+    report = json.loads((run_dir / "report" / "importance.json").read_text())
+    assert "last stage (stage 2 of 2" in report["scope"]
+    assert {f["feature"] for f in report["features"]} == {"fs_rank", "fs_score", "bm25", "doc_len", "query_len",
+                                                          "len_ratio", "coverage"}
+    assert "coverage" in {r["dropped"] for r in report["ablation"]}  # the last stage retrained without it

@@ -201,3 +201,14 @@ def test_any_file_content_loads_or_raises_the_project_error(tmp_path_factory, li
         return
     n = len(out.X) if kind == "svmlight" else len(out)
     assert n <= len([line for line in lines if line.strip()])
+
+
+def test_hash_sample_is_seeded_sorted_and_keeps_its_members_as_it_grows():
+    from retrieval.data import hash_sample
+
+    qids = [f"q{i}" for i in range(50)]
+    ten = hash_sample(qids, 10, seed=1)
+    assert len(ten) == 10 and ten == sorted(ten) and hash_sample(list(reversed(qids)), 10, seed=1) == ten
+    assert set(ten) < set(hash_sample(qids, 20, seed=1))
+    assert hash_sample(qids, 10, seed=2) != ten
+    assert hash_sample(qids[:5], 10, seed=1) == sorted(qids[:5])

@@ -1,0 +1,110 @@
+"""Quality vs cost of cascades on SciFact test, next to the fixed top-N model (issue 12).
+
+Each setting is the base config (default: configs/demo.toml) with its main model replaced, trained and
+evaluated in its own run folder under ``--out``, all sharing one feature store (``--store``), so a value
+computed for one setting is never computed again for another:
+
+- ``topn``: no cascade; the cross-encoder on the first-stage top-5 and the LM on the top-2, every
+  candidate through one LambdaMART (the demo's model before the cascade: reference (a));
+- ``K1/K2``: the demo's three stages, stage 1 keeping K1 documents (the cross-encoder scores those),
+  stage 2 keeping K2 (the LM scores those);
+- a suffix ``@N`` trains on N training queries (``ranker.max_train_queries``); without it, on
+  ``--train-queries`` (default 0: every training query the cross-encoder did not learn from).
+
+For each: nDCG@10 on the 300 test queries, the costly documents per query, and milliseconds per query
+predicted from the store's measured costs per 1,000 pairs (every candidate through the cheap
+extractors, K1 through the cross-encoder, K2 through the LM); a paired t-test of each against ``topn``.
+Writes `benchmarks/results/cascade_curve.json`.
+
+    .venv/bin/python benchmarks/cascade_curve.py --base configs/demo.toml --store runs/demo/features.duckdb \\
+        --settings topn 10/3 20/3 20/5 30/5 20/5@150
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ranker.config import CascadeStage, load_config
+from ranker.evaluate import compare
+from ranker.run import Run
+from ranker.steps import run_all
+
+MEASURE = "nDCG@10"
+
+
+def setting(cfg, name: str, out: Path, store: str, train_queries: int):
+    """The base config with ``name``'s main model, its own run folder and the shared store."""
+    spec, _, queries = name.partition("@")
+    ranker = dataclasses.replace(cfg.ranker, max_train_queries=int(queries) if queries else train_queries,
+                                 variants={})
+    extractors = {k: dict(v) for k, v in cfg.features.extractors.items()}
+    if spec == "topn":
+        ranker = dataclasses.replace(ranker, cascade=())
+        extractors["crossencoder"]["top_n"], extractors["lm_likelihood"]["top_n"] = 5, 2
+        costly = (5, 2)
+    else:
+        k1, k2 = (int(x) for x in spec.split("/"))
+        stages = cfg.ranker.cascade
+        if len(stages) != 3:
+            raise SystemExit("the base config needs the demo's three cascade stages")
+        ranker = dataclasses.replace(ranker, cascade=(dataclasses.replace(stages[0], keep=k1),
+                                                      dataclasses.replace(stages[1], keep=k2), stages[2]))
+        costly = (k1, k2)
+    folder = out / name.replace("/", "-").replace("@", "-q")
+    features = dataclasses.replace(cfg.features, store=store, extractors=extractors)
+    return dataclasses.replace(cfg, source="", ranker=ranker, features=features,
+                               run=dataclasses.replace(cfg.run, dir=str(folder))), costly
+
+
+def predicted_ms(run, costly: tuple[int, int]) -> float:
+    """Milliseconds per query by the store's costs: every candidate through the cheap extractors, the
+    costly ones on their documents."""
+    cost, ext_of = run.feature_set.cost, run.feature_set.extractor_of
+    per_ext = {ext_of[n]: cost.get(n, 0.0) for n in cost}  # s / 1,000 pairs = ms / pair
+    candidates = float(np.median(run.matrices.test.group))
+    cheap = sum(v for e, v in per_ext.items() if e not in ("crossencoder", "lm_likelihood"))
+    return cheap * candidates + costly[0] * per_ext.get("crossencoder", 0.0) + costly[1] * per_ext.get("lm_likelihood", 0.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", default="configs/demo.toml")
+    ap.add_argument("--store", default="runs/demo/features.duckdb", help="one store shared by every setting")
+    ap.add_argument("--out", default="runs/curve")
+    ap.add_argument("--train-queries", type=int, default=0)
+    ap.add_argument("--settings", nargs="+", default=["topn", "10/3", "20/3", "20/5", "30/5", "20/5@150"])
+    args = ap.parse_args()
+    base = load_config(args.base)
+    rows, per_query = [], {}
+    for name in args.settings:
+        cfg, costly = setting(base, name, Path(args.out), args.store, args.train_queries)
+        run = Run(cfg, progress=False, log=lambda *_: None)
+        Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.run.dir) / "setting.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        run_all(run, ablate=False)
+        result = json.loads((run.layout.eval(cfg.dataset.test_split) / "ranker.json").read_text())
+        per_query[name] = pd.DataFrame(result["per_query"]["lambdamart"]).T
+        rows.append({"setting": name, "train_queries": len(run.ranker_train_qids), "ce_docs": costly[0],
+                     "lm_docs": costly[1], MEASURE: result["means"]["lambdamart"][MEASURE],
+                     "predicted_ms_per_query": predicted_ms(run, costly)})
+        print(json.dumps(rows[-1]), flush=True)
+    ref = "topn" if "topn" in per_query else None
+    for row in rows:
+        if ref and row["setting"] != ref:
+            c = compare(per_query[ref], per_query[row["setting"]], MEASURE)
+            row.update(delta_vs_topn=c.delta, p_vs_topn=c.p_value, wins=c.wins, losses=c.losses)
+    table = pd.DataFrame(rows)
+    print(table.to_markdown(index=False, floatfmt=".4g"))
+    path = Path(__file__).parent / "results" / "cascade_curve.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"base": args.base, "store": args.store, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
