@@ -60,6 +60,20 @@ def packaged_lm_path(name: str = DEFAULT_LM) -> Path:
     return out
 
 
+def kept_logits(model, ids, mask, keep):
+    """Next-token logits at the positions where ``keep`` (batch x length, bool) holds, as (n_kept, vocab)
+    rows in row-major order. Only those positions go through the vocabulary projection (with its log-
+    softmax, that was most of the time beyond the layers); transformers versions whose ``logits_to_keep``
+    takes no mask compute every position and select."""
+    try:
+        out = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, use_cache=False).logits
+        if out.ndim == 2 and out.shape[0] == int(keep.sum()):
+            return out
+    except (TypeError, IndexError):
+        pass
+    return model(input_ids=ids, attention_mask=mask, use_cache=False).logits[keep]
+
+
 @dataclass(frozen=True)
 class LMParams:
     model: str = DEFAULT_LM  # the packaged SmolLM2, a local folder, or a hub name
@@ -134,10 +148,7 @@ class LMLikelihoodExtractor(BaseExtractor):
                 keep[row, qs - 1:qe - 1] = True  # each predicts a query token
                 keep[row, len(seq) - 1] = True  # the answer position
             with torch.inference_mode():
-                # logits only where needed: the vocabulary projection of every position was a fifth of the
-                # FLOPs; rows of the (n_kept, vocab) result follow `keep` in row-major order
-                logits = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                               logits_to_keep=keep.to(self.device), use_cache=False).logits.float()
+                logits = kept_logits(model, ids.to(self.device), mask.to(self.device), keep.to(self.device)).float()
             logp = torch.log_softmax(logits, dim=-1)
             at = 0
             for row, i in enumerate(idx):

@@ -99,8 +99,9 @@ def apply(stages: list[Stage], data: RankingData) -> tuple[np.ndarray, np.ndarra
     return depth, score, masks
 
 
-def load(path: str | Path) -> list[Stage]:
-    manifest = json.loads((Path(path) / "manifest.json").read_text())
+def load(path: str | Path, manifest: dict | None = None) -> list[Stage]:
+    """The stages of the cascade folder ``path`` (``manifest``: its manifest.json, when already read)."""
+    manifest = manifest or json.loads((Path(path) / "manifest.json").read_text())
     return [Stage(LambdaMART.load(Path(path) / s["folder"]), s["features"], s["keep"]) for s in manifest["stages"]]
 
 
@@ -132,11 +133,6 @@ def training_depth(path: str | Path, data: RankingData) -> np.ndarray:
     saved = pd.read_csv(Path(path) / TRAINING_DEPTH, sep="\t", dtype={"qid": str, "docno": str})
     depth = dict(zip(zip(saved["qid"], saved["docno"]), saved["depth"]))
     return np.array([depth.get((str(q), str(d)), -1) for q, d in zip(data.qids, data.docnos)])
-
-
-def is_cascade(path: str | Path) -> bool:
-    file = Path(path) / "manifest.json"
-    return file.is_file() and json.loads(file.read_text()).get("kind") == KIND
 
 
 def train(run, params_for, extra: dict, save_state) -> dict:

@@ -123,9 +123,10 @@ class Scorer:
                                     "run `fusion-ltr run --config ...` or `fusion-ltr train` first")
         from . import cascade
 
-        stages = cascade.load(model_dir) if cascade.is_cascade(model_dir) else None
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        stages = cascade.load(model_dir, manifest) if manifest.get("kind") == cascade.KIND else None
         booster = stages[-1].model if stages else LambdaMART.load(model_dir)
-        manifest = json.loads((model_dir / "manifest.json").read_text()) if stages else booster.manifest_
+        manifest = manifest if stages else booster.manifest_
         if "extractors" not in manifest:
             raise UsageError(f"{model_dir}: the manifest names no extractors, so its features cannot be "
                              "computed at serving time (a model trained on precomputed features, e.g. LETOR)")
@@ -194,7 +195,8 @@ class Scorer:
         return out
 
     def features(self, query: str, docs) -> pd.DataFrame:
-        """The model's feature matrix for ``docs`` (rows in input order, columns in model order)."""
+        """The model's feature matrix for ``docs`` (rows in input order, columns in model order). For a
+        cascade: every feature on every document, as if each reached the last stage."""
         frame = candidate_frame(check_query(query), check_docs(docs), self.candidates)
         values, _ = compute(frame, self.extractors)
         return pd.DataFrame({n: values[n] for n in self.feature_names}, index=frame[DOCNO].tolist())

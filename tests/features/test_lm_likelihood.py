@@ -35,3 +35,21 @@ def test_document_budget_truncates(frame):
     ids, qs, qe = ext._encode(long.loc[0, "query"], long.loc[0, "text"])
     assert qs <= 16 + 10 and len(ids) < 60  # prefix tokens + 16 document tokens + query + question
     assert np.isfinite(ext.compute(long.iloc[:1])["lm_yes_no"]).all()
+
+
+def test_kept_logits_equal_the_full_forward_pass_at_the_kept_positions(frame):
+    import torch
+
+    from features.lm_likelihood import kept_logits
+
+    ext = LMLikelihoodExtractor(doc_tokens=32)
+    model, tok = ext._load()
+    ids = tok(["Cats eat meat and fish every day", "Bread is baked"], padding=True, return_tensors="pt")
+    keep = torch.zeros_like(ids.input_ids, dtype=torch.bool)
+    keep[0, [1, 2, 6]] = True
+    keep[1, [0, 3]] = True
+    with torch.inference_mode():
+        full = model(input_ids=ids.input_ids, attention_mask=ids.attention_mask).logits
+        kept = kept_logits(model, ids.input_ids, ids.attention_mask, keep)
+    assert kept.shape == (5, full.shape[-1])
+    torch.testing.assert_close(kept, full[keep], rtol=1e-4, atol=1e-4)
