@@ -8,8 +8,8 @@ computed for one setting is never computed again for another:
   candidate through one LambdaMART (the demo's model before the cascade: reference (a));
 - ``K1/K2``: the demo's three stages, stage 1 keeping K1 documents (the cross-encoder scores those),
   stage 2 keeping K2 (the LM scores those);
-- a suffix ``@N`` trains on N training queries (``ranker.max_train_queries``); without it, on
-  ``--train-queries`` (default 0: every training query the cross-encoder did not learn from).
+- a suffix ``@N``: stages 2 and 3 learn from N training queries (the stage's ``max_train_queries``);
+  without it, from every training query the cross-encoder did not learn from, as stage 1 always does.
 
 For each: nDCG@10 on the 300 test queries, the costly documents per query, and milliseconds per query
 predicted from the store's measured costs per 1,000 pairs (every candidate through the cheap
@@ -38,11 +38,10 @@ from ranker.steps import run_all
 MEASURE = "nDCG@10"
 
 
-def setting(cfg, name: str, out: Path, store: str, train_queries: int):
+def setting(cfg, name: str, out: Path, store: str):
     """The base config with ``name``'s main model, its own run folder and the shared store."""
     spec, _, queries = name.partition("@")
-    ranker = dataclasses.replace(cfg.ranker, max_train_queries=int(queries) if queries else train_queries,
-                                 variants={})
+    ranker = dataclasses.replace(cfg.ranker, variants={})
     extractors = {k: dict(v) for k, v in cfg.features.extractors.items()}
     if spec == "topn":
         ranker = dataclasses.replace(ranker, cascade=())
@@ -53,8 +52,9 @@ def setting(cfg, name: str, out: Path, store: str, train_queries: int):
         stages = cfg.ranker.cascade
         if len(stages) != 3:
             raise SystemExit("the base config needs the demo's three cascade stages")
-        ranker = dataclasses.replace(ranker, cascade=(dataclasses.replace(stages[0], keep=k1),
-                                                      dataclasses.replace(stages[1], keep=k2), stages[2]))
+        ranker = dataclasses.replace(ranker, cascade=(
+            dataclasses.replace(stages[0], keep=k1),
+            dataclasses.replace(stages[1], keep=k2, max_train_queries=int(queries) if queries else 0), stages[2]))
         costly = (k1, k2)
     folder = out / name.replace("/", "-").replace("@", "-q")
     features = dataclasses.replace(cfg.features, store=store, extractors=extractors)
@@ -77,20 +77,20 @@ def main() -> None:
     ap.add_argument("--base", default="configs/demo.toml")
     ap.add_argument("--store", default="runs/demo/features.duckdb", help="one store shared by every setting")
     ap.add_argument("--out", default="runs/curve")
-    ap.add_argument("--train-queries", type=int, default=0)
     ap.add_argument("--settings", nargs="+", default=["topn", "10/3", "20/3", "20/5", "30/5", "20/5@150"])
     args = ap.parse_args()
     base = load_config(args.base)
     rows, per_query = [], {}
     for name in args.settings:
-        cfg, costly = setting(base, name, Path(args.out), args.store, args.train_queries)
+        cfg, costly = setting(base, name, Path(args.out), args.store)
         run = Run(cfg, progress=False, log=lambda *_: None)
         Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
         (Path(cfg.run.dir) / "setting.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
         run_all(run, ablate=False)
         result = json.loads((run.layout.eval(cfg.dataset.test_split) / "ranker.json").read_text())
         per_query[name] = pd.DataFrame(result["per_query"]["lambdamart"]).T
-        rows.append({"setting": name, "train_queries": len(run.ranker_train_qids), "ce_docs": costly[0],
+        stages = json.loads((run.layout.model() / "manifest.json").read_text()).get("report") or []
+        rows.append({"setting": name, "train_queries": [s["train_queries"] for s in stages] or None, "ce_docs": costly[0],
                      "lm_docs": costly[1], MEASURE: result["means"]["lambdamart"][MEASURE],
                      "predicted_ms_per_query": predicted_ms(run, costly)})
         print(json.dumps(rows[-1]), flush=True)

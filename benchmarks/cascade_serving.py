@@ -6,7 +6,7 @@ run's cross-encoder over the same 100 candidates (the run's first-stage list for
 medians and p90 of both, their ratio, and the cascade's time per stage and extractor; writes
 `benchmarks/results/cascade_serving.json`.
 
-    .venv/bin/python benchmarks/cascade_serving.py --run runs/demo-cascade --queries 31
+    .venv/bin/python benchmarks/cascade_serving.py --run runs/demo --queries 31
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from retrieval.frames import doc_text
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", default="runs/demo-cascade")
+    ap.add_argument("--run", default="runs/demo")
     ap.add_argument("--queries", type=int, default=31)
     args = ap.parse_args()
     from sentence_transformers import CrossEncoder

@@ -9,7 +9,7 @@ Quality: the variant's values on *every* SciFact test pair the run's store holds
 query's pairs, and the nDCG@10 of that ranking is compared (paired t-test). The issue keeps a
 variant only if that nDCG@10 moves by less than 0.005.
 
-    .venv/bin/python benchmarks/fast_inference.py --run runs/demo-cascade --time-pairs 200
+    .venv/bin/python benchmarks/fast_inference.py --run runs/demo --time-pairs 200
 
 Writes `benchmarks/results/fast_inference.json`.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,10 @@ VARIANTS = {
     "lm_likelihood": {
         "fp32": {}, "fp32, doc_tokens 96": {"doc_tokens": 96}, "fp32, doc_tokens 64": {"doc_tokens": 64},
         # not an option of the extractor: tried here and rejected on parity (see BENCHMARKS.md)
-        "int8 decoder layers (rejected)": {"_int8_layers": True}},
+        "int8 decoder layers (rejected)": {"_int8_layers": True},
+        # the code before `kept_logits`: every position through the vocabulary projection and its
+        # log-softmax (same values; timed only)
+        "fp32, every position's logits (before)": {"_all_positions": True}},
 }
 FEATURE = {"crossencoder": "ce_score", "lm_likelihood": "lm_logp_sum"}
 
@@ -71,6 +75,28 @@ def flops_per_pair(ext, frame: pd.DataFrame, n: int = 12) -> float:
     return total / min(n, len(frame))
 
 
+@contextmanager
+def every_position(active: bool):
+    """While active, the LM computes the logits and log-softmax of every position, then selects (the
+    cost of the code before ``kept_logits``)."""
+    import torch
+
+    import features.lm_likelihood as lm
+
+    original = lm.kept_logits
+
+    def full(model, ids, mask, keep):
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        torch.log_softmax(logits.float(), dim=-1)
+        return logits[keep]
+
+    lm.kept_logits = full if active else original
+    try:
+        yield
+    finally:
+        lm.kept_logits = original
+
+
 def make(name: str, config: dict, override: dict):
     import torch
 
@@ -90,7 +116,7 @@ def ndcg_alone(frame: pd.DataFrame, values: np.ndarray, qrels: pd.DataFrame) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--run", default="runs/demo-cascade")
+    ap.add_argument("--run", default="runs/demo")
     ap.add_argument("--time-pairs", type=int, default=200, help="pairs each variant is timed on")
     ap.add_argument("--extractors", nargs="+", default=list(VARIANTS))
     ap.add_argument("--no-quality", action="store_true", help="time only (skip the full test pairs)")
@@ -124,11 +150,12 @@ def main() -> None:
               flush=True)
         for label, override in VARIANTS[name].items():
             ext = make(name, config, override)
-            ext.compute(timing.head(8))  # load and warm up
-            t = time.perf_counter()
-            timed = ext.compute(timing)[feature]
-            seconds = time.perf_counter() - t
-            shape = tuple(sorted((k, v) for k, v in override.items() if k not in ("quantize", "_int8_layers")))
+            with every_position(bool(override.get("_all_positions"))):
+                ext.compute(timing.head(8))  # load and warm up
+                t = time.perf_counter()
+                timed = ext.compute(timing)[feature]
+                seconds = time.perf_counter() - t
+            shape = tuple(sorted((k, v) for k, v in override.items() if not k.startswith("_") and k != "quantize"))
             if shape not in flops_fp32:  # int8 runs the same operations as its fp32 counterpart
                 flops_fp32[shape] = flops_per_pair(make(name, config, dict(shape)), timing)
             flops = flops_fp32[shape]
@@ -136,10 +163,10 @@ def main() -> None:
                    "pairs_per_s": len(timing) / seconds, "gflops_per_pair": flops / 1e9,
                    "achieved_gflops": flops * len(timing) / seconds / 1e9}
             row["fraction_of_peak"] = row["achieved_gflops"] / peak_start
-            if not override:  # a fresh fp32 pass against the stored values: same code, same numbers?
+            if not override or override.get("_all_positions"):  # fresh fp32 values against the stored ones
                 stored = timing[feature].to_numpy()
                 row["fresh_vs_stored_max_abs_diff"] = float(np.abs(timed - stored).max())
-            if override and not args.no_quality:
+            if override and not override.get("_all_positions") and not args.no_quality:
                 values = ext.compute(frame)[feature]
                 alone = ndcg_alone(frame, values, qrels)
                 c = compare(ref_alone, alone)

@@ -29,6 +29,7 @@ import pandas as pd
 from features.build import build
 from features.matrix import RankingData
 from features.store import FeatureStore
+from retrieval.data import hash_sample
 from retrieval.errors import UsageError
 
 from .lambdamart import LambdaMART, cross_val_predict
@@ -169,8 +170,13 @@ def train(run, params_for, extra: dict, save_state) -> dict:
         train, test = read(train_q), read(test_q)
         reach_tr, reach_te = np.ones(len(train.y), bool), np.ones(len(test.y), bool)
         depth_tr = np.zeros(len(train.y), dtype=int)  # deepest stage each training row reached (0-based)
+        learners = list(train_q)  # the training queries this stage and the later ones learn from
         for k, stage_cfg in enumerate(stages_cfg):
             t = time.perf_counter()
+            if stage_cfg.max_train_queries and len(learners) > stage_cfg.max_train_queries:
+                learners = hash_sample(learners, stage_cfg.max_train_queries, cfg.ranker.base_params.seed)
+                reach_tr &= np.isin(train.qids.astype(str), learners)
+            depth_tr[reach_tr] = k
             new = [extractors[e.name] for e in run.deferred if run.stage_of(e) == k]
             if new:  # compute the deferred extractors for the documents that reach this stage only
                 reached = {(q, d) for data_, m in ((train, reach_tr), (test, reach_te))
@@ -186,18 +192,18 @@ def train(run, params_for, extra: dict, save_state) -> dict:
                 part.subset(fit_q), part.subset(sorted(valid_q & set(part.unique_qids))) if valid_q else None)
             stages.append(Stage(model, cumulative[k], keeps[k]))
             info = {"stage": k + 1, "features": list(stage_cfg.features), "keep": keeps[k],
-                    "train_rows": len(part.y), "test_rows": int(reach_te.sum()),
+                    "train_queries": len(part.unique_qids), "train_rows": len(part.y), "test_rows": int(reach_te.sum()),
                     "computed_here": [e.name for e in new]}
             keep = keeps[k]
             if keep and k < len(stages_cfg) - 1:
                 oof = cross_val_predict(params, part, folds, valid_fraction=cfg.ranker.valid_fraction, seed=params.seed)
                 reach_tr = narrow(reach_tr, part.group, oof, keep)  # cross-fitted membership
-                depth_tr[reach_tr] = k + 1
                 test_part = rows(test.select(cumulative[k]), reach_te)
                 reach_te = narrow(reach_te, test_part.group, model.predict(test_part), keep)
             info["seconds"] = time.perf_counter() - t
             report.append(info)
-            log(f"cascade stage {k + 1}: {len(cumulative[k])} features on {info['train_rows']} training rows"
+            log(f"cascade stage {k + 1}: {len(cumulative[k])} features on {info['train_rows']} training rows of "
+                f"{info['train_queries']} queries"
                 + (f", computed {info['computed_here']} here" if new else "")
                 + (f", keeps {keeps[k]} per query" if keeps[k] else "") + f" ({info['seconds']:.1f}s)")
     path = run.layout.model()

@@ -64,6 +64,10 @@ class CascadeStage:
 
     features: tuple[str, ...] = ()
     keep: int = 0  # documents passed to the next stage; 0 on the last stage
+    # > 0: this stage and the later ones learn from a seeded sample of at most this many training queries,
+    # so the costly features they add are computed for those training queries only (a CPU budget: the
+    # cheap stage before still learns from every query); 0: every training query that reaches it
+    max_train_queries: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,6 @@ class RankerConfig:
     # stage), "blend" (RRF of the model's and the first stage's orders) or "warn" (the model, with a warning)
     guard: str = "fallback"
     valid_fraction: float = 0.2  # training queries held out for early stopping
-    # > 0: the ranker learns from a seeded sample of at most this many training queries, and features are
-    # built only for those and the test split (a CPU budget, e.g. the demo's); 0: every training query
-    max_train_queries: int = 0
     features: tuple[str, ...] = ()  # features to learn from; empty: the whole feature set
     # extra models trained the same way on a subset of features, evaluated side by side
     variants: dict[str, list] = field(default_factory=dict)
@@ -166,11 +167,11 @@ class Config:
                                   f"{[(list(s.features), s.keep) for s in stages]}")
             if self.ranker.cv_folds:
                 raise ConfigError(f"{self.source}: ranker.cascade needs a training split (not ranker.cv_folds)")
+            if any(s.max_train_queries < 0 for s in stages):
+                raise ConfigError(f"{self.source}: ranker.cascade: max_train_queries must be >= 0 (0: no cap), found "
+                                  f"{[s.max_train_queries for s in stages]}")
         if self.ranker.tune_folds < 2:
             raise ConfigError(f"{self.source}: ranker.tune_folds must be >= 2, found {self.ranker.tune_folds}")
-        if self.ranker.max_train_queries < 0:
-            raise ConfigError(f"{self.source}: ranker.max_train_queries must be >= 0 (0: all), found "
-                              f"{self.ranker.max_train_queries}")
         if not 0 <= self.ranker.valid_fraction < 1:
             raise ConfigError(f"{self.source}: ranker.valid_fraction must be in [0, 1), found {self.ranker.valid_fraction}")
         if self.evaluate.test not in ("t", "wilcoxon"):

@@ -19,7 +19,7 @@ import pandas as pd
 from features import base as fbase
 from features.matrix import RankingData
 from features.store import FeatureStore
-from retrieval.data import hash_sample, hash_split, load_beir
+from retrieval.data import hash_split, load_beir
 from retrieval.errors import MissingInputError, UsageError
 from retrieval.frames import QID
 
@@ -149,14 +149,6 @@ class Run:
     def qids(self, splits) -> list[str]:
         return sorted({q for s in splits for q in self.dataset.split(s)[0][QID]})
 
-    @cached_property
-    def ranker_train_qids(self) -> list[str]:
-        """The training queries the ranker learns from (fit and validation): the training splits' queries
-        but those the leakage guard keeps out, sampled down to ``ranker.max_train_queries``."""
-        train = sorted(set(self.qids(self.train_splits)) - self.leakage_guard(self.test_qids))
-        cap = self.cfg.ranker.max_train_queries
-        return hash_sample(train, cap, self.cfg.ranker.base_params.seed) if cap else train
-
     @property
     def test_qids(self) -> set[str]:
         test = self.cfg.dataset.test_split
@@ -257,7 +249,8 @@ class Run:
 
             test = matrix(test_q[QID])
             if self.train_splits and not cfg.ranker.cv_folds:
-                fit_q, valid_q = hash_split(self.ranker_train_qids, cfg.ranker.valid_fraction, cfg.ranker.base_params.seed, salt="valid:")
+                train_q = sorted(set(self.qids(self.train_splits)) - leaked)
+                fit_q, valid_q = hash_split(train_q, cfg.ranker.valid_fraction, cfg.ranker.base_params.seed, salt="valid:")
                 train = matrix(fit_q)
                 valid = matrix(valid_q) if valid_q else None
         return Matrices(train, valid, test, test_qrels, sorted(leaked))

@@ -50,11 +50,6 @@ def features(run, split: list[str] | None = None, quiet: bool = False) -> dict:
         qids = sorted(all_qids - leaked)
         if leaked:
             log(f"skipping {len(leaked)} queries the cross-encoder was trained on (the ranker never uses them)")
-        if cfg.ranker.max_train_queries:
-            unused = set(run.qids(run.train_splits)) - set(run.ranker_train_qids)
-            qids = [q for q in qids if q not in unused]
-            log(f"ranker.max_train_queries = {cfg.ranker.max_train_queries}: features for "
-                f"{len(run.ranker_train_qids)} training queries ({len(unused - leaked)} others skipped)")
         pairs = store.pairs(qids, retriever=candidates)
         extractors = run.fitted_extractors
         specs = feature_specs(extractors)  # versions include the fitted corpus statistics

@@ -26,6 +26,7 @@ features = ["fs_rank", "fs_score", "bm25", "doc_len", "query_len", "len_ratio"]
 keep = 5
 [[ranker.cascade]]
 features = ["coverage"]
+max_train_queries = 10
 """
 
 
@@ -71,7 +72,13 @@ def test_deferred_extractors_are_computed_only_for_documents_that_reach_their_st
     assert manifest["kind"] == "fusion-ltr cascade" and [s["keep"] for s in manifest["stages"]] == [5, 0]
     with FeatureStore(run_dir / "features.duckdb", read_only=True) as store:
         per_query = store.sql("SELECT qid, count(*) AS n FROM features WHERE feature = 'coverage' GROUP BY qid")
-    assert len(per_query) == 32 and per_query["n"].max() == 5  # every query, its 5 survivors only
+        cheap = store.sql("SELECT DISTINCT qid FROM features WHERE feature = 'bm25'")
+    test = {f"q{i}" for i in range(22, 32)}
+    # its 5 survivors only, of every test query and of the 10 training queries stage 2 learns from
+    # (max_train_queries); stage 1 learned from all 22
+    assert set(per_query["qid"]) >= test and len(per_query) == 20 and (per_query["n"] == 5).all()
+    assert len(cheap) == 32
+    assert [s["train_queries"] for s in manifest["report"]] == [22, 10]
 
 
 def test_the_scorer_serves_the_offline_cascade(run):
@@ -118,6 +125,7 @@ def test_the_report_explains_the_last_stage_on_the_documents_that_reach_it(run):
     run_dir, folder, _ = run
     depth = pd.read_csv(run_dir / "model" / "training_depth.tsv.gz", sep="\t", dtype={"qid": str})
     assert set(depth["depth"]) == {0, 1} and (depth[depth["depth"] == 1].groupby("qid").size() == 5).all()
+    assert depth["qid"].nunique() == 22 and depth.loc[depth["depth"] == 1, "qid"].nunique() == 10
     assert not set(depth["qid"]) & set(load_beir(str(folder)).split("test")[0]["qid"])  # training queries only
     config = run_dir.parent / "gen.toml"
     assert main(["report", "--config", str(config)]) == 0

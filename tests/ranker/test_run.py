@@ -120,19 +120,3 @@ def test_a_locked_store_is_one_line_and_exit_2(generated, capsys):
     assert err.startswith("fusion-ltr features: error: feature store") and len(err.splitlines()) == 1
     assert f"open for writing in process {holder.pid}" in err
     assert main(["features", "--config", str(config), "--quiet"]) == 0  # released: the build goes on
-
-
-def test_max_train_queries_builds_and_trains_on_the_sample_only(generated, capsys):
-    import json
-
-    from features.store import FeatureStore
-
-    config, run_dir = generated
-    config.write_text(config.read_text().replace("valid_fraction = 0.2", "valid_fraction = 0.2\nmax_train_queries = 8"))
-    assert main(["run", "--config", str(config), "--no-ablation"]) == 0
-    with FeatureStore(run_dir / "features.duckdb", read_only=True) as store:
-        built = set(store.sql("SELECT DISTINCT qid FROM features WHERE feature = 'bm25'")["qid"])
-    test = {f"q{i}" for i in range(22, 32)}
-    assert test <= built and len(built - test) == 8  # the test split, and 8 of the 22 training queries
-    manifest = json.loads((run_dir / "model" / "manifest.json").read_text())
-    assert manifest["train"]["queries"] + manifest["train"]["valid_queries"] == 8
