@@ -16,6 +16,8 @@ class RankingData:
 
     Rows of one query are contiguous (queries in ``qid`` order, documents in first-stage rank order);
     ``group`` holds the number of rows of each query in that order, as LightGBM and XGBoost expect.
+    ``base`` (optional): a score each row starts from, which a model fits on top of and adds to its own
+    prediction (a cascade stage boosting from the previous stage's score; LightGBM's ``init_score``).
     """
 
     X: np.ndarray
@@ -25,9 +27,12 @@ class RankingData:
     docnos: np.ndarray
     feature_names: list[str]
     feature_versions: list[str] | None = None
+    base: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.X)
+        if self.base is not None and len(self.base) != n:
+            raise UsageError(f"RankingData: base has {len(self.base)} values for {n} rows")
         if not (len(self.y) == len(self.qids) == len(self.docnos) == n):
             raise UsageError(f"RankingData: X has {n} rows but y/qids/docnos have "
                              f"{len(self.y)}/{len(self.qids)}/{len(self.docnos)}")
@@ -37,7 +42,8 @@ class RankingData:
             raise UsageError(f"RankingData: groups sum to {int(np.sum(self.group))}, expected {n} rows")
 
     @classmethod
-    def from_arrays(cls, X, y, qids, docnos=None, feature_names=None, feature_versions=None) -> "RankingData":
+    def from_arrays(cls, X, y, qids, docnos=None, feature_names=None, feature_versions=None,
+                    base=None) -> "RankingData":
         """Sort rows by query (stable: keeps the order within a query) and derive the groups."""
         X = np.asarray(X, dtype=np.float64)
         qids = np.asarray(qids).astype(str)
@@ -48,7 +54,8 @@ class RankingData:
         docnos = np.arange(len(X)).astype(str) if docnos is None else np.asarray(docnos).astype(str)
         names = feature_names or [f"f{i + 1}" for i in range(X.shape[1])]
         return cls(X[order], np.asarray(y)[order], group, qids, docnos[order], list(names),
-                   list(feature_versions) if feature_versions is not None else None)
+                   list(feature_versions) if feature_versions is not None else None,
+                   None if base is None else np.asarray(base, dtype=np.float64)[order])
 
     @classmethod
     def concat(cls, parts: list["RankingData | None"]) -> "RankingData":
@@ -57,15 +64,19 @@ class RankingData:
         names = parts[0].feature_names
         if any(p.feature_names != names for p in parts):
             raise UsageError(f"RankingData.concat: feature names differ: {[p.feature_names for p in parts]}")
+        if len({p.base is None for p in parts}) > 1:
+            raise UsageError("RankingData.concat: some parts have a base score and some do not")
+        base = None if parts[0].base is None else np.concatenate([p.base for p in parts])
         return cls.from_arrays(np.vstack([p.X for p in parts]), np.concatenate([p.y for p in parts]),
                                np.concatenate([p.qids for p in parts]), np.concatenate([p.docnos for p in parts]),
-                               names, parts[0].feature_versions)
+                               names, parts[0].feature_versions, base)
 
     def subset(self, qids) -> "RankingData":
         """The rows of the given queries (order of the data kept)."""
         mask = np.isin(self.qids, np.asarray(list(qids)).astype(str))
         return RankingData.from_arrays(self.X[mask], self.y[mask], self.qids[mask], self.docnos[mask],
-                                       self.feature_names, self.feature_versions)
+                                       self.feature_names, self.feature_versions,
+                                       None if self.base is None else self.base[mask])
 
     def select(self, names: list[str]) -> "RankingData":
         """The same rows with only the named feature columns, in that order."""
@@ -74,7 +85,7 @@ class RankingData:
             raise UnknownKeyError(f"RankingData.select: unknown feature(s) {missing}; have {self.feature_names}")
         idx = [self.feature_names.index(n) for n in names]
         versions = [self.feature_versions[i] for i in idx] if self.feature_versions else None
-        return RankingData(self.X[:, idx], self.y, self.group, self.qids, self.docnos, list(names), versions)
+        return RankingData(self.X[:, idx], self.y, self.group, self.qids, self.docnos, list(names), versions, self.base)
 
     @property
     def unique_qids(self) -> np.ndarray:

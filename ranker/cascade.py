@@ -39,10 +39,12 @@ KIND = "fusion-ltr cascade"
 TRAINING_DEPTH = "training_depth.tsv.gz"
 
 
-def rows(data: RankingData, mask: np.ndarray) -> RankingData:
-    """The rows of ``data`` where ``mask`` holds (order kept)."""
+def rows(data: RankingData, mask: np.ndarray, base: np.ndarray | None = None) -> RankingData:
+    """The rows of ``data`` where ``mask`` holds (order kept); ``base``: their starting scores (one per
+    row of ``data``; default: the data's own)."""
+    base = data.base if base is None else base
     return RankingData.from_arrays(data.X[mask], data.y[mask], data.qids[mask], data.docnos[mask],
-                                   data.feature_names, data.feature_versions)
+                                   data.feature_names, data.feature_versions, None if base is None else base[mask])
 
 
 def keep_top(group, scores: np.ndarray, keep: int) -> np.ndarray:
@@ -87,12 +89,13 @@ class Stage:
 
 def apply(stages: list[Stage], data: RankingData) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Run ``data`` (all features of the cascade) through the stages: each row's depth (0-based stage
-    it last reached), its score there, and the mask of rows reaching each stage."""
+    it last reached), its score there, and the mask of rows reaching each stage. A stage after the first
+    starts from the previous stage's score and adds its own model's (it was trained on top of it)."""
     reach = np.ones(len(data.y), dtype=bool)
     depth, score, masks = np.zeros(len(data.y)), np.full(len(data.y), np.nan), []
     for k, stage in enumerate(stages):
         masks.append(reach.copy())
-        part = rows(data.select(stage.features), reach)
+        part = rows(data.select(stage.features), reach, score if k else None)
         s = stage.model.predict(part)
         depth[reach], score[reach] = k, s
         if stage.keep and k < len(stages) - 1:
@@ -128,12 +131,14 @@ def budget_keeps(run, stages_cfg, budget_ms: float) -> list[int] | None:
     return keeps
 
 
-def training_depth(path: str | Path, data: RankingData) -> np.ndarray:
-    """The deepest stage (0-based) each row of ``data`` (training queries) reached when the cascade at
-    ``path`` was trained; -1 for rows it did not train on."""
+def training_depth(path: str | Path, data: RankingData) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``data`` (training queries), the deepest stage (0-based) it reached when the
+    cascade at ``path`` was trained (-1 for rows it did not train on) and the score that stage started
+    from (NaN for the first stage)."""
     saved = pd.read_csv(Path(path) / TRAINING_DEPTH, sep="\t", dtype={"qid": str, "docno": str})
-    depth = dict(zip(zip(saved["qid"], saved["docno"]), saved["depth"]))
-    return np.array([depth.get((str(q), str(d)), -1) for q, d in zip(data.qids, data.docnos)])
+    found = dict(zip(zip(saved["qid"], saved["docno"]), zip(saved["depth"], saved["base"])))
+    pairs = [found.get((str(q), str(d)), (-1, np.nan)) for q, d in zip(data.qids, data.docnos)]
+    return np.array([p[0] for p in pairs], dtype=int), np.array([p[1] for p in pairs], dtype=float)
 
 
 def train(run, params_for, extra: dict, save_state) -> dict:
@@ -170,6 +175,10 @@ def train(run, params_for, extra: dict, save_state) -> dict:
         train, test = read(train_q), read(test_q)
         reach_tr, reach_te = np.ones(len(train.y), bool), np.ones(len(test.y), bool)
         depth_tr = np.zeros(len(train.y), dtype=int)  # deepest stage each training row reached (0-based)
+        # the previous stage's cross-fitted score of each training row, and its final model's score of
+        # each test row: a stage after the first boosts from it (LightGBM's init_score), so with few
+        # queries it learns a correction and early stopping keeps the previous order where it has none
+        base_tr, score_te = np.full(len(train.y), np.nan), np.full(len(test.y), np.nan)
         learners = list(train_q)  # the training queries this stage and the later ones learn from
         for k, stage_cfg in enumerate(stages_cfg):
             t = time.perf_counter()
@@ -185,7 +194,7 @@ def train(run, params_for, extra: dict, save_state) -> dict:
                 pairs = pairs[[(q, d) in reached for q, d in zip(pairs["qid"], pairs["docno"])]]
                 build(store, pairs, new, progress=run.progress)
                 train, test = read(train_q), read(test_q)
-            part = rows(train.select(cumulative[k]), reach_tr)
+            part = rows(train.select(cumulative[k]), reach_tr, base_tr if k else None)
             fit_q = [q for q in part.unique_qids if q not in valid_q]
             params = params_for(part)
             model = LambdaMART.from_params(params).fit(
@@ -197,9 +206,11 @@ def train(run, params_for, extra: dict, save_state) -> dict:
             keep = keeps[k]
             if keep and k < len(stages_cfg) - 1:
                 oof = cross_val_predict(params, part, folds, valid_fraction=cfg.ranker.valid_fraction, seed=params.seed)
+                base_tr[reach_tr] = oof
                 reach_tr = narrow(reach_tr, part.group, oof, keep)  # cross-fitted membership
-                test_part = rows(test.select(cumulative[k]), reach_te)
-                reach_te = narrow(reach_te, test_part.group, model.predict(test_part), keep)
+                test_part = rows(test.select(cumulative[k]), reach_te, score_te if k else None)
+                score_te[reach_te] = model.predict(test_part)
+                reach_te = narrow(reach_te, test_part.group, score_te[reach_te], keep)
             info["seconds"] = time.perf_counter() - t
             report.append(info)
             log(f"cascade stage {k + 1}: {len(cumulative[k])} features on {info['train_rows']} training rows of "
@@ -214,8 +225,10 @@ def train(run, params_for, extra: dict, save_state) -> dict:
                     "stages": [{"folder": f"stage{k + 1}", "features": s.features, "keep": s.keep}
                                for k, s in enumerate(stages)], "report": report, **extra}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        pd.DataFrame({"qid": train.qids, "docno": train.docnos, "depth": depth_tr}).to_csv(
-            tmp / TRAINING_DEPTH, sep="\t", index=False)  # which training rows each stage learned from
+        # which training rows each stage learned from, and the score the deepest one started from
+        pd.DataFrame({"qid": train.qids, "docno": train.docnos, "depth": depth_tr,
+                      "base": np.where(depth_tr > 0, base_tr, np.nan)}).to_csv(
+            tmp / TRAINING_DEPTH, sep="\t", index=False)
         save_state(run, tmp)
     return {"path": str(path), "stages": report}
 

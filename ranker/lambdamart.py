@@ -141,10 +141,13 @@ class LambdaMART:
                 f"{len(names)} features for inference: " + ", ".join(problems))
 
     def predict(self, data) -> np.ndarray:
-        """Scores for RankingData (names and versions checked) or a matrix (shape checked)."""
+        """Scores for RankingData (names and versions checked; its ``base``, when it has one, added: the
+        model was fit on top of it) or a matrix (shape checked)."""
         self._check_fitted()
         if isinstance(data, RankingData):
             self.check_features(data.feature_names, data.feature_versions)
+            if data.base is not None:
+                return np.asarray(self.backend_.predict(data.X)) + data.base
             X = data.X
         else:
             X = np.asarray(data, dtype=np.float64)
@@ -154,7 +157,8 @@ class LambdaMART:
         return np.asarray(self.backend_.predict(X))
 
     def contributions(self, data: RankingData) -> np.ndarray:
-        """TreeSHAP values from the booster itself: (rows, features + 1), the last column the bias."""
+        """TreeSHAP values from the booster itself: (rows, features + 1), the last column the bias (a
+        ``base`` score, when the data has one, is not among them: the prediction is base + their sum)."""
         self.check_features(data.feature_names, data.feature_versions)
         return np.asarray(self.backend_.predict(data.X, contrib=True))
 

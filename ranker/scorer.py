@@ -222,15 +222,18 @@ class Scorer:
             for name, s in seconds.items():
                 timing[name] = timing.get(name, 0.0) + s
             X = np.column_stack([values[f][survivors] for f in stage.features])
+            base = score[survivors] if k else None  # a later stage adds to the previous stage's score
             data = RankingData.from_arrays(X, np.zeros(len(X)), frame[QID].iloc[survivors], frame[DOCNO].iloc[survivors],
                                            stage.features, [self.feature_versions[self.feature_names.index(f)]
-                                                            for f in stage.features])
+                                                            for f in stage.features], base)
             s = stage.model.predict(data)
             depth[survivors], score[survivors] = k, s
             if contrib is not None:
                 c = stage.model.contributions(data)
                 for j, i in enumerate(survivors):
                     contrib[i] = {f: float(c[j, m]) for m, f in enumerate(stage.features)} | {"bias": float(c[j, -1])}
+                    if k:
+                        contrib[i]["previous stages"] = float(base[j])
             timing[f"stage{k + 1}"] = time.perf_counter() - t
             if stage.keep and k < len(self.stages) - 1:
                 survivors = survivors[keep_top([len(survivors)], s, stage.keep)]

@@ -44,10 +44,10 @@ class LightGBMBackend(Backend):
         lgb = cls.library()
         params = cls.params(p, train.feature_names, len(train.y))
         dtrain = lgb.Dataset(train.X, train.y, group=train.group, feature_name=train.feature_names,
-                             free_raw_data=False)
+                             init_score=train.base, free_raw_data=False)
         sets, names, callbacks, evals = [dtrain], ["train"], [], {}
         if valid is not None:
-            sets.append(lgb.Dataset(valid.X, valid.y, group=valid.group, reference=dtrain))
+            sets.append(lgb.Dataset(valid.X, valid.y, group=valid.group, init_score=valid.base, reference=dtrain))
             names.append("valid")
             if p.early_stopping_rounds:
                 callbacks.append(lgb.early_stopping(p.early_stopping_rounds, verbose=False))

@@ -40,10 +40,14 @@ class XGBoostBackend(Backend):
         params = cls.params(p, train.feature_names)
         dtrain = xgb.DMatrix(train.X, train.y, missing=np.nan, feature_names=train.feature_names)
         dtrain.set_group(train.group)
+        if train.base is not None:
+            dtrain.set_base_margin(train.base)
         evals_list, evals = [(dtrain, "train")], {}
         if valid is not None:
             dvalid = xgb.DMatrix(valid.X, valid.y, missing=np.nan, feature_names=valid.feature_names)
             dvalid.set_group(valid.group)
+            if valid.base is not None:
+                dvalid.set_base_margin(valid.base)
             evals_list.append((dvalid, "valid"))
         stop = p.early_stopping_rounds if valid is not None and p.early_stopping_rounds else None
         booster = xgb.train(params, dtrain, num_boost_round=p.n_estimators, evals=evals_list, evals_result=evals,

@@ -51,10 +51,14 @@ def cascade_report(run, query: str | None, no_ablation: bool) -> Path:
     last, n = stages[-1], len(stages)
 
     def reached(part):
-        return None if part is None else cascade.rows(part.select(last.features),
-                                                      cascade.training_depth(run.layout.model(), part) == n - 1)
+        if part is None:
+            return None
+        depth, base = cascade.training_depth(run.layout.model(), part)
+        return cascade.rows(part.select(last.features), depth == n - 1, base)
 
-    test = cascade.rows(data.test.select(last.features), cascade.apply(stages, data.test)[2][-1])
+    # the test rows that reach the last stage, starting from the stage before's score, as in serving
+    test = cascade.rows(data.test.select(last.features), cascade.apply(stages, data.test)[2][-1],
+                        cascade.apply(stages[:-1], data.test)[1])
     keep = stages[-2].keep
     rep = importance.build_report(
         last.model, reached(data.train), reached(data.valid), test, data.qrels, extractor_of=fs.extractor_of,

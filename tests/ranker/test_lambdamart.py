@@ -138,3 +138,27 @@ def test_a_damaged_model_folder_is_refused_before_loading(backend, tmp_path):
     (folder / "manifest.json").write_text(json.dumps({"params": {}, "features": []}))
     with pytest.raises(FusionLTRError, match=r"missing \['booster_file'\]"):
         LambdaMART.load(folder)
+
+
+@pytest.mark.parametrize("backend", ["lightgbm", "xgboost"])
+def test_a_base_score_is_boosted_from_and_added_back(backend):
+    """With ``base`` (a previous cascade stage's score) the booster fits on top of it: given a base that
+    already ranks perfectly and only noise to add, early stopping keeps the base's order."""
+    def with_base(data):
+        base = 3.0 * data.y + 0.01 * data.X[:, 0]  # a perfect order of the labels
+        return RankingData.from_arrays(data.X[:, [1]], data.y, data.qids, data.docnos, ["noise"], ["1.b"], base)
+
+    train, valid, test = with_base(synthetic(seed=0)), with_base(synthetic(20, seed=1)), with_base(synthetic(20, seed=2))
+    assert train.subset(train.unique_qids[:3]).base is not None and train.select(["noise"]).base is train.base
+    model = LambdaMART(backend=backend, n_estimators=100, early_stopping_rounds=5, min_data_in_leaf=5).fit(train, valid)
+    plain = LambdaMART(backend=backend, n_estimators=100, early_stopping_rounds=5, min_data_in_leaf=5).fit(
+        RankingData.from_arrays(train.X, train.y, train.qids, train.docnos, ["noise"], ["1.b"]),
+        RankingData.from_arrays(valid.X, valid.y, valid.qids, valid.docnos, ["noise"], ["1.b"]))
+    scores = model.predict(test)
+    trees = model.predict(test.X)  # the matrix alone: the booster's own part
+    np.testing.assert_allclose(scores, trees + test.base)
+    np.testing.assert_allclose(model.contributions(test).sum(axis=1) + test.base, scores, rtol=1e-4, atol=1e-4)
+    starts = np.r_[0, np.cumsum(test.group)[:-1]]
+    top_is_best = [test.y[s + np.argmax(scores[s:s + g])] == test.y[s:s + g].max() for s, g in zip(starts, test.group)]
+    assert np.mean(top_is_best) == 1.0  # the noise never outweighs the base
+    assert not np.allclose(model.predict(test.X), plain.predict(test.X))  # the base changed what was learned
