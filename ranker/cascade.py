@@ -36,6 +36,9 @@ from .lambdamart import LambdaMART, cross_val_predict
 from .layout import replaced_atomically
 
 KIND = "fusion-ltr cascade"
+# 2: each stage after the first boosts from the previous stage's score. A cascade of another format is
+# refused (its stage scores combine differently); `run` retrains it (the format is in the train step's key).
+FORMAT = 2
 TRAINING_DEPTH = "training_depth.tsv.gz"
 
 
@@ -106,6 +109,10 @@ def apply(stages: list[Stage], data: RankingData) -> tuple[np.ndarray, np.ndarra
 def load(path: str | Path, manifest: dict | None = None) -> list[Stage]:
     """The stages of the cascade folder ``path`` (``manifest``: its manifest.json, when already read)."""
     manifest = manifest or json.loads((Path(path) / "manifest.json").read_text())
+    if manifest.get("format") != FORMAT:
+        raise UsageError(f"{path}: a cascade of format {manifest.get('format', 1)}, this version reads format "
+                         f"{FORMAT} (later stages boost from the earlier stage's score); retrain it with "
+                         "`fusion-ltr train --config ...`")
     return [Stage(LambdaMART.load(Path(path) / s["folder"]), s["features"], s["keep"]) for s in manifest["stages"]]
 
 
@@ -221,7 +228,7 @@ def train(run, params_for, extra: dict, save_state) -> dict:
     with replaced_atomically(path) as tmp:
         for k, stage in enumerate(stages):
             stage.model.save(tmp / f"stage{k + 1}")
-        manifest = {"kind": KIND, "features": [{"name": s.name, "version": s.version} for s in specs],
+        manifest = {"kind": KIND, "format": FORMAT, "features": [{"name": s.name, "version": s.version} for s in specs],
                     "stages": [{"folder": f"stage{k + 1}", "features": s.features, "keep": s.keep}
                                for k, s in enumerate(stages)], "report": report, **extra}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))

@@ -58,8 +58,11 @@ class Step:
 
 def _train_key(run):
     cfg = run.cfg
+    from ..cascade import FORMAT
+
     return [cfg.dataset.name, cfg.dataset.fold, [(s.name, s.version) for s in run.feature_set.specs],
-            dataclasses.asdict(cfg.ranker), cfg.features.extractors]  # extractor configs go into the model
+            dataclasses.asdict(cfg.ranker), cfg.features.extractors,  # extractor configs go into the model
+            FORMAT if cfg.ranker.cascade else None]
 
 
 STEPS: list[Step] = [

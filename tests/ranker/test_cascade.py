@@ -134,3 +134,20 @@ def test_the_report_explains_the_last_stage_on_the_documents_that_reach_it(run):
     assert {f["feature"] for f in report["features"]} == {"fs_rank", "fs_score", "bm25", "doc_len", "query_len",
                                                           "len_ratio", "coverage"}
     assert "coverage" in {r["dropped"] for r in report["ablation"]}  # the last stage retrained without it
+
+
+def test_a_cascade_of_another_format_is_refused(run, tmp_path):
+    import shutil
+
+    from ranker.cascade import load
+    from retrieval.errors import UsageError
+
+    run_dir, _, _ = run
+    old = tmp_path / "model"
+    shutil.copytree(run_dir / "model", old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["format"]  # as written before stages boosted from the previous stage's score
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match="format 1, this version reads format 2"):
+        Scorer.load(old)
+    assert len(load(run_dir / "model")) == 2
