@@ -13,7 +13,8 @@ computed for one setting is never computed again for another:
 
 For each: nDCG@10 on the 300 test queries, the costly documents per query, and milliseconds per query
 predicted from the store's measured costs per 1,000 pairs (every candidate through the cheap
-extractors, K1 through the cross-encoder, K2 through the LM); a paired t-test of each against ``topn``.
+extractors, K1 through the cross-encoder, K2 through the LM); a paired t-test of each against ``topn``,
+or against the main model of ``--reference`` (an evaluated run folder, e.g. the demo before the cascade).
 Writes `benchmarks/results/cascade_curve.json`.
 
     .venv/bin/python benchmarks/cascade_curve.py --base configs/demo.toml --store runs/demo/features.duckdb \\
@@ -78,6 +79,8 @@ def main() -> None:
     ap.add_argument("--store", default="runs/demo/features.duckdb", help="one store shared by every setting")
     ap.add_argument("--out", default="runs/curve")
     ap.add_argument("--settings", nargs="+", default=["topn", "10/3", "20/3", "20/5", "30/5", "20/5@150"])
+    ap.add_argument("--reference", type=Path, help="an evaluated run folder (or its eval/ folder) whose main model "
+                                                   "the paired tests compare against, instead of the topn setting")
     args = ap.parse_args()
     base = load_config(args.base)
     rows, per_query = [], {}
@@ -94,16 +97,22 @@ def main() -> None:
                      "lm_docs": costly[1], MEASURE: result["means"]["lambdamart"][MEASURE],
                      "predicted_ms_per_query": predicted_ms(run, costly)})
         print(json.dumps(rows[-1]), flush=True)
-    ref = "topn" if "topn" in per_query else None
+    if args.reference:
+        file = next(p for p in (args.reference / "eval" / "test" / "ranker.json", args.reference / "test" / "ranker.json")
+                    if p.exists())
+        per_query["reference"] = pd.DataFrame(json.loads(file.read_text())["per_query"]["lambdamart"]).T
+        rows.append({"setting": f"reference: {args.reference}", MEASURE: float(per_query["reference"][MEASURE].mean())})
+    ref = "reference" if args.reference else "topn" if "topn" in per_query else None
     for row in rows:
-        if ref and row["setting"] != ref:
+        if ref and row["setting"] in per_query and row["setting"] != ref:
             c = compare(per_query[ref], per_query[row["setting"]], MEASURE)
-            row.update(delta_vs_topn=c.delta, p_vs_topn=c.p_value, wins=c.wins, losses=c.losses)
+            row.update(delta_vs_ref=c.delta, p_vs_ref=c.p_value, wins=c.wins, losses=c.losses)
     table = pd.DataFrame(rows)
     print(table.to_markdown(index=False, floatfmt=".4g"))
     path = Path(__file__).parent / "results" / "cascade_curve.json"
     path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps({"base": args.base, "store": args.store, "rows": rows}, indent=2))
+    path.write_text(json.dumps({"base": args.base, "store": args.store, "reference": str(args.reference or ""),
+                                "rows": rows}, indent=2, default=str))
 
 
 if __name__ == "__main__":
