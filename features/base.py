@@ -82,7 +82,7 @@ def model_fingerprint(model: str | None) -> str | None:
 
 
 #: Parameters that decide which pairs are computed or how they are batched, never a value.
-NON_VALUE_PARAMS = frozenset({"top_n", "batch_size", "device"})
+NON_VALUE_PARAMS = frozenset({"top_n", "batch_size", "device", "memory_cache"})
 
 
 class CorpusState:

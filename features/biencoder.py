@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from retrieval.dense import DenseParams, DenseRetriever
-from retrieval.frames import DOCNO, QUERY, doc_text
+from retrieval.errors import UsageError
+from retrieval.frames import DOCNO, EMBEDDING, EMBEDDING_MODEL, QUERY, doc_text
 from retrieval.models import DEFAULT_BIENCODER
 
 from .base import BaseExtractor
@@ -21,6 +24,9 @@ class BiEncoderParams:
     device: str = "auto"
     encode_batch_size: int = 32
     cache: str = ""  # embedding cache folder ("" = the user cache), shared with dense retrieval
+    # documents outside the fitted corpus, once encoded, are kept in memory by text hash (the most
+    # recently used this many; 0: none), so a document an app sends again is never encoded again
+    memory_cache: int = 50_000
     top_n: int | None = None
     batch_size: int = 1024
 
@@ -46,11 +52,29 @@ class BiEncoderExtractor(BaseExtractor):
             cache=p.cache or None)
         self._doc_row: dict[str, tuple[str, int]] = {}
         self._queries: dict[str, np.ndarray] = {}
+        self._fresh: OrderedDict[str, np.ndarray] = OrderedDict()  # text hash -> embedding, least recent first
 
     def fit(self, corpus: pd.DataFrame) -> "BiEncoderExtractor":
         self.dense.index(corpus)
         self._doc_row = {d: (t, i) for i, (d, t) in enumerate(zip(corpus[DOCNO].astype(str), doc_text(corpus)))}
         return self
+
+    def _embed_documents(self, texts: list[str]) -> np.ndarray:
+        """Embeddings of documents outside the fitted corpus: from the memory cache, else encoded (once
+        per distinct text) and remembered."""
+        size = self.params.memory_cache
+        if size <= 0:
+            return self.dense.encode(texts)
+        keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+        new = {k: t for k, t in zip(keys, texts) if k not in self._fresh}
+        if new:
+            self._fresh.update(zip(new, self.dense.encode(list(new.values()))))
+        out = np.stack([self._fresh[k] for k in keys])
+        for k in keys:
+            self._fresh.move_to_end(k)
+        while len(self._fresh) > size:
+            self._fresh.popitem(last=False)
+        return out
 
     def _embed_queries(self, queries: list[str]) -> np.ndarray:
         new = [q for q in dict.fromkeys(queries) if q not in self._queries]
@@ -58,20 +82,49 @@ class BiEncoderExtractor(BaseExtractor):
             self._queries.update(zip(new, self.dense.encode(new)))
         return np.stack([self._queries[q] for q in queries])
 
+    def accepts(self, model_id: str) -> bool:
+        """Whether an app's embedding from ``model_id`` is this bi-encoder's (its configured name, or that
+        name without the organisation, e.g. ``all-MiniLM-L6-v2``)."""
+        name = str(self.params.model)
+        return model_id.strip() in (name, name.rsplit("/", 1)[-1])
+
+    def _given(self, pairs: pd.DataFrame) -> tuple[np.ndarray, list]:
+        """Which rows carry the app's own embedding (checked: model id and dimension), and those vectors,
+        L2-normalised as the encoder's are."""
+        if EMBEDDING not in pairs:
+            return np.zeros(len(pairs), dtype=bool), []
+        given = pairs[EMBEDDING].notna().to_numpy()
+        vectors = []
+        dim = self.dense.model.get_sentence_embedding_dimension() if given.any() else None
+        for docno, vec, model in zip(pairs[DOCNO][given], pairs[EMBEDDING][given], pairs[EMBEDDING_MODEL][given]):
+            if not self.accepts(str(model)):
+                raise UsageError(f"doc {docno!r}: its embedding comes from {model!r}, but this run's bi-encoder is "
+                                 f"{self.params.model!r}; send embeddings of that model, or none (it encodes the text)")
+            if len(vec) != dim:
+                raise UsageError(f"doc {docno!r}: its embedding has {len(vec)} dimensions, {self.params.model!r} "
+                                 f"gives {dim}")
+            vectors.append(np.asarray(vec, dtype=np.float32) / np.linalg.norm(vec))
+        return given, vectors
+
     def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
         if len(pairs) == 0:
             return {"cosine": np.zeros(0)}
         texts = doc_text(pairs)
+        given, vectors = self._given(pairs)
         rows = [self._doc_row.get(d) for d in pairs[DOCNO].astype(str)]
-        fresh = np.array([r is None or r[0] != t for r, t in zip(rows, texts)])
+        fresh = np.array([not g and (r is None or r[0] != t) for r, t, g in zip(rows, texts, given)])
+        stored_rows = ~fresh & ~given
         docs = None
         if fresh.any():
-            encoded = self.dense.encode([t for t, f in zip(texts, fresh) if f])
+            encoded = self._embed_documents([t for t, f in zip(texts, fresh) if f])
             docs = np.zeros((len(pairs), encoded.shape[1]), dtype=np.float32)
             docs[fresh] = encoded
-        if not fresh.all():
-            stored = self.dense.embeddings_[[r[1] for r, f in zip(rows, fresh) if not f]]
+        if stored_rows.any():
+            stored = self.dense.embeddings_[[r[1] for r, s in zip(rows, stored_rows) if s]]
             docs = np.zeros((len(pairs), stored.shape[1]), dtype=np.float32) if docs is None else docs
-            docs[~fresh] = stored
+            docs[stored_rows] = stored
+        if given.any():
+            docs = np.zeros((len(pairs), len(vectors[0])), dtype=np.float32) if docs is None else docs
+            docs[given] = np.stack(vectors)
         q = self._embed_queries(pairs[QUERY].tolist())
         return {"cosine": np.einsum("ij,ij->i", q, docs).astype(np.float64)}

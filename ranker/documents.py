@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from retrieval.errors import UsageError
-from retrieval.frames import DOCNO, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT, TIMESTAMP, TITLE
+from retrieval.frames import (DOCNO, EMBEDDING, EMBEDDING_MODEL, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT,
+                              TIMESTAMP, TITLE)
 
 QUERY_ID = "_query"  # the qid of an app's query: never one an extractor's model was trained on
-DOC_KEYS = ("id", "text", "title", "timestamp", "timestamp_ms", "score", "rank")
+DOC_KEYS = ("id", "text", "title", "timestamp", "timestamp_ms", "score", "rank", "embedding", "embedding_model")
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,9 @@ class Document:
     ``timestamp``: an ISO 8601 string, a datetime or Unix seconds (``timestamp_ms``: Unix
     milliseconds; a number is never guessed to be one or the other). ``score`` / ``rank``: the app's
     first-stage score and 1-based rank (rank defaults to the position in the list). ``first_stage``:
-    ``rank_<r>`` / ``score_<r>`` of the run's member retrievers, when the app has them.
+    ``rank_<r>`` / ``score_<r>`` of the run's member retrievers, when the app has them. ``embedding``
+    with ``embedding_model`` (the model id it came from, e.g. from the app's vector database): used for
+    ``cosine`` instead of encoding the text, when the model and dimension are the run's bi-encoder's.
     """
 
     text: str
@@ -35,6 +38,8 @@ class Document:
     score: float | None = None
     rank: int | None = None
     first_stage: Mapping[str, float] = field(default_factory=dict)
+    embedding: object = None  # a sequence of floats (list, numpy array)
+    embedding_model: str | None = None
 
     def as_dict(self) -> dict:
         out = {k: getattr(self, k) for k in DOC_KEYS if getattr(self, k) is not None}
@@ -123,6 +128,25 @@ def parse_timestamp(value, doc_id: str, *, unit: str = "s") -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def _embedding(doc: Mapping, doc_id: str):
+    """A document's own embedding (float32 vector) and model id, or (None, None) when it has none."""
+    value = doc.get("embedding")
+    if value is None:
+        return None, None
+    model = doc.get("embedding_model")
+    if not isinstance(model, str) or not model.strip():
+        raise UsageError(f"doc {doc_id!r}: an embedding needs 'embedding_model', the id of the model it came from "
+                         f"(e.g. 'sentence-transformers/all-MiniLM-L6-v2'), found {model!r}")
+    try:
+        vector = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        vector = None
+    if vector is None or vector.ndim != 1 or not len(vector) or not np.isfinite(vector).all() or not vector.any():
+        raise UsageError(f"doc {doc_id!r}: embedding must be a non-empty sequence of finite numbers, not all zero; "
+                         f"found {type(value).__name__} {str(value)[:60]}")
+    return vector, model
+
+
 def candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
     """An app's docs as a candidate frame (the contract of :mod:`retrieval.frames`); every field is
     checked for type and range, and an error names the document, the key, what was expected and found."""
@@ -159,11 +183,17 @@ def candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
         for key, value in doc.items():
             if isinstance(key, str) and key.startswith(("rank_", "score_")):
                 extra.setdefault(key, {})[pos] = _number(value, doc_id, key, missing_ok=True)
+        vector, model = _embedding(doc, doc_id)
+        if vector is not None:
+            extra.setdefault(EMBEDDING, {})[pos], extra.setdefault(EMBEDDING_MODEL, {})[pos] = vector, model
     frame = pd.DataFrame(rows, columns=[QID, QUERY, DOCNO, TEXT, TITLE, TIMESTAMP, RANK, SCORE, RETRIEVER])
     dupes = frame[DOCNO][frame[DOCNO].duplicated()].unique().tolist()
     if dupes:
         raise UsageError(f"docs: duplicate id(s) {dupes[:5]}; expected one entry per document")
     frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
     for key, by_pos in extra.items():
-        frame[key] = [by_pos.get(i, np.nan) for i in range(len(frame))]
+        if key in (EMBEDDING, EMBEDDING_MODEL):  # one vector / model id per document, None where absent
+            frame[key] = pd.Series([by_pos.get(i) for i in range(len(frame))], index=frame.index, dtype=object)
+        else:
+            frame[key] = [by_pos.get(i, np.nan) for i in range(len(frame))]
     return frame

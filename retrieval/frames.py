@@ -17,6 +17,9 @@ rank        1-based first-stage rank within the query (int)
 score       first-stage score, higher is better (float)
 retriever   name of the retriever that produced the row (str)
 =========== ========================================================================
+
+Optional on an app's candidates: ``embedding`` (the document's vector, or None) with
+``embedding_model`` (the model id it came from), which the bi-encoder uses instead of encoding.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ RANK = "rank"
 SCORE = "score"
 RETRIEVER = "retriever"
 LABEL = "label"
+EMBEDDING = "embedding"
+EMBEDDING_MODEL = "embedding_model"
 
 #: Columns of a corpus frame (one row per document).
 CORPUS_COLUMNS = (DOCNO, TITLE, TEXT, TIMESTAMP)

@@ -50,6 +50,11 @@ DOCS = [{"id": "a", "text": "coffee bean roast"}, {"id": "b", "text": "owl night
     ([{"id": "a", "text": "x", "timestamp": -1e11}], r"doc 'a': timestamp -100000000000.0 is not a Unix time"),
     ([{"id": "a", "text": "x", "timestamp": 1, "timestamp_ms": 1000}], r"give either timestamp or timestamp_ms"),
     ([{"id": ["a"], "text": "x"}], r"doc 0: id must be a string or an integer, found list"),
+    ([{"id": "a", "text": "x", "embedding": [0.1, 0.2]}], r"doc 'a': an embedding needs 'embedding_model'"),
+    ([{"id": "a", "text": "x", "embedding": [0.1, math.nan], "embedding_model": "m"}],
+     r"doc 'a': embedding must be a non-empty sequence of finite numbers"),
+    ([{"id": "a", "text": "x", "embedding": "0.1 0.2", "embedding_model": "m"}],
+     r"doc 'a': embedding must be a non-empty sequence of finite numbers"),
 ])
 def test_bad_documents_are_named(scorer, docs, message):
     with pytest.raises(UsageError, match=message):
