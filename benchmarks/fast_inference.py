@@ -11,7 +11,7 @@ variant only if that nDCG@10 moves by less than 0.005.
 
     .venv/bin/python benchmarks/fast_inference.py --run runs/demo --time-pairs 200
 
-Writes `benchmarks/results/fast_inference.json`.
+Writes `benchmarks/results/fast_inference.json` (or `--out`).
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ def main() -> None:
     ap.add_argument("--time-pairs", type=int, default=200, help="pairs each variant is timed on")
     ap.add_argument("--extractors", nargs="+", default=list(VARIANTS))
     ap.add_argument("--no-quality", action="store_true", help="time only (skip the full test pairs)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fast_inference.json")
     args = ap.parse_args()
     import torch
 
@@ -186,9 +187,8 @@ def main() -> None:
                                       "variants": rows}
     result["peak_gflops_end"] = matmul_peak()
     print(f"\nfp32 matmul peak at the end: {result['peak_gflops_end']:.0f} GFLOP/s")
-    out = Path(__file__).parent / "results" / "fast_inference.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":
