@@ -44,9 +44,12 @@ def explain_query(model: LambdaMART, data: RankingData, qid: str, top: int = 5) 
     contrib = model.contributions(sub)
     order = np.argsort(-scores, kind="stable")[:top]
     results = [{"docno": str(sub.docnos[i]), "score": float(scores[i]), "label": float(sub.y[i]),
-                "bias": float(contrib[i, -1]),  # score = bias + sum of the features' SHAP values
+                "bias": float(contrib[i, -1]),  # score = bias + sum of the features' SHAP values (+ base)
                 "features": {n: {"value": float(sub.X[i, j]), "shap": float(contrib[i, j])}
                              for j, n in enumerate(sub.feature_names)}} for i in order]
+    if sub.base is not None:  # a cascade stage: it added its trees to the previous stage's score
+        for r, i in zip(results, order):
+            r["base"] = float(sub.base[i])
     why = None
     if len(order) > 1:
         a, b = order[0], order[1]
