@@ -95,7 +95,10 @@ class BiEncoderExtractor(BaseExtractor):
             return np.zeros(len(pairs), dtype=bool), []
         given = pairs[EMBEDDING].notna().to_numpy()
         vectors = []
-        dim = self.dense.model.get_sentence_embedding_dimension() if given.any() else None
+        model = self.dense.model if given.any() else None
+        # sentence-transformers renamed the method in 5.x; older versions only have the first name
+        dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)() \
+            if model is not None else None
         for docno, vec, model in zip(pairs[DOCNO][given], pairs[EMBEDDING][given], pairs[EMBEDDING_MODEL][given]):
             if not self.accepts(str(model)):
                 raise UsageError(f"doc {docno!r}: its embedding comes from {model!r}, but this run's bi-encoder is "
