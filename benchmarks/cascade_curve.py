@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ranker.config import CascadeStage, load_config
+from compare_runs import per_query as runs_per_query  # benchmarks/ is on the path of a script run from it
+from ranker.config import load_config
 from ranker.evaluate import compare
 from ranker.run import Run
 from ranker.steps import run_all
@@ -90,17 +91,14 @@ def main() -> None:
         Path(cfg.run.dir).mkdir(parents=True, exist_ok=True)
         (Path(cfg.run.dir) / "setting.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
         run_all(run, ablate=False)
-        result = json.loads((run.layout.eval(cfg.dataset.test_split) / "ranker.json").read_text())
-        per_query[name] = pd.DataFrame(result["per_query"]["lambdamart"]).T
+        per_query[name] = runs_per_query(run.layout.root, "lambdamart", cfg.dataset.test_split)
         stages = json.loads((run.layout.model() / "manifest.json").read_text()).get("report") or []
         rows.append({"setting": name, "train_queries": [s["train_queries"] for s in stages] or None, "ce_docs": costly[0],
-                     "lm_docs": costly[1], MEASURE: result["means"]["lambdamart"][MEASURE],
+                     "lm_docs": costly[1], MEASURE: float(per_query[name][MEASURE].mean()),
                      "predicted_ms_per_query": predicted_ms(run, costly)})
         print(json.dumps(rows[-1]), flush=True)
     if args.reference:
-        file = next(p for p in (args.reference / "eval" / "test" / "ranker.json", args.reference / "test" / "ranker.json")
-                    if p.exists())
-        per_query["reference"] = pd.DataFrame(json.loads(file.read_text())["per_query"]["lambdamart"]).T
+        per_query["reference"] = runs_per_query(args.reference, "lambdamart", "test")
         rows.append({"setting": f"reference: {args.reference}", MEASURE: float(per_query["reference"][MEASURE].mean())})
     ref = "reference" if args.reference else "topn" if "topn" in per_query else None
     for row in rows:

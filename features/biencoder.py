@@ -94,14 +94,15 @@ class BiEncoderExtractor(BaseExtractor):
         if EMBEDDING not in pairs:
             return np.zeros(len(pairs), dtype=bool), []
         given = pairs[EMBEDDING].notna().to_numpy()
-        vectors = []
-        model = self.dense.model if given.any() else None
+        if not given.any():
+            return given, []
+        encoder = self.dense.model
         # sentence-transformers renamed the method in 5.x; older versions only have the first name
-        dim = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)() \
-            if model is not None else None
-        for docno, vec, model in zip(pairs[DOCNO][given], pairs[EMBEDDING][given], pairs[EMBEDDING_MODEL][given]):
-            if not self.accepts(str(model)):
-                raise UsageError(f"doc {docno!r}: its embedding comes from {model!r}, but this run's bi-encoder is "
+        dim = (getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension)()
+        vectors = []
+        for docno, vec, source in zip(pairs[DOCNO][given], pairs[EMBEDDING][given], pairs[EMBEDDING_MODEL][given]):
+            if not self.accepts(str(source)):
+                raise UsageError(f"doc {docno!r}: its embedding comes from {source!r}, but this run's bi-encoder is "
                                  f"{self.params.model!r}; send embeddings of that model, or none (it encodes the text)")
             if len(vec) != dim:
                 raise UsageError(f"doc {docno!r}: its embedding has {len(vec)} dimensions, {self.params.model!r} "
