@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/demo.toml
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo demo-app bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/fusion-ltr run --config $(CONFIG)
+
+# the demo's model for apps that rerank their own documents (needs `make demo` first; ~2 min)
+demo-app: $(STAMP)
+	$(VENV)/bin/fusion-ltr run --config configs/demo-app.toml
 
 bench: $(STAMP)
 	$(PY) benchmarks/first_stage.py

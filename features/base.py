@@ -13,6 +13,8 @@ extractor subclasses :class:`BaseExtractor` and provides::
 and inherits ``specs`` (the columns with their versions), ``version``, ``top_n`` / ``batch_size``
 (from the params), ``provenance()``, ``fit(corpus)`` (a no-op unless overridden) and ``root`` (where
 relative model paths are also looked up; the Scorer sets it to the folder the run was made from).
+An extractor whose cost differs for documents its fitted state does not know (an app's own) also
+overrides ``compute_unseen(pairs)``, so that cost is measured apart (see its docstring).
 
 ``pairs`` is a candidate frame (:mod:`retrieval.frames`): ``qid, query, docno, text, title,
 timestamp, rank, score`` plus, when known, ``rank_<retriever>`` / ``score_<retriever>`` columns of
@@ -82,7 +84,7 @@ def model_fingerprint(model: str | None) -> str | None:
 
 
 #: Parameters that decide which pairs are computed or how they are batched, never a value.
-NON_VALUE_PARAMS = frozenset({"top_n", "batch_size", "device", "memory_cache"})
+NON_VALUE_PARAMS = frozenset({"top_n", "batch_size", "device", "memory_cache", "disk_cache"})
 
 
 class CorpusState:
@@ -236,6 +238,19 @@ class BaseExtractor:
 
     def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def compute_unseen(self, pairs: pd.DataFrame) -> dict[str, np.ndarray] | None:
+        """The values of :meth:`compute` as if no document of ``pairs`` were known to the fitted state (an
+        app's own documents at serving time), for an extractor whose cost then differs: the bi-encoder
+        encodes each document instead of reading the corpus embeddings. ``None`` (the default): the cost is
+        the same. The feature build times it once per version on a sample (the store's ``"unseen"`` path
+        cost), and a cascade planned for unseen documents (``ranker.documents``) uses that cost."""
+        return None
+
+    @property
+    def costs_more_unseen(self) -> bool:
+        """Whether :meth:`compute_unseen` is implemented (its cost is measured apart)."""
+        return type(self).compute_unseen is not BaseExtractor.compute_unseen
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params})"

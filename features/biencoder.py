@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +29,9 @@ class BiEncoderParams:
     # documents outside the fitted corpus, once encoded, are kept in memory by text hash (the most
     # recently used this many; 0: none), so a document an app sends again is never encoded again
     memory_cache: int = 50_000
+    # a SQLite file where those embeddings are also kept (keyed by the encoder setting and the text hash),
+    # so another process or a restart never encodes them again either; "": memory only
+    disk_cache: str = ""
     top_n: int | None = None
     batch_size: int = 1024
 
@@ -60,15 +65,20 @@ class BiEncoderExtractor(BaseExtractor):
         return self
 
     def _embed_documents(self, texts: list[str]) -> np.ndarray:
-        """Embeddings of documents outside the fitted corpus: from the memory cache, else encoded (once
-        per distinct text) and remembered."""
-        size = self.params.memory_cache
-        if size <= 0:
+        """Embeddings of documents outside the fitted corpus: from the memory cache, else the disk cache,
+        else encoded (once per distinct text) and remembered in both."""
+        size, disk = self.params.memory_cache, self.params.disk_cache
+        if size <= 0 and not disk:
             return self.dense.encode(texts)
         keys = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+        if disk:
+            self._fresh.update(self._disk_get([k for k in dict.fromkeys(keys) if k not in self._fresh]))
         new = {k: t for k, t in zip(keys, texts) if k not in self._fresh}
         if new:
-            self._fresh.update(zip(new, self.dense.encode(list(new.values()))))
+            encoded = self.dense.encode(list(new.values()))
+            self._fresh.update(zip(new, encoded))
+            if disk:
+                self._disk_put(list(new), encoded)
         out = np.stack([self._fresh[k] for k in keys])
         for k in keys:
             self._fresh.move_to_end(k)
@@ -76,11 +86,50 @@ class BiEncoderExtractor(BaseExtractor):
             self._fresh.popitem(last=False)
         return out
 
+    @property
+    def _setting(self) -> str:
+        """What an embedding depends on besides the text (the disk cache's model key)."""
+        p = self.params
+        return f"{p.model}|{p.max_length}|normalize"
+
+    def _disk(self):
+        import sqlite3
+
+        Path(self.params.disk_cache).parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.params.disk_cache, timeout=60)
+        con.execute("CREATE TABLE IF NOT EXISTS embeddings (setting TEXT, text_sha256 TEXT, vector BLOB, "
+                    "PRIMARY KEY (setting, text_sha256))")
+        return con
+
+    def _disk_get(self, keys: list[str]) -> dict[str, np.ndarray]:
+        if not keys:
+            return {}
+        found = {}
+        with closing(self._disk()) as con:
+            for start in range(0, len(keys), 500):
+                part = keys[start:start + 500]
+                rows = con.execute(f"SELECT text_sha256, vector FROM embeddings WHERE setting = ? AND text_sha256 IN "
+                                   f"({','.join('?' * len(part))})", [self._setting, *part]).fetchall()
+                found.update((k, np.frombuffer(v, dtype=np.float32)) for k, v in rows)
+        return found
+
+    def _disk_put(self, keys: list[str], vectors: np.ndarray) -> None:
+        with closing(self._disk()) as con, con:
+            con.executemany("INSERT OR IGNORE INTO embeddings VALUES (?, ?, ?)",
+                            [(self._setting, k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in zip(keys, vectors)])
+
     def _embed_queries(self, queries: list[str]) -> np.ndarray:
         new = [q for q in dict.fromkeys(queries) if q not in self._queries]
         if new:
             self._queries.update(zip(new, self.dense.encode(new)))
         return np.stack([self._queries[q] for q in queries])
+
+    def compute_unseen(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
+        """``cosine`` with every document encoded anew (no corpus embedding, no memory cache): what an app's
+        unseen documents without embeddings cost."""
+        docs = self.dense.encode(doc_text(pairs))
+        q = self._embed_queries(pairs[QUERY].tolist())
+        return {"cosine": np.einsum("ij,ij->i", q, docs).astype(np.float64)}
 
     def accepts(self, model_id: str) -> bool:
         """Whether an app's embedding from ``model_id`` is this bi-encoder's (its configured name, or that

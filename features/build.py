@@ -85,18 +85,39 @@ def build(store: FeatureStore, pairs: pd.DataFrame, extractors: list[BaseExtract
             store.write(batch, values, ext.specs, ext.provenance(), time.perf_counter() - t)
             bar.update(len(batch))
         bar.close()
+        if ext.costs_more_unseen and len(todo_all):
+            measure_unseen(store, todo_all, ext)
         reports.append(ExtractorReport(ext.name, [s.name for s in ext.specs], len(todo_all), len(todo),
                                        len(todo_all) - len(todo), time.perf_counter() - t_ext))
     return reports
 
 
+#: The cost path of documents an extractor's fitted state does not know (an app's own, at serving time).
+UNSEEN = "unseen"
+UNSEEN_SAMPLE = 128  # pairs timed once per feature version
+
+
+def measure_unseen(store: FeatureStore, pairs: pd.DataFrame, ext: BaseExtractor, *, force: bool = False) -> None:
+    """Time ``ext.compute_unseen`` on the first :data:`UNSEEN_SAMPLE` of ``pairs`` and store it as the
+    ``"unseen"`` path cost of its features (once per version unless ``force``)."""
+    if not ext.costs_more_unseen or (not force and len(store.path_cost(ext.specs, UNSEEN)) == len(ext.specs)):
+        return
+    sample = pairs.iloc[:UNSEEN_SAMPLE]
+    ext.compute_unseen(sample.iloc[:8])  # untimed: a model loaded on first use, first-call overheads
+    t = time.perf_counter()
+    ext.compute_unseen(sample)
+    store.record_path_cost(ext.specs, UNSEEN, time.perf_counter() - t, len(sample))
+
+
 def summary_table(store: FeatureStore, extractors: list[BaseExtractor], reports: list[ExtractorReport],
                   qids=None, *, retriever: str = "hybrid") -> pd.DataFrame:
-    """Per feature: rows, computed vs cached in this build, NaN count, stored cost per 1,000 pairs."""
+    """Per feature: rows, computed vs cached in this build, NaN count, stored cost per 1,000 pairs (and,
+    for an extractor that computes more for unseen documents, that cost too)."""
     specs = feature_specs(extractors)
     frame = store.frame(specs, qids, retriever=retriever)  # one read gives the rows and the NaN counts
     nans = {s.name: int(frame[s.name].isna().sum()) for s in specs}
     cost = store.cost(specs).set_index("feature")
+    unseen = store.path_cost(specs, UNSEEN)
     n_rows = len(frame)
     by_ext = {r.extractor: r for r in reports}
     rows = []
@@ -108,5 +129,7 @@ def summary_table(store: FeatureStore, extractors: list[BaseExtractor], reports:
                 "top_n": "all" if ext.top_n is None else ext.top_n, "computed": r.computed, "cached": r.cached, "nan": nans[s.name],
                 "s_per_1000_pairs": float(cost.loc[s.name, "s_per_1000_pairs"]) * len(ext.specs)
                 if s.name in cost.index else float("nan"),
+                # where the extractor computes more for documents it was not fitted on (an app's own)
+                "unseen_s_per_1000_pairs": unseen[s.name] * len(ext.specs) if s.name in unseen else float("nan"),
             })
     return pd.DataFrame(rows)

@@ -10,6 +10,8 @@ Tables (plain SQL; ``fusion-ltr features`` also creates a wide view per feature 
     synthetic_queries (docno, doc_hash, generator, query, created_at)   made once per document and settings
     provenance  (feature, version, extractor, code_version, params, model_id, state,
                  computed_at, seconds, pairs)                                  one row per written batch
+    path_costs  (feature, version, path, seconds, pairs, measured_at)   cost by another path than the
+                 build's, e.g. "unseen": documents the fitted state does not know (the bi-encoder encodes them)
 
 The cache key of a value is (feature, version, qid, docno, query_hash, doc_hash): a changed query or
 document text, or a new feature version, misses the cache; nothing else does. NaN is stored as NaN.
@@ -54,6 +56,8 @@ CREATE TABLE IF NOT EXISTS synthetic_queries (docno VARCHAR, doc_hash VARCHAR, g
 CREATE TABLE IF NOT EXISTS provenance (feature VARCHAR, version VARCHAR, extractor VARCHAR, code_version VARCHAR,
     params VARCHAR, model_id VARCHAR, state VARCHAR, description VARCHAR, computed_at TIMESTAMPTZ,
     seconds DOUBLE, pairs BIGINT);
+CREATE TABLE IF NOT EXISTS path_costs (feature VARCHAR, version VARCHAR, path VARCHAR, seconds DOUBLE, pairs BIGINT,
+    measured_at TIMESTAMPTZ, PRIMARY KEY (feature, version, path));
 """
 
 
@@ -380,6 +384,26 @@ class FeatureStore:
             df = df[[(f, v) in keep for f, v in zip(df["feature"], df["version"])]]
         df["s_per_1000_pairs"] = 1000 * df["seconds"] / df["pairs"].clip(lower=1)
         return df.reset_index(drop=True)
+
+    def record_path_cost(self, specs, path: str, seconds: float, pairs: int) -> None:
+        """The cost of computing ``specs`` by another path than the build's (e.g. ``"unseen"``: documents
+        the extractor's fitted state does not know), measured on ``pairs`` pairs in ``seconds``; split
+        evenly over the specs as in the provenance, and replacing an earlier measurement."""
+        frame = _spec_frame(specs).assign(path=path, seconds=seconds / len(specs), pairs=pairs,
+                                          measured_at=datetime.now(timezone.utc))
+        with self._transaction(_path=frame):
+            self.con.execute("""INSERT INTO path_costs SELECT feature, version, path, seconds, pairs, measured_at FROM _path
+                                ON CONFLICT (feature, version, path) DO UPDATE SET seconds = excluded.seconds,
+                                pairs = excluded.pairs, measured_at = excluded.measured_at""")
+
+    def path_cost(self, specs, path: str) -> dict[str, float]:
+        """Feature -> seconds per 1,000 pairs by ``path`` (:meth:`record_path_cost`), for the specs that have
+        a measurement (none in a store written before path costs existed)."""
+        if not self.sql("SELECT 1 FROM duckdb_tables() WHERE table_name = 'path_costs'").shape[0]:
+            return {}
+        df = self.sql("SELECT feature, version, seconds, pairs FROM path_costs WHERE path = ?", [path])
+        keep = {(s.name, s.version) for s in specs}
+        return {f: 1000 * s / max(int(n), 1) for f, v, s, n in df.itertuples(index=False) if (f, v) in keep}
 
     def create_view(self, name: str, specs, *, retriever: str = "hybrid") -> str:
         """A wide SQL view ``features_<name>`` (one column per feature) for plain-SQL use."""

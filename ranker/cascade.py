@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.build import build
+from features import query_norm
+from features.build import UNSEEN, UNSEEN_SAMPLE, build, measure_unseen
 from features.matrix import RankingData
 from features.store import FeatureStore
 from retrieval.data import hash_sample
@@ -42,12 +43,14 @@ FORMAT = 2
 TRAINING_DEPTH = "training_depth.tsv.gz"
 
 
-def rows(data: RankingData, mask: np.ndarray, base: np.ndarray | None = None) -> RankingData:
+def rows(data: RankingData, mask: np.ndarray, base: np.ndarray | None = None, names=None) -> RankingData:
     """The rows of ``data`` where ``mask`` holds (order kept); ``base``: their starting scores (one per
-    row of ``data``; default: the data's own)."""
+    row of ``data``; default: the data's own); ``names``: the columns to keep, a derived feature
+    (:mod:`features.query_norm`) computed over these rows: the documents that reach the stage."""
     base = data.base if base is None else base
-    return RankingData.from_arrays(data.X[mask], data.y[mask], data.qids[mask], data.docnos[mask],
+    part = RankingData.from_arrays(data.X[mask], data.y[mask], data.qids[mask], data.docnos[mask],
                                    data.feature_names, data.feature_versions, None if base is None else base[mask])
+    return part if names is None else query_norm.add(part, names)
 
 
 def keep_top(group, scores: np.ndarray, keep: int) -> np.ndarray:
@@ -72,8 +75,9 @@ def narrow(reach: np.ndarray, group, scores: np.ndarray, keep: int) -> np.ndarra
 
 
 def entry_stage(features, stage_features) -> int:
-    """The (0-based) stage an extractor runs in: the first stage naming one of its ``features``; 0 when
-    any of them is in no stage (it is built with the cheap ones)."""
+    """The (0-based) stage an extractor runs in: the first stage naming one of its ``features`` (or a
+    feature derived from one); 0 when any of them is in no stage (it is built with the cheap ones)."""
+    stage_features = [query_norm.raw_names(names) for names in stage_features]
     stages = [next((k for k, names in enumerate(stage_features) if f in names), None) for f in features]
     return 0 if not stages or None in stages else min(stages)
 
@@ -91,14 +95,14 @@ class Stage:
 
 
 def apply(stages: list[Stage], data: RankingData) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Run ``data`` (all features of the cascade) through the stages: each row's depth (0-based stage
+    """Run ``data`` (the stored features of the cascade's, see :func:`rows`) through the stages: each row's depth (0-based stage
     it last reached), its score there, and the mask of rows reaching each stage. A stage after the first
     starts from the previous stage's score and adds its own model's (it was trained on top of it)."""
     reach = np.ones(len(data.y), dtype=bool)
     depth, score, masks = np.zeros(len(data.y)), np.full(len(data.y), np.nan), []
     for k, stage in enumerate(stages):
         masks.append(reach.copy())
-        part = rows(data.select(stage.features), reach, score if k else None)
+        part = rows(data, reach, score if k else None, stage.features)
         s = stage.model.predict(part)
         depth[reach], score[reach] = k, s
         if stage.keep and k < len(stages) - 1:
@@ -116,26 +120,92 @@ def load(path: str | Path, manifest: dict | None = None) -> list[Stage]:
     return [Stage(LambdaMART.load(Path(path) / s["folder"]), s["features"], s["keep"]) for s in manifest["stages"]]
 
 
-def budget_keeps(run, stages_cfg, budget_ms: float) -> list[int] | None:
-    """The keep values that fit ``budget_ms`` by the store's costs (None, said in the log, while a stage's
-    extractors have no stored cost yet: a first build measures them)."""
+def plan(run, stages_cfg) -> tuple[list[list[str]], list[int], dict]:
+    """The features each stage adds and the keep values: as configured, or, with ``ranker.budget_ms``,
+    planned to fit it by the store's costs for ``ranker.documents`` (:func:`place`, then
+    :func:`choose_keeps`). Also what was planned, for the manifest (empty without a budget)."""
+    rcfg = run.cfg.ranker
+    added = [list(s.features) for s in stages_cfg]
+    keeps = [s.keep for s in stages_cfg]
+    if rcfg.budget_ms <= 0:
+        return added, keeps, {}
+    if rcfg.documents == "unseen":
+        measure_unseen_costs(run, {f for names in added for f in names})
     fs = run.feature_set
-    by_stage = [[e for e in run.extractors if run.stage_of(e) == k] for k in range(len(stages_cfg))]
+    cost = fs.cost_for(rcfg.documents)  # feature -> its extractor's s per 1,000 pairs = ms per pair
+    ext_of = fs.extractor_of
+    entry = {}  # extractor -> the stage it runs in (where its first feature enters)
+    for k, names in enumerate(added):
+        for f in names:
+            entry.setdefault(ext_of[f], k)
+    stage_exts = [[e for e, k0 in entry.items() if k0 == k] for k in range(len(added))]
+    ms = {ext_of[f]: cost.get(f) for names in added for f in names}
+    if any(not c for c in ms.values()):
+        run.log("ranker.budget_ms: no stored cost yet for " + ", ".join(e for e, c in ms.items() if not c)
+                + "; using the configured stages and keeps")
+        return added, keeps, {}
+    n = float(np.median(run.matrices.test.group))
+    placed = place(stage_exts, ms, [n] + keeps[:-1], rcfg.budget_ms)
+    per_doc = [sum(ms[e] for e in exts) for exts in placed]
+    keeps = choose_keeps(keeps[:-1], per_doc[1:], per_doc[0] * n, rcfg.budget_ms) + [0]
+    placed_at = {e: k for k, exts in enumerate(placed) for e in exts}
+    moved = {e: k + 1 for e, k in placed_at.items() if k != entry[e]}
+    moved_added = [[] for _ in added]
+    for k, names in enumerate(added):  # a moved extractor's features enter where it now runs
+        for f in names:
+            moved_added[max(k, placed_at[ext_of[f]])].append(f)
+    added = moved_added
+    predicted = predicted_ms(keeps[:-1], per_doc[1:], per_doc[0] * n)
+    run.log(f"ranker.budget_ms = {rcfg.budget_ms:g} ({rcfg.documents} documents): "
+            + (", ".join(f"{e} moved to stage {k}" for e, k in moved.items()) + "; " if moved else "")
+            + f"keeps {keeps[:-1]} (predicted {predicted:.1f} ms per query by the stored costs)")
+    return added, keeps, {"budget_ms": rcfg.budget_ms, "documents": rcfg.documents, "moved": moved,
+                          "ms_per_doc": ms, "predicted_ms": predicted}
 
-    def ms_per_doc(exts):
-        costs = [fs.cost.get(next(iter(e.FEATURES))) for e in exts]
-        return None if any(c is None or c == 0 for c in costs) else sum(costs)  # s / 1,000 pairs = ms / pair
 
-    per_doc = [ms_per_doc(exts) for exts in by_stage]
-    if any(c is None for c in per_doc):
-        run.log("ranker.budget_ms: no stored cost yet for some stage's extractors; using the configured keeps")
-        return None
-    candidates = run.matrices.test.group
-    first_ms = per_doc[0] * float(np.median(candidates))
-    keeps = choose_keeps([s.keep for s in stages_cfg[:-1]], per_doc[1:], first_ms, budget_ms) + [0]
-    run.log(f"ranker.budget_ms = {budget_ms:g}: keeps {keeps[:-1]} (predicted "
-            f"{predicted_ms(keeps[:-1], per_doc[1:], first_ms):.1f} ms per query by the stored costs)")
-    return keeps
+def measure_unseen_costs(run, features: set[str]) -> None:
+    """Measure the "unseen" path cost of the extractors of ``features`` that compute more for unseen
+    documents and have none stored yet (a store built before path costs existed)."""
+    exts = [e for e in run.extractors if e.costs_more_unseen and features & set(e.FEATURES)]
+    if not exts:
+        return
+    with FeatureStore(run.layout.store) as store:
+        todo = [e for e in exts if len(store.path_cost(e.specs, UNSEEN)) < len(e.specs)]
+        if todo:
+            pairs = store.pairs(sorted(run.test_qids), retriever=run.cfg.features.candidates)
+            for ext in [e for e in run.fitted_extractors if e in todo]:
+                run.log(f"measuring {ext.name}'s cost for unseen documents on {min(len(pairs), UNSEEN_SAMPLE)} pairs")
+                measure_unseen(store, pairs, ext)
+    run.__dict__.pop("feature_set", None)  # read the costs again
+
+
+#: A move must save at least this share of the budget: moving an extractor that costs little strips the
+#: earlier stage of a feature for nothing (the keep values are the knob for small savings).
+MOVE_MIN_SHARE = 0.1
+
+
+def place(stage_extractors: list[list[str]], ms_per_doc: dict[str, float], docs: list[float],
+          budget_ms: float) -> list[list[str]]:
+    """Cost-aware placement: while the cascade's predicted cost (each stage's extractors' ms per document
+    times the documents reaching it, ``docs[k]``) exceeds ``budget_ms``, the extractor whose move to the
+    next stage saves the most moves there, if that saves at least :data:`MOVE_MIN_SHARE` of the budget;
+    never a stage's last extractor, never out of the last stage. E.g. the bi-encoder, which must encode
+    each of an app's documents, leaves the stage that sees every candidate for one that sees few."""
+    stages = [list(s) for s in stage_extractors]
+
+    def cost() -> float:
+        return sum(d * sum(ms_per_doc[e] for e in exts) for d, exts in zip(docs, stages))
+
+    while cost() > budget_ms:
+        moves = [(ms_per_doc[e] * (docs[k] - docs[k + 1]), k, e) for k in range(len(stages) - 1)
+                 if len(stages[k]) > 1 for e in stages[k]]
+        moves = [m for m in moves if m[0] >= MOVE_MIN_SHARE * budget_ms]
+        if not moves:
+            break
+        _, k, e = max(moves, key=lambda m: (m[0], -m[1]))  # the largest saving; on a tie, the earliest stage
+        stages[k].remove(e)
+        stages[k + 1].append(e)
+    return stages
 
 
 def training_depth(path: str | Path, data: RankingData) -> tuple[np.ndarray, np.ndarray]:
@@ -158,14 +228,14 @@ def train(run, params_for, extra: dict, save_state) -> dict:
     unknown = [n for s in stages_cfg for n in s.features if n not in spec]
     if unknown:
         raise UsageError(f"ranker.cascade names {unknown}, not in the built feature set {fs.names}")
+    added, keeps, planned = plan(run, stages_cfg)
     cumulative, names = [], []
-    for s in stages_cfg:
-        names += list(s.features)
+    for features in added:
+        names += features
         cumulative.append(list(names))
-    keeps = [s.keep for s in stages_cfg]
-    if cfg.ranker.budget_ms > 0:
-        keeps = budget_keeps(run, stages_cfg, cfg.ranker.budget_ms) or keeps
     specs = [spec[n] for n in names]
+    raw = {s.name: s for s in fs.raw_specs}
+    raw_specs = [raw[n] for n in query_norm.raw_names(names)]  # read from the store; derived ones per stage
     data = run.matrices
     if data.train is None:
         raise UsageError(f"{cfg.source}: ranker.cascade needs a training split")
@@ -177,7 +247,7 @@ def train(run, params_for, extra: dict, save_state) -> dict:
     stages, report = [], []
     with FeatureStore(run.layout.store) as store:
         def read(qids):
-            return store.matrix(specs, qids, retriever=cfg.features.candidates, top_n=run.top_n)
+            return store.matrix(raw_specs, qids, retriever=cfg.features.candidates, top_n=run.top_n)
 
         train, test = read(train_q), read(test_q)
         reach_tr, reach_te = np.ones(len(train.y), bool), np.ones(len(test.y), bool)
@@ -193,7 +263,7 @@ def train(run, params_for, extra: dict, save_state) -> dict:
                 learners = hash_sample(learners, stage_cfg.max_train_queries, cfg.ranker.base_params.seed)
                 reach_tr &= np.isin(train.qids.astype(str), learners)
             depth_tr[reach_tr] = k
-            new = [extractors[e.name] for e in run.deferred if run.stage_of(e) == k]
+            new = [extractors[e.name] for e in run.deferred if entry_stage(list(e.FEATURES), added) == k]
             if new:  # compute the deferred extractors for the documents that reach this stage only
                 reached = {(q, d) for data_, m in ((train, reach_tr), (test, reach_te))
                            for q, d in zip(data_.qids[m], data_.docnos[m])}
@@ -201,13 +271,13 @@ def train(run, params_for, extra: dict, save_state) -> dict:
                 pairs = pairs[[(q, d) in reached for q, d in zip(pairs["qid"], pairs["docno"])]]
                 build(store, pairs, new, progress=run.progress)
                 train, test = read(train_q), read(test_q)
-            part = rows(train.select(cumulative[k]), reach_tr, base_tr if k else None)
+            part = rows(train, reach_tr, base_tr if k else None, cumulative[k])
             fit_q = [q for q in part.unique_qids if q not in valid_q]
             params = params_for(part)
             model = LambdaMART.from_params(params).fit(
                 part.subset(fit_q), part.subset(sorted(valid_q & set(part.unique_qids))) if valid_q else None)
             stages.append(Stage(model, cumulative[k], keeps[k]))
-            info = {"stage": k + 1, "features": list(stage_cfg.features), "keep": keeps[k],
+            info = {"stage": k + 1, "features": added[k], "keep": keeps[k],
                     "train_queries": len(part.unique_qids), "train_rows": len(part.y), "test_rows": int(reach_te.sum()),
                     "computed_here": [e.name for e in new]}
             keep = keeps[k]
@@ -215,7 +285,7 @@ def train(run, params_for, extra: dict, save_state) -> dict:
                 oof = cross_val_predict(params, part, folds, valid_fraction=cfg.ranker.valid_fraction, seed=params.seed)
                 base_tr[reach_tr] = oof
                 reach_tr = narrow(reach_tr, part.group, oof, keep)  # cross-fitted membership
-                test_part = rows(test.select(cumulative[k]), reach_te, score_te if k else None)
+                test_part = rows(test, reach_te, score_te if k else None, cumulative[k])
                 score_te[reach_te] = model.predict(test_part)
                 reach_te = narrow(reach_te, test_part.group, score_te[reach_te], keep)
             info["seconds"] = time.perf_counter() - t
@@ -230,7 +300,7 @@ def train(run, params_for, extra: dict, save_state) -> dict:
             stage.model.save(tmp / f"stage{k + 1}")
         manifest = {"kind": KIND, "format": FORMAT, "features": [{"name": s.name, "version": s.version} for s in specs],
                     "stages": [{"folder": f"stage{k + 1}", "features": s.features, "keep": s.keep}
-                               for k, s in enumerate(stages)], "report": report, **extra}
+                               for k, s in enumerate(stages)], "report": report, "planned": planned, **extra}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         # which training rows each stage learned from, and the score the deepest one started from
         pd.DataFrame({"qid": train.qids, "docno": train.docnos, "depth": depth_tr,

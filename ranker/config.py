@@ -83,15 +83,23 @@ class RankerConfig:
     guard: str = "fallback"
     valid_fraction: float = 0.2  # training queries held out for early stopping
     features: tuple[str, ...] = ()  # features to learn from; empty: the whole feature set
+    # score features to normalise per query (features.query_norm): each adds <f>_qrank, <f>_qz and <f>_qgap to
+    # the feature set (the whole set, when ranker.features is empty), which stages and variants may also name
+    normalize: tuple[str, ...] = ()
     # extra models trained the same way on a subset of features, evaluated side by side
     variants: dict[str, list] = field(default_factory=dict)
     cv_folds: int = 0  # > 0: query-level K-fold cross-validation on the test split (no training split)
     # [[ranker.cascade]] stages: the main model becomes a cascade (each stage a LambdaMART on the documents
     # that reach it; costly extractors computed only for those); empty: one model over every candidate
     cascade: tuple[CascadeStage, ...] = ()
-    # > 0: a latency budget per query (ms); the cascade's keep values are chosen to fit it by the costs
-    # per 1,000 pairs stored in the feature store (each at most the configured keep)
+    # > 0: a latency budget per query (ms), planned by the costs per 1,000 pairs stored in the feature store:
+    # while the cascade does not fit, the extractor whose move to the next stage saves the most moves there
+    # (never a stage's last); then the keep values are chosen to fit (each at most the configured keep)
     budget_ms: float = 0.0
+    # the documents the cascade is planned (budget_ms) to serve: "corpus" (this run's, as search() serves
+    # them: the costs the build measured) or "unseen" (an app's own documents: an extractor that computes
+    # more for them, such as the bi-encoder encoding each one, costs what it then costs)
+    documents: str = "corpus"
 
     @property
     def auto(self) -> bool:
@@ -170,6 +178,9 @@ class Config:
             if any(s.max_train_queries < 0 for s in stages):
                 raise ConfigError(f"{self.source}: ranker.cascade: max_train_queries must be >= 0 (0: no cap), found "
                                   f"{[s.max_train_queries for s in stages]}")
+        if self.ranker.documents not in ("corpus", "unseen"):
+            raise ConfigError(f"{self.source}: ranker.documents must be 'corpus' or 'unseen', found "
+                              f"{self.ranker.documents!r}")
         if self.ranker.tune_folds < 2:
             raise ConfigError(f"{self.source}: ranker.tune_folds must be >= 2, found {self.ranker.tune_folds}")
         if not 0 <= self.ranker.valid_fraction < 1:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
 from features import base as fbase
+from features import query_norm
 from features.matrix import RankingData
+from features.build import UNSEEN
 from features.store import FeatureStore
 from retrieval.data import hash_split, load_beir
 from retrieval.errors import MissingInputError, UsageError
@@ -36,9 +38,19 @@ def looks_local(model: str) -> bool:
 class FeatureSet:
     """The built feature set the ranker learns from."""
 
-    specs: list[fbase.FeatureSpec]
-    extractor_of: dict[str, str]  # feature -> extractor name
+    specs: list[fbase.FeatureSpec]  # the features models learn from (stored ones and derived ones)
+    extractor_of: dict[str, str]  # feature -> extractor name (a derived feature: its source's)
     cost: dict[str, float]  # feature -> its extractor's seconds per 1,000 pairs
+    # the same for documents the extractors were not fitted on (an app's own): the "unseen" path cost where
+    # an extractor computes more for them (the bi-encoder encodes each), else its cost above
+    unseen_cost: dict[str, float] = field(default_factory=dict)
+
+    def cost_for(self, documents: str) -> dict[str, float]:
+        """The costs that apply to serving ``documents`` ("corpus" or "unseen", see ``ranker.documents``)."""
+        return (self.unseen_cost or self.cost) if documents == "unseen" else self.cost
+
+    # the stored features behind ``specs``: each stored one, and each derived one's source (read from the store)
+    raw_specs: list[fbase.FeatureSpec] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -208,6 +220,9 @@ class Run:
         """The built feature set (from the features manifest), restricted to ``ranker.features``."""
         wanted = list(self.cfg.ranker.features)
         if self.letor:
+            if self.cfg.ranker.normalize:
+                raise UsageError(f"{self.cfg.source}: ranker.normalize applies to a run's stored features; LETOR "
+                                 "sets come with their own (MQ2008's QueryLevelNorm is normalised per query)")
             names = wanted or self.letor_fold[0].feature_names
             return FeatureSet([fbase.FeatureSpec(n, "letor") for n in names], {n: n for n in names}, {})
         path = self.layout.features_manifest
@@ -215,19 +230,34 @@ class Run:
             raise self.missing(path, "features")
         manifest = json.loads(path.read_text())
         specs = [fbase.FeatureSpec(f["name"], f["version"], f.get("description", "")) for f in manifest["features"]]
+        known = {s.name: s for s in specs}
+        unknown = [n for n in self.cfg.ranker.normalize if n not in known]
+        if unknown:
+            raise UsageError(f"ranker.normalize names {unknown}, not in the built feature set {list(known)}")
+        derived = {n: query_norm.spec(n, known[query_norm.split(n)[0]])
+                   for n in query_norm.derived_names(self.cfg.ranker.normalize)}
         if wanted:
-            known = {s.name: s for s in specs}
-            unknown = [n for n in wanted if n not in known]
+            unknown = [n for n in wanted if n not in known and n not in derived]
             if unknown:
-                raise UsageError(f"ranker.features names {unknown}, not in the built feature set {list(known)}")
-            specs = [known[n] for n in wanted]
+                hint = ("; a derived feature needs its source in ranker.normalize" if any(query_norm.split(n) for n in
+                                                                                      unknown) else "")
+                raise UsageError(f"ranker.features names {unknown}, not in the built feature set "
+                                 f"{list(known) + list(derived)}{hint}")
+            specs = [known.get(n) or derived[n] for n in wanted]
+        else:
+            specs = specs + list(derived.values())
+        raw_specs = [known[n] for n in query_norm.raw_names([s.name for s in specs])]
         extractor_of = {f["name"]: f["extractor"] for f in manifest["features"]}
+        extractor_of |= {n: extractor_of[query_norm.split(n)[0]] for n in derived}
         with FeatureStore(self.layout.store, read_only=True) as store:
-            share = store.cost(specs).groupby("feature")["s_per_1000_pairs"].sum().to_dict()
-        # an extractor's features share its cost: report the extractor's total per feature
-        cost = {n: sum(share.get(m, 0.0) for m, e2 in extractor_of.items() if e2 == e)
-                for n, e in extractor_of.items()}
-        return FeatureSet(specs, extractor_of, cost)
+            share = store.cost(raw_specs).groupby("feature")["s_per_1000_pairs"].sum().to_dict()
+            unseen = {**share, **store.path_cost(raw_specs, UNSEEN)}
+
+        def per_extractor(share):  # an extractor's features share its cost: its total, per feature
+            return {n: sum(share.get(m, 0.0) for m, e2 in extractor_of.items() if e2 == e)
+                    for n, e in extractor_of.items()}
+
+        return FeatureSet(specs, extractor_of, per_extractor(share), per_extractor(unseen), raw_specs)
 
     @cached_property
     def matrices(self) -> Matrices:
@@ -243,9 +273,12 @@ class Run:
         test_q, test_qrels = self.dataset.split(cfg.dataset.test_split)
         leaked = self.leakage_guard(test_q[QID])
         train = valid = None
+        raw = self.feature_set.raw_specs
+        columns = query_norm.raw_names(names) + [n for n in names if query_norm.split(n)]
         with FeatureStore(self.layout.store, read_only=True) as store:
-            def matrix(qids):
-                return store.matrix(specs, qids, retriever=cfg.features.candidates, top_n=self.top_n)
+            def matrix(qids):  # the stored features, then the derived ones over each query's candidates
+                data = store.matrix(raw, qids, retriever=cfg.features.candidates, top_n=self.top_n)
+                return query_norm.add(data, columns)
 
             test = matrix(test_q[QID])
             if self.train_splits and not cfg.ranker.cv_folds:

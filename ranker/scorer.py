@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from features import base as fbase
+from features import query_norm
 from features.build import compute, feature_specs
 from features.store import RankingData
 from retrieval.errors import MissingInputError, UsageError
@@ -85,6 +86,9 @@ class Scorer:
         self.manifest = manifest or model.manifest_
         self.candidates = self.manifest.get("candidates", "hybrid")
         specs = {s.name: s for s in feature_specs(extractors)}
+        self._raw_version = {n: s.version for n, s in specs.items()}
+        specs |= {n: query_norm.spec(n, specs[query_norm.split(n)[0]]) for n in model.feature_names_
+                  if query_norm.split(n) and query_norm.split(n)[0] in specs}  # derived from a computed one
         missing = [n for n in model.feature_names_ if n not in specs]
         if missing:
             raise fbase.ConfigError(f"the model uses feature(s) {missing} that none of its extractors "
@@ -196,10 +200,22 @@ class Scorer:
 
     def features(self, query: str, docs) -> pd.DataFrame:
         """The model's feature matrix for ``docs`` (rows in input order, columns in model order). For a
-        cascade: every feature on every document, as if each reached the last stage."""
+        cascade: every feature on every document, as if each reached the last stage (a feature normalised
+        per query, over all of ``docs``)."""
         frame = candidate_frame(check_query(query), check_docs(docs), self.candidates)
         values, _ = compute(frame, self.extractors)
-        return pd.DataFrame({n: values[n] for n in self.feature_names}, index=frame[DOCNO].tolist())
+        data = self._matrix(frame, values, np.arange(len(frame)), self.feature_names)
+        return pd.DataFrame(data.X, index=frame[DOCNO].tolist(), columns=self.feature_names)
+
+    def _matrix(self, frame: pd.DataFrame, values: dict, rows: np.ndarray, names: list[str],
+                base: np.ndarray | None = None) -> RankingData:
+        """The model matrix of ``frame``'s ``rows`` (one query, order kept) for ``names``: the computed
+        features, and those normalised per query over these rows (:mod:`features.query_norm`), as offline."""
+        raw = query_norm.raw_names(names)
+        X = np.column_stack([values[n][rows] for n in raw])
+        data = RankingData.from_arrays(X, np.zeros(len(X)), frame[QID].iloc[rows], frame[DOCNO].iloc[rows], raw,
+                                       [self._raw_version[n] for n in raw], base)
+        return query_norm.add(data, names)  # the model checks the names and versions again
 
     # ------------------------------------------------------------------------------- internals
     def _cascade(self, frame: pd.DataFrame, explain: bool):
@@ -209,7 +225,7 @@ class Scorer:
         from .cascade import final_scores, keep_top
 
         n = len(frame)
-        values = {name: np.full(n, np.nan) for name in self.feature_names}
+        values = {name: np.full(n, np.nan) for name in self.feature_names + query_norm.raw_names(self.feature_names)}
         timing, depth, score = {}, np.zeros(n), np.full(n, np.nan)
         contrib = {} if explain else None
         survivors = np.arange(n)
@@ -221,11 +237,10 @@ class Scorer:
                     values[name][survivors] = arr
             for name, s in seconds.items():
                 timing[name] = timing.get(name, 0.0) + s
-            X = np.column_stack([values[f][survivors] for f in stage.features])
             base = score[survivors] if k else None  # a later stage adds to the previous stage's score
-            data = RankingData.from_arrays(X, np.zeros(len(X)), frame[QID].iloc[survivors], frame[DOCNO].iloc[survivors],
-                                           stage.features, [self.feature_versions[self.feature_names.index(f)]
-                                                            for f in stage.features], base)
+            data = self._matrix(frame, values, survivors, stage.features, base)
+            for j, name in enumerate(stage.features):  # derived ones as this stage saw them (explain)
+                values[name][survivors] = data.X[:, j]
             s = stage.model.predict(data)
             depth[survivors], score[survivors] = k, s
             if contrib is not None:
@@ -244,9 +259,8 @@ class Scorer:
             return self._score_cascade(frame, t0, top_k, explain, min_score)
         values, timing = compute(frame, self.extractors)
         t = time.perf_counter()
-        X = np.column_stack([values[n] for n in self.feature_names])
-        data = RankingData.from_arrays(X, np.zeros(len(X)), frame[QID], frame[DOCNO], self.feature_names,
-                                       self.feature_versions)
+        data = self._matrix(frame, values, np.arange(len(frame)), self.feature_names)
+        X = data.X
         scores = self.model.predict(data)  # checks names and versions again
         if self.serves == "first stage":
             scores = -frame[RANK].to_numpy(np.float64)

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.matrix import RankingData
 from retrieval import read_trec_run, write_trec_run
-from retrieval.frames import DOCNO, QID, RANK
+from retrieval.frames import QID, RANK
 
 from .. import cascade
 from .. import evaluate as ev
@@ -165,7 +164,7 @@ def evaluate_ranker(run) -> dict:
                                        valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.base_params.seed)
         elif name == "lambdamart" and cfg.ranker.cascade:  # stage by stage, as the Scorer serves it
             stages = cascade.load(layout.model(name))
-            depth, stage_score, _ = cascade.apply(stages, test.select(stages[-1].features))
+            depth, stage_score, _ = cascade.apply(stages, test)
             scores = cascade.final_scores(depth, stage_score)
         else:
             model = LambdaMART.load(layout.model(name))
@@ -248,9 +247,8 @@ def evaluate_transfer(run, model_path) -> dict:
         if not ext.has_corpus_state:  # e.g. the bi-encoder reads this corpus' cached embeddings (no values change)
             ext.fit(run.dataset.corpus)
     values, _ = compute(frame, scorer.extractors)
-    X = np.column_stack([values[n] for n in scorer.feature_names])
-    data = RankingData.from_arrays(X, np.zeros(len(X)), pairs[QID], pairs[DOCNO], scorer.feature_names,
-                                   scorer.feature_versions)  # pairs are sorted by qid: the row order is kept
+    # pairs are sorted by qid: the row order is kept
+    data = scorer._matrix(pairs, values, np.arange(len(pairs)), scorer.feature_names)
     scores, first = scorer.model.predict(data), -pairs[RANK].to_numpy(np.float64)
     if scorer.serves != "model":  # the model's own first-stage guard: serve what the Scorer would
         scores = first if scorer.serves == "first stage" else blended(scores, first, data.group)

@@ -54,11 +54,11 @@ def cascade_report(run, query: str | None, no_ablation: bool) -> Path:
         if part is None:
             return None
         depth, base = cascade.training_depth(run.layout.model(), part)
-        return cascade.rows(part.select(last.features), depth == n - 1, base)
+        return cascade.rows(part, depth == n - 1, base, last.features)
 
     # the test rows that reach the last stage, starting from the stage before's score, as in serving
-    test = cascade.rows(data.test.select(last.features), cascade.apply(stages, data.test)[2][-1],
-                        cascade.apply(stages[:-1], data.test)[1])
+    test = cascade.rows(data.test, cascade.apply(stages, data.test)[2][-1], cascade.apply(stages[:-1], data.test)[1],
+                        last.features)
     keep = stages[-2].keep
     rep = importance.build_report(
         last.model, reached(data.train), reached(data.valid), test, data.qrels, extractor_of=fs.extractor_of,

@@ -62,3 +62,32 @@ def test_an_apps_own_embedding_is_used_and_a_wrong_model_or_dimension_is_refused
         ext.compute(frame.assign(embedding_model=pd.Series(["bge-small-en", None], dtype=object)))
     with pytest.raises(UsageError, match="doc 'a': its embedding has 10 dimensions, .* gives 384"):
         ext.compute(frame.assign(embedding=pd.Series([np.ones(10), None], dtype=object)))
+
+
+def test_the_unseen_path_encodes_every_document_and_gives_the_stored_values(tmp_path):
+    ext = BiEncoderExtractor(cache=str(tmp_path)).fit(CORPUS)
+    frame = pd.DataFrame({"qid": "q", "query": "kitten", "docno": ["cat", "bread"], "title": ["Cats", ""],
+                          "text": ["A cat is a feline.", "Bread needs flour."]})
+    encoded = []
+    encode = ext.dense.encode
+    ext.dense.encode = lambda texts, **kw: encoded.extend(texts) or encode(texts, **kw)  # a spy
+    stored = ext.compute(frame)["cosine"]
+    assert encoded == ["kitten"]  # corpus documents: their embeddings are read, only the query is encoded
+    unseen = ext.compute_unseen(frame)["cosine"]
+    assert encoded == ["kitten", "Cats A cat is a feline.", "Bread needs flour."]
+    np.testing.assert_allclose(unseen, stored, rtol=1e-5, atol=1e-6)
+
+
+def test_the_disk_cache_serves_another_process_the_very_same_embeddings(tmp_path):
+    disk = str(tmp_path / "app-embeddings.sqlite")
+    frame = pd.DataFrame({"qid": "q", "query": "kitten", "docno": ["d1", "d2"], "title": "",
+                          "text": ["Dogs bark.", "Kittens purr."]})
+    first = BiEncoderExtractor(cache=str(tmp_path), disk_cache=disk, memory_cache=0).fit(CORPUS)
+    values = first.compute(frame)["cosine"]
+    later = BiEncoderExtractor(cache=str(tmp_path), disk_cache=disk, memory_cache=0).fit(CORPUS)  # a restart
+    encoded = []
+    encode = later.dense.encode
+    later.dense.encode = lambda texts, **kw: encoded.extend(texts) or encode(texts, **kw)  # a spy
+    assert np.array_equal(later.compute(frame)["cosine"], values)  # bit for bit: the stored float32 vectors
+    assert encoded == ["kitten"]  # only the query was encoded
+    assert later.version == BiEncoderExtractor(cache=str(tmp_path)).version  # where they are kept changes no value

@@ -176,6 +176,35 @@ def test_provenance_cost_view_and_parquet(store, tmp_path):
     assert table[["feature", "computed", "cached", "nan"]].values.tolist() == [["chars", 0, 5, 0], ["nan_for_empty", 0, 5, 1]]
 
 
+class UnseenExtractor(CountingExtractor):
+    """Counting, plus an "unseen" path that does extra work (as the bi-encoder encodes unseen documents)."""
+
+    name = "counting_unseen"
+    FEATURES = {"chars2": "scaled character count", "nan_for_empty2": "1/len(text), NaN for empty text"}
+
+    def compute(self, pairs):
+        out = super().compute(pairs)
+        return {"chars2": out["chars"], "nan_for_empty2": out["nan_for_empty"]}
+
+    def compute_unseen(self, pairs):
+        self.unseen_pairs = getattr(self, "unseen_pairs", 0) + len(pairs)
+        return self.compute(pairs)
+
+
+def test_an_extractor_that_computes_more_for_unseen_documents_gets_that_cost_measured_once(store):
+    plain, unseen = CountingExtractor(), UnseenExtractor()
+    assert not plain.costs_more_unseen and unseen.costs_more_unseen
+    build(store, store.pairs(), [plain, unseen], progress=False)
+    assert unseen.unseen_pairs == 5 + 5  # a warm-up, then timed on a sample (here all 5 pairs); values not stored
+    assert store.path_cost(plain.specs, "unseen") == {}
+    cost = store.path_cost(unseen.specs, "unseen")
+    assert set(cost) == {"chars2", "nan_for_empty2"} and all(v >= 0 for v in cost.values())
+    build(store, store.pairs(), [unseen], progress=False)
+    assert unseen.unseen_pairs == 10  # measured once per version
+    table = summary_table(store, [plain, unseen], build(store, store.pairs(), [plain, unseen], progress=False))
+    assert table["unseen_s_per_1000_pairs"].isna().tolist() == [True, True, False, False]
+
+
 def _open_store(path, queue):
     try:
         FeatureStore(path)

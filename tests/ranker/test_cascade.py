@@ -17,15 +17,16 @@ from tests.ranker.test_tuning import ranking
 
 CASCADE = """[ranker]
 guard = "warn"
+normalize = ["bm25", "coverage"]
 [ranker.params]
 n_estimators = 30
 min_data_in_leaf = 5
 num_leaves = 5
 [[ranker.cascade]]
-features = ["fs_rank", "fs_score", "bm25", "doc_len", "query_len", "len_ratio"]
+features = ["fs_rank", "fs_score", "bm25", "bm25_qrank", "bm25_qgap", "doc_len", "query_len", "len_ratio"]
 keep = 5
 [[ranker.cascade]]
-features = ["coverage"]
+features = ["coverage", "coverage_qz", "bm25_qz"]  # normalised over the 5 documents that reach the stage
 max_train_queries = 10
 """
 
@@ -96,6 +97,9 @@ def test_the_scorer_serves_the_offline_cascade(run):
         mine = {r.id: r.features["coverage"] for r in results if r.stage == 2}
         theirs = stored[stored["qid"] == qid].set_index("docno")["value"].to_dict()
         assert mine == pytest.approx(theirs)
+        cov = np.array([theirs[d] for d in mine])  # z-scores over the 5 that reached stage 2, by hand
+        z = (cov - cov.mean()) / cov.std() if cov.std() > 0 else np.zeros(5)
+        assert [r.features["coverage_qz"] for r in results if r.stage == 2] == pytest.approx(z.tolist())
         top = results[0]
         assert sum(top.contributions.values()) == pytest.approx(top.score, abs=1e-6)  # adds up in its stage
         assert {"stage1", "stage2", "coverage"} <= set(results.timing)
@@ -119,6 +123,57 @@ def test_the_budget_knob_never_exceeds_the_budget_by_the_stored_costs():
         choose_keeps([30, 10], per_doc, first_ms=40.0, budget_ms=100)
 
 
+def test_placement_moves_a_dear_extractor_to_a_later_stage_only_when_that_pays():
+    from ranker.cascade import place
+
+    stages = [["bm25", "biencoder"], ["crossencoder"], ["lm"]]
+    docs = [100, 20, 5]  # documents reaching each stage
+    cached = {"bm25": 0.7, "biencoder": 0.01, "crossencoder": 18.5, "lm": 172.0}  # ms per document
+    # by hand: 100 * 0.71 + 20 * 18.5 + 5 * 172 = 1301 ms: fits 2000, nothing moves
+    assert place(stages, cached, docs, 2000) == stages
+    encoded = cached | {"biencoder": 20.6}  # an app's documents must be encoded: 100 * 20.6 = 2060 ms alone
+    # 3361 ms; moving the bi-encoder saves 80 * 20.6 = 1648 (bm25 would save 56): 1713 ms fits
+    assert place(stages, encoded, docs, 2000) == [["bm25"], ["crossencoder", "biencoder"], ["lm"]]
+    # 1500: after that move, 1713 is still over, but the next best move (the bi-encoder or the cross-encoder
+    # to the LM stage, 15 * 20.6 = 309 or 277) saves more than 10% of the budget: the bi-encoder goes on
+    assert place(stages, encoded, docs, 1500) == [["bm25"], ["crossencoder"], ["lm", "biencoder"]]
+    # a budget nothing can reach: the moves stop where no move saves 10% of it (bm25 never moves: 5.6 ms)
+    assert place(stages, encoded, docs, 500) == [["bm25"], ["crossencoder"], ["lm", "biencoder"]]
+    # never a stage's last extractor: the cross-encoder alone in its stage stays
+    assert place([["bm25"], ["crossencoder"], ["lm"]], encoded, docs, 100) == [["bm25"], ["crossencoder"], ["lm"]]
+
+
+def test_the_plan_uses_the_cost_of_the_documents_served_and_moves_derived_features_with_their_source():
+    from types import SimpleNamespace
+
+    from features.base import FeatureSpec
+    from ranker.cascade import plan
+    from ranker.config import CascadeStage, RankerConfig
+    from ranker.run import FeatureSet
+
+    names = {"bm25": "bm25", "cosine": "biencoder", "cosine_qrank": "biencoder", "ce_score": "crossencoder",
+             "lm": "lm"}
+    per_doc = {"bm25": 0.7, "biencoder": 0.05, "crossencoder": 18.5, "lm": 172.0}  # ms per document
+    fs = FeatureSet([FeatureSpec(n, "1") for n in names], names, {n: per_doc[e] for n, e in names.items()},
+                    {n: per_doc[e] if e != "biencoder" else 20.6 for n, e in names.items()})  # unseen: encoded
+    stages = (CascadeStage(("bm25", "cosine", "cosine_qrank"), 20), CascadeStage(("ce_score",), 5),
+              CascadeStage(("lm",)))
+    logged = []
+
+    def planned(documents):
+        run = SimpleNamespace(cfg=SimpleNamespace(ranker=RankerConfig(budget_ms=2000, documents=documents)),
+                              feature_set=fs, matrices=SimpleNamespace(test=SimpleNamespace(group=[100, 100])),
+                              log=logged.append, extractors=[])
+        return plan(run, stages)
+
+    added, keeps, info = planned("corpus")
+    assert added == [["bm25", "cosine", "cosine_qrank"], ["ce_score"], ["lm"]] and keeps == [20, 5, 0]
+    added, keeps, info = planned("unseen")  # 100 * 20.6 ms does not fit: the bi-encoder goes where 20 docs are
+    assert added == [["bm25"], ["cosine", "cosine_qrank", "ce_score"], ["lm"]] and keeps == [20, 5, 0]
+    assert info["moved"] == {"biencoder": 2} and "biencoder moved to stage 2" in logged[-1]
+    assert info["predicted_ms"] == pytest.approx(100 * 0.7 + 20 * (18.5 + 20.6) + 5 * 172.0)
+
+
 def test_the_report_explains_the_last_stage_on_the_documents_that_reach_it(run):
     import pandas as pd
 
@@ -131,9 +186,12 @@ def test_the_report_explains_the_last_stage_on_the_documents_that_reach_it(run):
     assert main(["report", "--config", str(config)]) == 0
     report = json.loads((run_dir / "report" / "importance.json").read_text())
     assert "last stage (stage 2 of 2" in report["scope"]
-    assert {f["feature"] for f in report["features"]} == {"fs_rank", "fs_score", "bm25", "doc_len", "query_len",
-                                                          "len_ratio", "coverage"}
+    assert {f["feature"] for f in report["features"]} == {"fs_rank", "fs_score", "bm25", "bm25_qrank", "bm25_qgap",
+                                                          "doc_len", "query_len", "len_ratio", "coverage",
+                                                          "coverage_qz", "bm25_qz"}
     assert "coverage" in {r["dropped"] for r in report["ablation"]}  # the last stage retrained without it
+    # a derived feature belongs to its source's extractor (its cost, its ablation)
+    assert {f["feature"]: f["extractor"] for f in report["features"]}["coverage_qz"] == "coverage"
 
 
 def test_a_cascade_of_another_format_is_refused(run, tmp_path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from features import query_norm
 from features.base import FeatureSpec
 from features.store import FeatureStore
 from ranker import Ranking, Scorer
@@ -50,6 +51,7 @@ cache = "{tmp / 'emb'}"
 reference_time = "2030-01-01"
 [ranker]
 guard = "warn"  # the parity tests compare the model's own order (the generated data is easy for the first stage)
+normalize = ["bm25", "cosine"]  # per-query rank, z-score and gap: computed the same way offline and served
 [ranker.params]
 n_estimators = 40
 min_data_in_leaf = 5
@@ -66,9 +68,10 @@ cache = "{tmp / 'emb'}"
 def offline(run_dir, qid):
     """Features from the store and the model's order, the way `fusion-ltr evaluate` computes them."""
     model = LambdaMART.load(run_dir / "model")
-    specs = [FeatureSpec(f["name"], f["version"]) for f in model.manifest_["features"]]
+    versions = {f["name"]: f["version"] for f in model.manifest_["features"]}
+    stored = [FeatureSpec(n, versions[n]) for n in query_norm.raw_names(versions)]  # the sources are features too
     with FeatureStore(run_dir / "features.duckdb", read_only=True) as store:
-        data = store.matrix(specs, [qid], retriever="hybrid")
+        data = query_norm.add(store.matrix(stored, [qid], retriever="hybrid"), list(versions))
         pairs = store.pairs([qid], retriever="hybrid")
     order = run_from_scores(data, model.predict(data), "m")["docno"].tolist()
     return data, pairs, order
@@ -223,3 +226,26 @@ def test_documents_search_and_rerank_take_the_same_keywords(run):
     assert len(scorer.search("coffee bean roast", top_k=3)) == 3
     with pytest.warns(DeprecationWarning, match="top_k"):
         assert len(scorer.search("coffee bean roast", k=2)) == 2
+
+
+def test_normalised_features_need_their_source_in_ranker_normalize(run):
+    import dataclasses
+
+    from ranker.config import load_config
+    from ranker.run import Run
+    from retrieval.errors import UsageError
+
+    cfg = load_config(run[0].parent / "gen.toml")
+    fs = Run(cfg, log=lambda *a: None).feature_set
+    assert {"bm25_qrank", "bm25_qz", "bm25_qgap", "cosine_qgap"} <= set(fs.names)
+    assert fs.extractor_of["cosine_qgap"] == "biencoder" and fs.cost["cosine_qgap"] == fs.cost["cosine"]
+
+    def feature_set(**ranker):
+        return Run(dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, **ranker)), log=lambda *a: None).feature_set
+
+    with pytest.raises(UsageError, match=r"ranker.features names \['coverage_qrank'\].*needs its source in ranker.normalize"):
+        feature_set(features=("bm25", "coverage_qrank"))
+    with pytest.raises(UsageError, match=r"ranker.normalize names \['nope'\]"):
+        feature_set(normalize=("nope",))
+    chosen = feature_set(features=("bm25_qrank",))
+    assert chosen.names == ["bm25_qrank"] and [s.name for s in chosen.raw_specs] == ["bm25"]
