@@ -40,6 +40,14 @@ def _data(args) -> None:
         print(data.find_dataset(args.name))
 
 
+def _serve(args) -> None:
+    from .service import ServeLimits, serve
+
+    serve(args.run, model=args.model, host=args.host, port=args.port, workers=args.workers,
+          batching=not args.no_batching, max_wait_ms=args.max_wait_ms,
+          limits=ServeLimits(max_documents=args.max_documents, max_chars=args.max_chars))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .steps import STEPS
 
@@ -59,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = command(step.name, step.help, _step(step))
         for arg in step.args:
             p.add_argument(*arg.flags, **arg.kwargs)
+
+    p = sub.add_parser("serve", help="HTTP rerank service (POST /v1/rerank, Cohere/Jina shape) over a trained run")
+    p.add_argument("--run", required=True, help="a run folder (or a model folder)")
+    p.add_argument("--model", default="model", help="the model folder within the run (default: model)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="processes, each with its own copy of the models")
+    p.add_argument("--no-batching", action="store_true", help="one model call per request (no micro-batching)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a micro-batch waits for more requests")
+    p.add_argument("--max-documents", type=int, default=1000, help="documents per request (more: 413)")
+    p.add_argument("--max-chars", type=int, default=2_000_000, help="characters per request (more: 413)")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("data", help="find or download a dataset")
     p.add_argument("action", choices=["where", "download"])

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from retrieval.errors import UsageError
+from retrieval.errors import InputError, UsageError
 from retrieval.frames import (DOCNO, EMBEDDING, EMBEDDING_MODEL, QID, QUERY, RANK, RETRIEVER, SCORE, TEXT,
                               TIMESTAMP, TITLE)
 
@@ -53,16 +53,16 @@ SECONDS_RANGE = (-2_208_988_800, 7_258_118_400)
 
 def check_query(query) -> str:
     if not isinstance(query, str) or not query.strip():
-        raise UsageError(f"query: expected a non-empty string, found {query!r}")
+        raise InputError(f"query: expected a non-empty string, found {query!r}", field="query")
     return query
 
 
 def check_docs(docs) -> list:
     """``docs`` as a list: a list, tuple or other iterable of documents (not one string or mapping)."""
     if isinstance(docs, (str, bytes, Mapping, Document)) or docs is None or not hasattr(docs, "__iter__"):
-        raise UsageError(f"docs: expected a list of documents (strings, Documents or mappings), found "
+        raise InputError(f"docs: expected a list of documents (strings, Documents or mappings), found "
                          f"{type(docs).__name__} {str(docs)[:40]!r}" + ("; wrap one document in a list"
-                                                                      if docs is not None else ""))
+                                                                      if docs is not None else ""), field="documents")
     return list(docs)
 
 
@@ -70,7 +70,8 @@ def check_top_k(top_k, name: str = "top_k") -> int | None:
     if top_k is None:
         return None
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
-        raise UsageError(f"{name}: expected None or an integer >= 0, found {type(top_k).__name__} {top_k!r}")
+        raise InputError(f"{name}: expected None or an integer >= 0, found {type(top_k).__name__} {top_k!r}",
+                         field=name)
     return int(top_k)
 
 
@@ -79,8 +80,8 @@ def check_min_score(min_score) -> float | None:
         return None
     if isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.integer, np.floating)) \
             or not np.isfinite(min_score):
-        raise UsageError(f"min_score: expected None or a finite number, found {type(min_score).__name__} "
-                         f"{min_score!r}")
+        raise InputError(f"min_score: expected None or a finite number, found {type(min_score).__name__} "
+                         f"{min_score!r}", field="min_score")
     return float(min_score)
 
 
@@ -147,6 +148,16 @@ def _embedding(doc: Mapping, doc_id: str):
     return vector, model
 
 
+def _at(field: str, check, *args, **kwargs):
+    """``check(*args, **kwargs)``, its error located at ``field`` (a request path)."""
+    try:
+        return check(*args, **kwargs)
+    except InputError:
+        raise
+    except UsageError as exc:
+        raise InputError(str(exc), field=field) from None
+
+
 def candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
     """An app's docs as a candidate frame (the contract of :mod:`retrieval.frames`); every field is
     checked for type and range, and an error names the document, the key, what was expected and found."""
@@ -157,39 +168,44 @@ def candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
         elif isinstance(doc, Document):
             doc = doc.as_dict()
         if not isinstance(doc, Mapping):
-            raise UsageError(f"doc {pos}: expected a string, a Document or a mapping with {list(DOC_KEYS)}, "
-                             f"found {type(doc).__name__}")
+            raise InputError(f"doc {pos}: expected a string, a Document or a mapping with {list(DOC_KEYS)}, "
+                             f"found {type(doc).__name__}", field=f"documents[{pos}]")
         raw_id = doc.get("id")
         if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int, np.integer))):
-            raise UsageError(f"doc {pos}: id must be a string or an integer, found {type(raw_id).__name__} {raw_id!r}")
+            raise InputError(f"doc {pos}: id must be a string or an integer, found {type(raw_id).__name__} {raw_id!r}",
+                             field=f"documents[{pos}].id")
         doc_id = str(pos if raw_id is None else raw_id)
         text = doc.get("text")
         if not isinstance(text, str) or not text.strip():
-            raise UsageError(f"doc {doc_id!r} (position {pos}): expected a non-empty 'text' string, found "
-                             f"{text!r}; its keys: {sorted(map(str, doc))}")
+            raise InputError(f"doc {doc_id!r} (position {pos}): expected a non-empty 'text' string, found "
+                             f"{text!r}; its keys: {sorted(map(str, doc))}", field=f"documents[{pos}].text")
         title = doc.get("title") or ""
         if not isinstance(title, str):
-            raise UsageError(f"doc {doc_id!r}: title must be a string, found {type(title).__name__}")
+            raise InputError(f"doc {doc_id!r}: title must be a string, found {type(title).__name__}",
+                             field=f"documents[{pos}].title")
         rank = doc.get("rank", pos + 1)
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-            raise UsageError(f"doc {doc_id!r}: rank must be a positive integer, found {rank!r}")
-        score = _number(doc.get("score"), doc_id, "score", missing_ok=True)
+            raise InputError(f"doc {doc_id!r}: rank must be a positive integer, found {rank!r}",
+                             field=f"documents[{pos}].rank")
+        at = f"documents[{pos}]"
+        score = _at(f"{at}.score", _number, doc.get("score"), doc_id, "score", missing_ok=True)
         if doc.get("timestamp") is not None and doc.get("timestamp_ms") is not None:
-            raise UsageError(f"doc {doc_id!r}: give either timestamp or timestamp_ms, found both")
-        stamp = (parse_timestamp(doc["timestamp_ms"], doc_id, unit="ms") if doc.get("timestamp_ms") is not None
-                 else parse_timestamp(doc.get("timestamp"), doc_id))
+            raise InputError(f"doc {doc_id!r}: give either timestamp or timestamp_ms, found both", field=f"{at}.timestamp")
+        stamp = (_at(f"{at}.timestamp_ms", parse_timestamp, doc["timestamp_ms"], doc_id, unit="ms")
+                 if doc.get("timestamp_ms") is not None else _at(f"{at}.timestamp", parse_timestamp, doc.get("timestamp"), doc_id))
         rows.append({QID: QUERY_ID, QUERY: query, DOCNO: doc_id, TEXT: text, TITLE: title, TIMESTAMP: stamp,
                      RANK: int(rank), SCORE: score, RETRIEVER: retriever})
         for key, value in doc.items():
             if isinstance(key, str) and key.startswith(("rank_", "score_")):
-                extra.setdefault(key, {})[pos] = _number(value, doc_id, key, missing_ok=True)
-        vector, model = _embedding(doc, doc_id)
+                extra.setdefault(key, {})[pos] = _at(f"{at}.{key}", _number, value, doc_id, key, missing_ok=True)
+        vector, model = _at(f"{at}.embedding", _embedding, doc, doc_id)
         if vector is not None:
             extra.setdefault(EMBEDDING, {})[pos], extra.setdefault(EMBEDDING_MODEL, {})[pos] = vector, model
     frame = pd.DataFrame(rows, columns=[QID, QUERY, DOCNO, TEXT, TITLE, TIMESTAMP, RANK, SCORE, RETRIEVER])
     dupes = frame[DOCNO][frame[DOCNO].duplicated()].unique().tolist()
     if dupes:
-        raise UsageError(f"docs: duplicate id(s) {dupes[:5]}; expected one entry per document")
+        raise InputError(f"docs: duplicate id(s) {dupes[:5]}; expected one entry per document",
+                         field=f"documents[{int(frame.index[frame[DOCNO].duplicated()][0])}].id")
     frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
     for key, by_pos in extra.items():
         if key in (EMBEDDING, EMBEDDING_MODEL):  # one vector / model id per document, None where absent

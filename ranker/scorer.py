@@ -62,6 +62,9 @@ class Result:
     features: dict[str, float] | None = None  # explain=True: each feature's value (NaN = not computed)
     contributions: dict[str, float] | None = None  # explain=True: SHAP per feature, plus "bias"
     stage: int | None = None  # a cascade: the (1-based) stage the doc last reached; ``score`` is that stage's
+    # P(relevant) from the model's calibrator (fitted on validation queries at training, ranker.calibration);
+    # None for a model trained without one
+    probability: float | None = None
 
 
 class Ranking(list):
@@ -77,8 +80,10 @@ class Scorer:
     """A trained LambdaMART and the extractors of its features, ready to rerank."""
 
     def __init__(self, model: LambdaMART, extractors: list, *, run_dir: Path | None = None,
-                 manifest: dict | None = None, stages: list | None = None):
+                 manifest: dict | None = None, stages: list | None = None, calibrator=None):
         self.model = model
+        #: The map from the served score to P(relevant) (:class:`ranker.calibration.Calibrator`), or None.
+        self.calibrator = calibrator
         #: A cascade's stages (``ranker.cascade.Stage``; ``model`` is then the last one), else None.
         self.stages = stages
         self.extractors = extractors
@@ -147,7 +152,10 @@ class Scorer:
             extractors.append(ext)
         used = set(booster.feature_names_)
         extractors = [e for e in extractors if used & {s.name for s in e.specs}]
-        return cls(booster, extractors, run_dir=model_dir.parent, manifest=manifest, stages=stages)
+        from .calibration import Calibrator
+
+        return cls(booster, extractors, run_dir=model_dir.parent, manifest=manifest, stages=stages,
+                   calibrator=Calibrator.load(model_dir))
 
     # ------------------------------------------------------------------------------- serving
     def rerank(self, query: str, docs, *, top_k: int | None = None, explain: bool = False,
@@ -267,6 +275,7 @@ class Scorer:
         elif self.serves == "blend":
             scores = blended(scores, -frame[RANK].to_numpy(np.float64), [len(frame)])
         timing["ranker"] = time.perf_counter() - t
+        prob = self.calibrator.predict(scores) if self.calibrator else None
         order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -scores))
         if min_score is not None:
             order = order[scores[order] >= min_score]
@@ -286,6 +295,7 @@ class Scorer:
                 features={n: float(X[i, j]) for j, n in enumerate(self.feature_names)} if explain else None,
                 contributions=({n: float(contrib[i, j]) for j, n in enumerate(self.feature_names)}
                                | {"bias": float(contrib[i, -1])}) if contrib is not None else None,
+                probability=float(prob[i]) if prob is not None else None,
             ))
         timing["total"] = time.perf_counter() - t0
         log.debug("reranked %d docs in %.3fs: %s", len(frame), timing["total"],
@@ -294,6 +304,7 @@ class Scorer:
 
     def _score_cascade(self, frame: pd.DataFrame, t0: float, top_k, explain: bool, min_score) -> Ranking:
         key, scores, stage, values, contrib, timing = self._cascade(frame, explain)
+        prob = self.calibrator.predict(key) if self.calibrator else None
         order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -key))
         if min_score is not None:
             order = order[scores[order] >= min_score]
@@ -305,7 +316,8 @@ class Scorer:
             results.append(Result(
                 id=row[DOCNO], score=float(scores[i]), rank=new_rank, original_rank=int(row[RANK]), text=row[TEXT],
                 title=row[TITLE], features={n: float(values[n][i]) for n in self.feature_names} if explain else None,
-                contributions=contrib[i] if contrib is not None else None, stage=int(stage[i])))
+                contributions=contrib[i] if contrib is not None else None, stage=int(stage[i]),
+                probability=float(prob[i]) if prob is not None else None))
         timing["total"] = time.perf_counter() - t0
         return Ranking(results, timing)
 

@@ -18,6 +18,15 @@ class UsageError(FusionLTRError, ValueError):
     """A value, argument or combination of settings that cannot work."""
 
 
+class InputError(UsageError):
+    """A caller's request input that cannot be used (the Scorer's and the service's arguments); ``field``
+    says where, as a request path: ``query``, ``documents[3].timestamp``, ``top_n``."""
+
+    def __init__(self, message: str, *, field: str = ""):
+        super().__init__(message)
+        self.field = field
+
+
 class MissingInputError(FusionLTRError, FileNotFoundError):
     """A file or folder a step needs is absent; the message says which command makes it."""
 

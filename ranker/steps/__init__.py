@@ -60,9 +60,11 @@ def _train_key(run):
     cfg = run.cfg
     from ..cascade import FORMAT
 
+    from ..calibration import VERSION as CALIBRATION
+
     return [cfg.dataset.name, cfg.dataset.fold, [(s.name, s.version) for s in run.feature_set.specs],
             dataclasses.asdict(cfg.ranker), cfg.features.extractors,  # extractor configs go into the model
-            FORMAT if cfg.ranker.cascade else None]
+            FORMAT if cfg.ranker.cascade else None, CALIBRATION]
 
 
 STEPS: list[Step] = [

@@ -72,7 +72,40 @@ def cascade_report(run, query: str | None, no_ablation: bool) -> Path:
 def write(run, rep: dict, model, test) -> Path:
     with replaced_atomically(run.layout.report) as tmp:
         importance.write(rep, model, test, tmp)
+        calibration_report(run, tmp)
     out = run.layout.report
     run.log((out / "importance.md").read_text())
+    if (out / "calibration.md").exists():
+        run.log((out / "calibration.md").read_text())
     run.log(f"report written to {out}")
     return out
+
+
+def calibration_report(run, folder: Path) -> None:
+    """The main model's calibration on validation and test queries (:func:`ranker.calibration.write_report`),
+    when it has a calibrator and the run a validation split."""
+    from .. import cascade
+    from ..calibration import Calibrator, write_report
+    from .train import served_scores
+
+    cal = Calibrator.load(run.layout.model())
+    data = run.matrices
+    if cal is None or data.valid is None:
+        return
+
+    if run.cfg.ranker.cascade:
+        stages = cascade.load(run.layout.model())
+
+        def scores(part):  # served: deeper stages first; before calibration: the deepest stage's own score
+            depth, score, _ = cascade.apply(stages, part)
+            return cascade.final_scores(depth, score), score
+    else:
+        model = LambdaMART.load(run.layout.model())
+        check = model.manifest_.get("guard")
+
+        def scores(part):
+            served = served_scores(model, part.select(model.feature_names_), check)
+            return served, served
+
+    (vs, _), (ts, raw) = scores(data.valid), scores(data.test)
+    write_report(cal, (vs, data.valid.y, data.valid.qids), (ts, data.test.y, data.test.qids), raw, folder)

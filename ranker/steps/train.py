@@ -92,6 +92,34 @@ def fit(run, params, train, valid) -> LambdaMART:
         return fit_dask(LambdaMART.from_params(params), train, valid, client, partitions=compute.n_partitions)
 
 
+def served_scores(model, data: RankingData, check: dict | None):
+    """What the Scorer serves for ``data``: the model's scores, or the first-stage guard's order."""
+    from ..tuning import blended, first_stage_scores
+
+    scores = model.predict(data)
+    serves = (check or {}).get("serves", "model")
+    if serves in ("first stage", "blend"):
+        first = first_stage_scores(data)
+        scores = first if serves == "first stage" else blended(scores, first, data.group)
+    return scores
+
+
+def calibrate(run, name: str, scores, valid: RankingData | None, folder: Path) -> dict | None:
+    """Fit P(relevant) on the validation queries' served scores (:mod:`ranker.calibration`) and save it in
+    ``folder``; None (said in the log) without validation queries or judged relevant documents there."""
+    from ..calibration import choose
+
+    if valid is None or not (valid.y > 0).any():
+        run.log(f"{name}: no calibration (no validation queries with a relevant document): relevance_score is the "
+                "raw score")
+        return None
+    cal = choose(scores, valid.y, valid.qids, seed=run.cfg.ranker.base_params.seed)
+    cal.save(folder)
+    run.log(f"{name}: calibrated ({cal.kind}, held-out log loss " + ", ".join(
+        f"{k} {v:.4f}" for k, v in cal.info["heldout_log_loss"].items()) + f" on {cal.info['queries']} validation queries)")
+    return {"kind": cal.kind, **cal.info}
+
+
 def train(run) -> dict:
     """Train the LambdaMART (and its variants) on the training split's candidates; save the models."""
     cfg, layout, log = run.cfg, run.layout, run.log
@@ -117,6 +145,11 @@ def train(run) -> dict:
                                            save_extractor_state)
         run.__dict__.pop("matrices", None)  # the deferred features now have values: read them again
         data = run.matrices
+        if data.valid is not None:  # the cascade as served: deeper stages first, then the stage's score
+            stages = cascade.load(layout.model())
+            depth, score, _ = cascade.apply(stages, data.valid)
+            info["lambdamart"]["calibration"] = calibrate(run, "lambdamart", cascade.final_scores(depth, score),
+                                                          data.valid, layout.model())
     for name, feats in run.models().items():
         if name == "lambdamart" and cfg.ranker.cascade:
             continue
@@ -142,8 +175,10 @@ def train(run) -> dict:
             model.save(tmp, extra=extra)
             if not run.letor:
                 save_extractor_state(run, tmp)
+            calibration = calibrate(run, name, served_scores(model, fit_valid, check) if fit_valid is not None else None,
+                                    fit_valid, tmp)
         info[name] = {"path": str(path), "best_iteration": model.best_iteration_, "seconds": seconds,
-                      "evals": model.evals_, "guard": check}
+                      "evals": model.evals_, "guard": check, "calibration": calibration}
         log(f"{name}: {len(feats)} features, {len(train_data.group)} train / "
             f"{len(valid.group) if valid is not None else 0} valid queries "
             + (f"({len(data.leaked)} excluded: the cross-encoder learned on them), " if data.leaked else "")

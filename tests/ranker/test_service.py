@@ -1,0 +1,155 @@
+"""The HTTP service on a tiny run (FastAPI's TestClient): Cohere's shape, the Scorer's answers, every bad
+input's 4xx, a bug's 500 that leaves the server serving, and micro-batching across requests."""
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ranker import Scorer
+from ranker.cli import main
+from tests.ranker.conftest import generated_dataset, write_config
+
+pytest.importorskip("fastapi")
+pytest.importorskip("sentence_transformers")
+
+QUERY = "coffee bean roast"
+DOCS = ["coffee beans are roasted dark", {"text": "a knight opening in chess", "id": "chess", "title": "Chess"},
+        {"text": "roast coffee bean roast coffee", "id": "roast", "timestamp": "2021-03-01"},
+        "tea leaves ferment slowly", {"text": "coffee and milk culture", "id": 7}]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("service")
+    folder = generated_dataset(tmp / "gen")
+    config = tmp / "gen.toml"
+    write_config(config, folder, tmp / "run", extractors=f"[features.extractors.bm25]\n[features.extractors.length]\n"
+                 f"[features.extractors.coverage]\n[features.extractors.biencoder]\ncache = \"{tmp / 'emb'}\"",
+                 ranker="[ranker]\nguard = \"warn\"\n[ranker.params]\nn_estimators = 30\nmin_data_in_leaf = 5\n"
+                        "num_leaves = 5")
+    for step in ("retrieve", "features", "train"):
+        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    return tmp / "run"
+
+
+@pytest.fixture(scope="module")
+def client(run_dir):
+    from fastapi.testclient import TestClient
+
+    from ranker.service import ServeLimits, create_app
+
+    app = create_app(Scorer.load(run_dir), limits=ServeLimits(max_documents=8, max_chars=2000), max_wait_ms=2)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.app_state = app.state
+        yield c
+
+
+def test_rerank_has_coheres_shape_and_equals_the_scorer(client, run_dir):
+    r = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 3, "return_documents": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) >= {"id", "model", "results", "meta"} and body["meta"]["calibrated"] is True
+    expected = Scorer.load(run_dir).rerank(QUERY, DOCS)[:3]
+    ids = ["0", "chess", "roast", "3", "7"]
+    assert [res["index"] for res in body["results"]] == [ids.index(e.id) for e in expected]
+    assert [res["relevance_score"] for res in body["results"]] == pytest.approx([e.probability for e in expected])
+    assert all(0 <= res["relevance_score"] <= 1 for res in body["results"])
+    assert body["results"][0]["document"]["text"] == expected[0].text
+    bare = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}).json()["results"]
+    assert len(bare) == len(DOCS) and "document" not in bare[0]  # Cohere's default: no documents back
+    cut = expected[1].probability
+    kept = client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "min_score": cut}).json()["results"]
+    assert [res["relevance_score"] >= cut for res in kept] == [True] * len(kept) and len(kept) >= 2
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"query": "", "documents": ["a"]}, 422, "query"),
+    ({"query": "q", "documents": ["a", {"id": "x"}]}, 422, "documents[1].text"),
+    ({"query": "q", "documents": [{"text": "a", "timestamp": "not a date"}]}, 422, "documents[0].timestamp"),
+    ({"query": "q", "documents": [{"text": "a", "id": "d"}, {"text": "b", "id": "d"}]}, 422, "documents[1].id"),
+    ({"query": "q", "documents": ["a"] * 9}, 413, "documents"),
+    ({"query": "q", "documents": ["a" * 1500, "b" * 600]}, 413, "documents"),
+    ({"query": "q", "documents": ["a"], "top_k": 3}, 422, "top_k"),
+    ({"query": "q", "documents": ["a"], "top_n": -1}, 422, "top_n"),
+    ({"query": "q", "documents": "a"}, 422, "documents"),
+])
+def test_every_bad_input_gets_its_4xx_naming_the_field(client, body, status, field):
+    r = client.post("/v1/rerank", json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["field"] == field and err["message"]
+
+
+def test_a_bug_in_one_request_is_a_500_with_its_id_and_the_next_request_is_served(client):
+    scorer = client.app_state.scorer
+    bm25 = next(e for e in scorer.extractors if e.name == "bm25")
+    compute = bm25.compute
+
+    def broken(pairs):  # a bug that only this query meets
+        if (pairs["query"] == "trigger the bug").any():
+            raise RuntimeError("boom")
+        return compute(pairs)
+
+    bm25.compute = broken
+    try:
+        r = client.post("/v1/rerank", json={"query": "trigger the bug", "documents": ["a", "b"]})
+        assert r.status_code == 500
+        assert r.json()["error"]["request_id"] in r.json()["error"]["message"]
+        assert client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 200
+    finally:
+        bm25.compute = compute
+    metrics = client.get("/metrics").text
+    assert 'fusion_ltr_errors_total{kind="internal_error"}' in metrics
+    assert 'fusion_ltr_requests_total{endpoint="/v1/rerank",status="200"}' in metrics
+    assert 'fusion_ltr_part_seconds_count{part="biencoder"}' in metrics
+
+
+def test_search_health_and_model(client, run_dir):
+    r = client.post("/v1/search", json={"query": QUERY, "top_n": 3})
+    assert r.status_code == 200
+    assert [x["id"] for x in r.json()["results"]] == [x.id for x in Scorer.load(run_dir).search(QUERY, top_k=3)]
+    assert client.get("/healthz").json()["status"] == "ok"
+    model = client.get("/v1/model").json()
+    assert "cosine" in [f["name"] for f in model["features"]] and model["calibration"]["kind"] in ("platt", "isotonic")
+
+
+def test_micro_batching_computes_requests_that_arrive_together_in_one_call():
+    from features.length import LengthExtractor
+    from ranker.service import BatchedExtractor
+
+    calls = []
+
+    class Counting(LengthExtractor):
+        def compute(self, pairs):
+            calls.append(len(pairs))
+            return super().compute(pairs)
+
+    shared = BatchedExtractor(Counting(), max_wait_ms=300)
+    frames = [pd.DataFrame({"qid": f"q{i}", "query": "a b", "docno": [f"d{i}{j}" for j in range(i + 1)],
+                            "title": "", "text": ["x " * (j + 1) for j in range(i + 1)]}) for i in range(4)]
+    out = [None] * 4
+
+    def request(i):
+        out[i] = shared.compute(frames[i])
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [1 + 2 + 3 + 4]  # one model call for the four requests
+    for i in range(4):  # each request got its own rows back
+        np.testing.assert_array_equal(out[i]["doc_len"], LengthExtractor().compute(frames[i])["doc_len"])
+
+
+def test_the_report_gives_the_calibration_on_test_and_thresholds_chosen_on_validation(run_dir):
+    import json
+
+    assert main(["report", "--config", str(run_dir.parent / "gen.toml"), "--no-ablation"]) == 0
+    cal = json.loads((run_dir / "report" / "calibration.json").read_text())
+    assert set(cal["ece_test"]) == {"before", "after"} and all(0 <= v <= 1 for v in cal["ece_test"].values())
+    assert [t["target_precision"] for t in cal["thresholds"]] == [0.5, 0.7, 0.9]
+    assert sum(r["n"] for r in cal["reliability"]["test"]) == 10 * 20  # 10 test queries, 20 candidates each
+    assert (run_dir / "report" / "reliability.png").exists() and "after" in (run_dir / "report" / "calibration.md").read_text()
