@@ -46,6 +46,6 @@ def test_notebook_runs_on_a_cascade_run(tmp_path, monkeypatch, capsys):
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "cascade: stage 1: 6 features, keeps 5 -> stage 2: 7 features" in text and "last stage" in text
+    assert "cascade: stage 1: 8 features, keeps 5 -> stage 2: 11 features" in text and "last stage" in text
     assert "previous stages" in "\n".join(o.get("data", {}).get("text/plain", "") for c in nb.cells
                                           if c.cell_type == "code" for o in c.get("outputs", []))

@@ -153,3 +153,8 @@ def test_the_report_gives_the_calibration_on_test_and_thresholds_chosen_on_valid
     assert [t["target_precision"] for t in cal["thresholds"]] == [0.5, 0.7, 0.9]
     assert sum(r["n"] for r in cal["reliability"]["test"]) == 10 * 20  # 10 test queries, 20 candidates each
     assert (run_dir / "report" / "reliability.png").exists() and "after" in (run_dir / "report" / "calibration.md").read_text()
+
+
+def test_serve_refuses_a_folder_without_a_model_before_listening(tmp_path, capsys):
+    assert main(["serve", "--run", str(tmp_path), "--port", "0"]) == 2
+    assert "no trained model" in capsys.readouterr().err
