@@ -124,11 +124,12 @@ def main() -> None:
     ap.add_argument("--memory-model", default="model")
     ap.add_argument("--memory-requests", type=int, default=10_000)
     ap.add_argument("--port", type=int, default=8731)
+    ap.add_argument("--memory-only", action="store_true", help="skip the throughput levels")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "serve_load.json"))
     args = ap.parse_args()
     bodies = payloads(args.store_run, 300, corpus_ids=False)
     result = {"run": args.run, "model": args.model, "documents_per_request": 10, "cpus": os.cpu_count(), "modes": {}}
-    for batching in (True, False):
+    for batching in () if args.memory_only else (True, False):
         mode = "micro-batching" if batching else "no batching"
         server = Server(args.run, args.model, args.port, batching)
         try:
@@ -151,13 +152,20 @@ def main() -> None:
             bodies = payloads(args.store_run, 300, corpus_ids=True)
             asyncio.run(load(server.url, bodies, 1, 20, 600))
             before = rss_kb(server.proc.pid)
-            row = asyncio.run(load(server.url, bodies, 16, args.memory_requests, 3600))
+            curve, rows = [], []
+            for _ in range(10):  # RSS after each tenth: a leak keeps rising, a warm-up levels off
+                rows.append(asyncio.run(load(server.url, bodies, 16, args.memory_requests // 10, 3600)))
+                curve.append(rss_kb(server.proc.pid) / 1024)
             after = rss_kb(server.proc.pid)
-            result["memory"] = {"run": args.memory_run, "model": args.memory_model, **row,
-                                "rss_before_mb": before / 1024, "rss_after_mb": after / 1024}
-            print(f"memory ({args.memory_run} {args.memory_model}): {row['requests']} requests ({row['failed']} failed), "
-                  f"{row['throughput_rps']:.1f} req/s; RSS {before / 1024:.0f} MB before, {after / 1024:.0f} MB after",
-                  flush=True)
+            done = sum(r["requests"] for r in rows)
+            result["memory"] = {"run": args.memory_run, "model": args.memory_model, "clients": 16, "requests": done,
+                                "failed": sum(r["failed"] for r in rows),
+                                "throughput_rps": done / sum(r["seconds"] for r in rows),
+                                "rss_before_mb": before / 1024, "rss_after_mb": after / 1024, "rss_curve_mb": curve}
+            m = result["memory"]
+            print(f"memory ({args.memory_run} {args.memory_model}): {done} requests ({m['failed']} failed), "
+                  f"{m['throughput_rps']:.1f} req/s; RSS {before / 1024:.0f} MB before, {after / 1024:.0f} MB after; "
+                  f"after each tenth: {[round(c) for c in curve]}", flush=True)
         finally:
             server.stop()
     Path(args.out).parent.mkdir(exist_ok=True)

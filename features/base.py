@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from retrieval.errors import UsageError
+from retrieval.models import model_fingerprint  # noqa: F401 (re-exported: extractors use it from here)
 from retrieval.params import ConfigError, from_dict
 
 
@@ -67,20 +68,6 @@ class FeatureSpec:
 def digest(obj, length: int = 10) -> str:
     """A short, stable hash of a JSON-able object (versions, step stamps)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
-
-
-def model_fingerprint(model: str | None) -> str | None:
-    """A content hash of a local model folder's config and weight files (None for hub names)."""
-    if not model or not Path(model).is_dir():
-        return None
-    h = hashlib.sha256()
-    for f in sorted(Path(model).rglob("*")):
-        if f.is_file() and (f.suffix in (".safetensors", ".bin", ".pt") or f.name == "config.json"):
-            h.update(f.relative_to(model).as_posix().encode())
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-    return h.hexdigest()[:12]
 
 
 #: Parameters that decide which pairs are computed or how they are batched, never a value.

@@ -16,7 +16,7 @@ from retrieval.errors import UsageError
 from retrieval.frames import DOCNO, EMBEDDING, EMBEDDING_MODEL, QUERY, doc_text
 from retrieval.models import DEFAULT_BIENCODER
 
-from .base import BaseExtractor
+from .base import BaseExtractor, TrainedOnQueries
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class BiEncoderParams:
     batch_size: int = 1024
 
 
-class BiEncoderExtractor(BaseExtractor):
+class BiEncoderExtractor(TrainedOnQueries, BaseExtractor):
     """``cosine``: cosine similarity of the query and title + text embeddings.
 
     :meth:`fit` loads the corpus embeddings that dense retrieval cached (encoding them only if absent);
@@ -58,6 +58,14 @@ class BiEncoderExtractor(BaseExtractor):
         self._doc_row: dict[str, tuple[str, int]] = {}
         self._queries: dict[str, np.ndarray] = {}
         self._fresh: OrderedDict[str, np.ndarray] = OrderedDict()  # text hash -> embedding, least recent first
+
+    def trained_qids(self) -> set[str]:
+        """Queries an in-domain model learned from (``finetune-be``'s manifest; none for a packaged or hub
+        model): the leakage guard keeps them from the ranker."""
+        from .ce_training import trained_qids
+
+        model = self.local_path(self.params.model)
+        return trained_qids(model) if model and Path(model).exists() else set()
 
     def fit(self, corpus: pd.DataFrame) -> "BiEncoderExtractor":
         self.dense.index(corpus)

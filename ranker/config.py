@@ -15,6 +15,7 @@ from pathlib import Path
 
 from retrieval.first_stage import FirstStageConfig
 from features.base import extractor_class
+from features.be_training import BETrainingParams
 from features.ce_training import CETrainingParams
 from .distributed import ComputeConfig
 from .lambdamart import LambdaMARTParams
@@ -55,6 +56,14 @@ class FinetuneConfig:
 
     output: str = ""  # model folder parent; empty: <run.dir>/crossencoder
     params: CETrainingParams = field(default_factory=CETrainingParams)
+
+
+@dataclass(frozen=True)
+class FinetuneBiencoderConfig:
+    """[finetune_biencoder]: `fusion-ltr finetune-be`, the in-domain bi-encoder (features.be_training)."""
+
+    output: str = ""  # model folder parent; empty: <run.dir>/biencoder
+    params: BETrainingParams = field(default_factory=BETrainingParams)
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ class Config:
     retrieval: FirstStageConfig = field(default_factory=FirstStageConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    finetune_biencoder: FinetuneBiencoderConfig = field(default_factory=FinetuneBiencoderConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -154,6 +164,7 @@ class Config:
                 raise ConfigError(f"{self.source}: [features.extractors.{name}] must be a table, found {params!r}")
             from_dict(cls.Params, params, f"features.extractors.{name}")
         self.finetune.params.check()
+        self.finetune_biencoder.params.check()
         if isinstance(self.ranker.params, str) and not self.ranker.auto:
             raise ConfigError(f"{self.source}: ranker.params must be \"auto\" or a table, found {self.ranker.params!r}")
         self.ranker.base_params.check()

@@ -13,6 +13,7 @@ Run folder layout (all plain files)::
       features/summary.md                rows, computed vs cached, NaN counts, cost per feature
       features/extractors/               corpus statistics the extractors were fitted with (e.g. bm25.json)
       crossencoder/                      `finetune-ce`: model/, checkpoints/, manifest.json, split.json
+      biencoder/                         `finetune-be`: model/, checkpoints/, manifest.json
       model/, model-<variant>/           LambdaMART: booster, manifest.json, extractors/ (for the Scorer)
       eval/<split>/metrics.json, table.md   first-stage evaluation
       eval/<split>/ranker.json, ranker.md   the ranker against baselines
@@ -62,20 +63,21 @@ class RunLayout:
     """The paths of one run folder (``run.dir``); creating the layout creates nothing on disk."""
 
     def __init__(self, root: str | Path, *, store: str | Path = "", crossencoder: str | Path = "",
-                 source: str | Path = ""):
+                 source: str | Path = "", biencoder: str | Path = ""):
         self.root = Path(root)
         #: Where retrieval, the feature store and the feature set live: this folder, or the run folder
         #: this one reuses them from (``features.from_run``); models, evaluations and reports stay here.
         self.source = Path(source) if source else self.root
         self._store = Path(store) if store else self.source / "features.duckdb"
         self._crossencoder = Path(crossencoder) if crossencoder else self.source / "crossencoder"
+        self._biencoder = Path(biencoder) if biencoder else self.source / "biencoder"
 
     @classmethod
     def of(cls, cfg) -> "RunLayout":
         """The layout a config describes (``run.dir``, ``features.store``, ``finetune.output``,
         ``features.from_run``)."""
         return cls(cfg.run.dir, store=cfg.features.store, crossencoder=cfg.finetune.output,
-                   source=cfg.features.from_run)
+                   source=cfg.features.from_run, biencoder=cfg.finetune_biencoder.output)
 
     # ------------------------------------------------------------------ run level
     @property
@@ -135,6 +137,14 @@ class RunLayout:
     @property
     def crossencoder_model(self) -> Path:
         return self._crossencoder / "model"
+
+    @property
+    def biencoder(self) -> Path:
+        return self._biencoder
+
+    @property
+    def biencoder_model(self) -> Path:
+        return self._biencoder / "model"
 
     # ------------------------------------------------------------------ ranker
     def model(self, name: str = "lambdamart") -> Path:

@@ -128,14 +128,18 @@ class Run:
         if self.reuses_features and not self.layout.features_manifest.exists():
             raise MissingInputError(f"{cfg.source}: features.from_run = {cfg.features.from_run!r} holds no feature set "
                                     f"({self.layout.features_manifest} not found); build it with that run's config")
-        made_here = self.layout.crossencoder_model.resolve()
-        for ext in self.extractors:
-            model = ext.model_id()
-            if model and looks_local(model) and not Path(ext.local_path(model)).expanduser().exists() \
-                    and Path(model).resolve() != made_here:
+        made_here = {self.layout.crossencoder_model.resolve(), self.layout.biencoder_model.resolve()}
+        models = [(f"features.extractors.{ext.name}.model", ext.model_id(), ext) for ext in self.extractors]
+        if not self.letor:
+            models.append(("retrieval.dense.model", cfg.retrieval.dense.model, None))
+        for key, model, ext in models:
+            local = ext.local_path(model) if ext is not None else model
+            if model and looks_local(model) and not Path(local).expanduser().exists() \
+                    and Path(model).resolve() not in made_here:
                 raise MissingInputError(
-                    f"{cfg.source}: features.extractors.{ext.name}.model = {model!r} is a local path that does not "
-                    f"exist (and no step of this run makes it: `finetune-ce` writes {self.layout.crossencoder_model})")
+                    f"{cfg.source}: {key} = {model!r} is a local path that does not exist (and no step of this run "
+                    f"makes it: `finetune-ce` writes {self.layout.crossencoder_model}, `finetune-be` "
+                    f"{self.layout.biencoder_model})")
         return self
 
     def missing(self, path: Path, command: str) -> MissingInputError:
@@ -187,6 +191,11 @@ class Run:
         """Queries the ranker must not learn from: those any extractor's model was trained on (a
         :class:`features.base.TrainedOnQueries` extractor). A test query among them is an error."""
         trained = fbase.trained_qids(self.extractors)
+        if not self.letor:  # an in-domain dense retriever's queries: its lists feed the first-stage features
+            from features.ce_training import trained_qids
+
+            dense = Path(self.cfg.retrieval.dense.model)
+            trained |= trained_qids(dense) if dense.exists() else set()
         overlap = trained & {str(q) for q in test_qids}
         if overlap:
             owners = [e.name for e in self.extractors if isinstance(e, fbase.TrainedOnQueries)

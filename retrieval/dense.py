@@ -18,7 +18,7 @@ import pandas as pd
 from .base import run_from_topk
 from .data import cache_dir
 from .frames import DOCNO, QID, QUERY, doc_text, validate_corpus, validate_queries
-from .models import DEFAULT_BIENCODER, require, resolve_device, resolve_model
+from .models import DEFAULT_BIENCODER, model_fingerprint, require, resolve_device, resolve_model
 
 INSTALL = "pip install 'fusion-ltr[neural]'"
 
@@ -83,7 +83,9 @@ class DenseRetriever:
 
     def cache_key(self, docnos: list[str], texts: list[str]) -> str:
         p = self.params
-        setting = f"{p.model}|{p.max_length}|{p.normalize}"
+        # a local model folder's content too, so a model retrained in place is not served stale embeddings
+        fingerprint = model_fingerprint(p.model)
+        setting = f"{p.model}|{p.max_length}|{p.normalize}" + (f"|{fingerprint}" if fingerprint else "")
         model_tag = hashlib.sha256(setting.encode()).hexdigest()[:12]
         return f"{Path(p.model).name}-{model_tag}-{corpus_hash(docnos, texts)}"
 

@@ -7,6 +7,7 @@ loading library, which fetches it from the Hugging Face hub when the user is onl
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,3 +61,17 @@ def resolve_device(device: str = "auto") -> str:
         return device
     torch = require("torch", "pip install torch")
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def model_fingerprint(model: str | None) -> str | None:
+    """A content hash of a local model folder's config and weight files (None for hub names)."""
+    if not model or not Path(model).is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(Path(model).rglob("*")):
+        if f.is_file() and (f.suffix in (".safetensors", ".bin", ".pt") or f.name == "config.json"):
+            h.update(f.relative_to(model).as_posix().encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:12]

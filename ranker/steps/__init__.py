@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from features.base import digest
+from retrieval.models import model_fingerprint
 
 from . import evaluate, features, finetune, report, retrieve, train
 
@@ -68,10 +69,16 @@ def _train_key(run):
 
 
 STEPS: list[Step] = [
+    Step("finetune-be", finetune.finetune_be, "fine-tune the bi-encoder in domain (resumes from its last checkpoint)",
+         args=(QUIET, Arg(("--force",), {"action": "store_true",
+                                         "help": "train even if a model with these parameters exists"})),
+         applies=lambda run: not run.letor and not run.reuses_features and finetune.needs_finetune_be(run)),
     Step("retrieve", retrieve.retrieve, "first-stage retrieval (BM25, dense, hybrid) into TREC runs",
          args=(Arg(("--split",), {"action": "append", "help": "split(s) to retrieve for (default: the config's)"}),),
          applies=lambda run: not run.letor and not run.reuses_features,
-         key=lambda run: [run.cfg.dataset.name, list(run.cfg.dataset.splits), dataclasses.asdict(run.cfg.retrieval)],
+         # a local dense model's content too: a retrained bi-encoder retrieves again
+         key=lambda run: [run.cfg.dataset.name, list(run.cfg.dataset.splits), dataclasses.asdict(run.cfg.retrieval),
+                          model_fingerprint(run.cfg.retrieval.dense.model)],
          outputs=lambda run: [run.layout.retrieval_manifest]),
     Step("finetune-ce", finetune.finetune_ce, "fine-tune the cross-encoder (resumes from its last checkpoint)",
          args=(QUIET, Arg(("--force",), {"action": "store_true",

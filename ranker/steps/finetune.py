@@ -97,3 +97,56 @@ def finetune_ce(run, quiet: bool = False, force: bool = False) -> dict | None:
     manifest = ce_training.finetune(groups, p, out, meta=meta, progress=run.progress and not quiet)
     log(f"model: {out / 'model'} ({manifest['steps']} steps, {manifest['train_seconds']:.0f}s on {manifest['hardware']})")
     return manifest
+
+
+# ---------------------------------------------------------------------------------- bi-encoder
+def needs_finetune_be(run) -> bool:
+    """Dense retrieval's or the bi-encoder extractor's model is the one `finetune-be` writes."""
+    target = run.layout.biencoder_model.resolve()
+    names = [run.cfg.retrieval.dense.model] + [e.model_id() for e in run.extractors if e.name == "biencoder"]
+    return any(n and Path(n).resolve() == target for n in names)
+
+
+def be_is_trained(run) -> bool:
+    out = run.layout.biencoder
+    if not (out / "model" / "config.json").exists() or not (out / "manifest.json").exists():
+        return False
+    params = json.loads((out / "manifest.json").read_text()).get("params")
+    return params == json.loads(json.dumps(dataclasses.asdict(run.cfg.finetune_biencoder.params)))
+
+
+def finetune_be(run, quiet: bool = False, force: bool = False) -> dict | None:
+    """Fine-tune the bi-encoder in domain (:mod:`features.be_training`) on the cross-encoder's side of the
+    training queries; skipped when a model trained with the same parameters exists (unless ``force``)."""
+    from features import be_training
+    from retrieval import BM25Retriever
+
+    run.builds_features("finetune-be")
+    cfg, layout, log = run.cfg, run.layout, run.log
+    p = cfg.finetune_biencoder.params.check()
+    if not force and be_is_trained(run):
+        log(f"finetune-be: cached ({layout.biencoder_model} was trained with these parameters)")
+        return None
+    run.folder()
+    ds = run.dataset
+    if not run.train_splits:
+        raise UsageError(f"finetune-be: dataset.splits {list(cfg.dataset.splits)} has no training split besides "
+                         f"the test split {cfg.dataset.test_split!r}")
+    queries = pd.concat([ds.split(s)[0] for s in run.train_splits]).drop_duplicates(QID)
+    qrels = pd.concat([ds.split(s)[1] for s in run.train_splits])
+    be_qids, ranker_qids = ce_training.split_queries(queries[QID], p.ranker_fraction, p.seed)
+    if p.max_queries:
+        be_qids = sorted(pd.Series(be_qids).sample(n=min(p.max_queries, len(be_qids)), random_state=p.seed))
+    be_queries = queries[queries[QID].isin(set(be_qids))]
+    cands = None
+    if p.hard_negatives:  # BM25 with the run's settings (the first stage is not retrieved yet)
+        cands = BM25Retriever(cfg.retrieval.bm25).index(ds.corpus).retrieve(be_queries, p.negatives_from)
+    examples = be_training.training_examples(be_queries, qrels, cands, ds.corpus, negatives_from=p.negatives_from,
+                                             seed=p.seed)
+    log(f"finetune-be: {len(examples)} examples from {len(be_qids)} queries ({len(ranker_qids)} kept for the ranker), "
+        f"base {p.base_model}" + (", BM25 hard negatives" if cands is not None else ", in-batch negatives"))
+    manifest = be_training.finetune(examples, p, layout.biencoder, meta={"dataset": ds.name, "ranker_qids": ranker_qids},
+                                    progress=run.progress and not quiet)
+    log(f"model: {layout.biencoder_model} ({manifest['steps']} steps, {manifest['train_seconds']:.0f}s on "
+        f"{manifest['hardware']})")
+    return manifest
