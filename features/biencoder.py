@@ -56,7 +56,7 @@ class BiEncoderExtractor(TrainedOnQueries, BaseExtractor):
                         normalize=True),
             cache=p.cache or None)
         self._doc_row: dict[str, tuple[str, int]] = {}
-        self._queries: dict[str, np.ndarray] = {}
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()  # query -> embedding, least recent first
         self._fresh: OrderedDict[str, np.ndarray] = OrderedDict()  # text hash -> embedding, least recent first
 
     def trained_qids(self) -> set[str]:
@@ -127,10 +127,17 @@ class BiEncoderExtractor(TrainedOnQueries, BaseExtractor):
                             [(self._setting, k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in zip(keys, vectors)])
 
     def _embed_queries(self, queries: list[str]) -> np.ndarray:
+        """Query embeddings, each distinct query encoded once; the most recent ``memory_cache`` kept (a
+        server sees ever new queries: the cache must not grow without bound)."""
         new = [q for q in dict.fromkeys(queries) if q not in self._queries]
         if new:
             self._queries.update(zip(new, self.dense.encode(new)))
-        return np.stack([self._queries[q] for q in queries])
+        out = np.stack([self._queries[q] for q in queries])
+        for q in dict.fromkeys(queries):
+            self._queries.move_to_end(q)
+        while len(self._queries) > max(self.params.memory_cache, 0):
+            self._queries.popitem(last=False)
+        return out
 
     def compute_unseen(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
         """``cosine`` with every document encoded anew (no corpus embedding, no memory cache): what an app's

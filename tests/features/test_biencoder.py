@@ -91,3 +91,14 @@ def test_the_disk_cache_serves_another_process_the_very_same_embeddings(tmp_path
     assert np.array_equal(later.compute(frame)["cosine"], values)  # bit for bit: the stored float32 vectors
     assert encoded == ["kitten"]  # only the query was encoded
     assert later.version == BiEncoderExtractor(cache=str(tmp_path)).version  # where they are kept changes no value
+
+
+def test_query_embeddings_are_bounded_too(tmp_path):
+    ext = BiEncoderExtractor(cache=str(tmp_path), memory_cache=2).fit(CORPUS)
+    frame = pd.DataFrame({"qid": "q", "query": "kitten", "docno": ["cat"], "title": ["Cats"],
+                          "text": ["A cat is a feline."]})
+    first = ext.compute(frame)["cosine"]
+    for q in ("owl", "bee", "cow"):  # a server sees ever new queries
+        ext.compute(frame.assign(query=q))
+    assert list(ext._queries) == ["bee", "cow"]  # the two most recent
+    np.testing.assert_allclose(ext.compute(frame)["cosine"], first, rtol=1e-6, atol=1e-7)  # encoded again, same value
