@@ -16,7 +16,6 @@ versions (the model folder's content is part of them).
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,8 @@ import pandas as pd
 from retrieval.frames import DOCNO, LABEL, QID, QUERY, RANK, doc_text
 from retrieval.models import DEFAULT_BIENCODER, require, resolve_device, resolve_model
 from retrieval.params import ConfigError
+
+from .ce_training import hardware_name, last_checkpoint
 
 INSTALL = "pip install 'fusion-ltr[neural]'"
 
@@ -81,11 +82,6 @@ def training_examples(queries: pd.DataFrame, qrels: pd.DataFrame, candidates: pd
     return out
 
 
-def _last_checkpoint(folder: Path) -> str | None:
-    ckpts = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])) if folder.exists() else []
-    return str(ckpts[-1]) if ckpts else None
-
-
 def finetune(examples: list[dict], params: BETrainingParams, output: str | Path, *, meta: dict | None = None,
              progress: bool = True) -> dict:
     """Train the bi-encoder on ``examples``; resume from the last checkpoint in ``output`` if any. Returns
@@ -118,14 +114,13 @@ def finetune(examples: list[dict], params: BETrainingParams, output: str | Path,
         bf16=device.startswith("cuda"), disable_tqdm=not progress, dataloader_num_workers=0)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
                                          loss=MultipleNegativesRankingLoss(model))
-    resume = _last_checkpoint(ckpt_dir)
+    resume = last_checkpoint(ckpt_dir)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - t0
     model.save(str(output / "model"))
     logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    hardware = (torch.cuda.get_device_name(0) if device.startswith("cuda")
-                else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+    hardware = hardware_name(torch, device)
     manifest = {"base_model": params.base_model, "loss": "MultipleNegativesRankingLoss", "params": asdict(params),
                 "data": {"examples": len(examples), "with_hard_negative": "negative" in columns,
                          "train_qids": sorted({e["qid"] for e in examples})},

@@ -117,9 +117,17 @@ def _dataset(groups: list[dict], loss: str):
                                        "labels": [[scale * lab for lab in g["labels"]] for g in groups]})
 
 
-def _last_checkpoint(folder: Path) -> str | None:
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest ``checkpoint-<step>`` folder under ``folder`` (a rerun resumes from it), or None."""
     ckpts = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])) if folder.exists() else []
     return str(ckpts[-1]) if ckpts else None
+
+
+def hardware_name(torch, device: str) -> str:
+    """What a training ran on, for its manifest."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def finetune(groups: list[dict], params: CETrainingParams, output: str | Path, *, meta: dict | None = None,
@@ -158,13 +166,13 @@ def finetune(groups: list[dict], params: CETrainingParams, output: str | Path, *
     )
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=_dataset(groups, params.loss), loss=loss,
                                   callbacks=callbacks)
-    resume = _last_checkpoint(ckpt_dir)
+    resume = last_checkpoint(ckpt_dir)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - t0
     model.save(str(output / "model"))
     losses_logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    hardware = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    hardware = hardware_name(torch, device)
     manifest = {
         "base_model": params.base_model, "loss": params.loss, "seed": params.seed, "params": asdict(params),
         "data": {"groups": len(groups), "queries": len({g["qid"] for g in groups}),

@@ -176,7 +176,7 @@ def measure_unseen_costs(run, features: set[str]) -> None:
             for ext in [e for e in run.fitted_extractors if e in todo]:
                 run.log(f"measuring {ext.name}'s cost for unseen documents on {min(len(pairs), UNSEEN_SAMPLE)} pairs")
                 measure_unseen(store, pairs, ext)
-    run.__dict__.pop("feature_set", None)  # read the costs again
+            run.__dict__.pop("feature_set", None)  # read the costs again
 
 
 #: A move must save at least this share of the budget: moving an extractor that costs little strips the

@@ -174,6 +174,8 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
     except ImportError as exc:
         raise ImportError(f"the service needs FastAPI: run `{INSTALL}`") from exc
 
+    from .documents import check_top_k
+
     metrics = Metrics()
     share_extractors(scorer, batching=batching, metrics=metrics, max_wait_ms=max_wait_ms,
                      max_batch_pairs=max_batch_pairs)
@@ -299,7 +301,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
 
         def work():
             check_limits(body)
-            check_n(body.top_n, "top_n")
+            check_top_k(body.top_n, "top_n")
             ranking = scorer.rerank(body.query, documents_of(body))
             index = {str(i if isinstance(d, str) or d.id is None else d.id): i for i, d in enumerate(body.documents)}
             return {"id": request_id, "model": name, "results": results_of(ranking, body, index),
@@ -312,7 +314,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
         request_id = uuid.uuid4().hex
 
         def work():
-            check_n(body.top_n, "top_n")
+            check_top_k(body.top_n, "top_n")
             ranking = scorer.search(body.query, top_k=None)
             return {"id": request_id, "model": name, "results": results_of(ranking, body),
                     "meta": {"calibrated": scorer.calibrator is not None, "timing_ms": observe(ranking)}}
@@ -349,11 +351,6 @@ class LimitError(InputError):
 
     def __init__(self, message: str, field: str = ""):
         super().__init__(message, field=field)
-
-
-def check_n(value, name: str) -> None:
-    if value is not None and value < 0:
-        raise InputError(f"{name}: expected an integer >= 0, found {value}", field=name)
 
 
 def serve(run_dir: str, *, model: str = "model", host: str = "127.0.0.1", port: int = 8000, workers: int = 1,

@@ -22,13 +22,33 @@ def needs_finetune(run) -> bool:
     return any(ext.model_id() and Path(ext.model_id()).resolve() == target for ext in run.extractors)
 
 
-def ce_is_trained(run) -> bool:
-    """The fine-tuned cross-encoder exists and its manifest records the configured parameters."""
-    out = run.layout.crossencoder
+def trained_with(out: Path, params) -> bool:
+    """A fine-tuned model exists in ``out`` and its manifest records ``params``."""
     if not (out / "model" / "config.json").exists() or not (out / "manifest.json").exists():
         return False
-    params = json.loads((out / "manifest.json").read_text()).get("params")
-    return params == json.loads(json.dumps(dataclasses.asdict(run.cfg.finetune.params)))
+    return json.loads((out / "manifest.json").read_text()).get("params") == json.loads(
+        json.dumps(dataclasses.asdict(params)))
+
+
+def ce_is_trained(run) -> bool:
+    """The fine-tuned cross-encoder exists and its manifest records the configured parameters."""
+    return trained_with(run.layout.crossencoder, run.cfg.finetune.params)
+
+
+def model_side(run, step: str, p) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[str]]:
+    """The training queries and qrels, and the split of their ids into the fine-tuned model's side (at most
+    ``p.max_queries``, a seeded sample) and the ranker's side: the same code for the cross-encoder and the
+    bi-encoder, so equal ``ranker_fraction``, ``seed`` and ``max_queries`` give both the same queries."""
+    cfg, ds = run.cfg, run.dataset
+    if not run.train_splits:
+        raise UsageError(f"{step}: dataset.splits {list(cfg.dataset.splits)} has no training split besides "
+                         f"the test split {cfg.dataset.test_split!r}")
+    queries = pd.concat([ds.split(s)[0] for s in run.train_splits]).drop_duplicates(QID)
+    qrels = pd.concat([ds.split(s)[1] for s in run.train_splits])
+    side, ranker_qids = ce_training.split_queries(queries[QID], p.ranker_fraction, p.seed)
+    if p.max_queries:
+        side = sorted(pd.Series(side).sample(n=min(p.max_queries, len(side)), random_state=p.seed))
+    return queries, qrels, side, ranker_qids
 
 
 def synthetic_groups(run, ce_queries: pd.DataFrame, qrels: pd.DataFrame):
@@ -67,14 +87,7 @@ def finetune_ce(run, quiet: bool = False, force: bool = False) -> dict | None:
     run.folder()
     ds = run.dataset
     train = run.train_splits
-    if not train:
-        raise UsageError(f"finetune-ce: dataset.splits {list(cfg.dataset.splits)} has no training split besides "
-                         f"the test split {cfg.dataset.test_split!r}")
-    queries = pd.concat([ds.split(s)[0] for s in train]).drop_duplicates(QID)
-    qrels = pd.concat([ds.split(s)[1] for s in train])
-    ce_qids, ranker_qids = ce_training.split_queries(queries[QID], p.ranker_fraction, p.seed)
-    if p.max_queries:
-        ce_qids = sorted(pd.Series(ce_qids).sample(n=min(p.max_queries, len(ce_qids)), random_state=p.seed))
+    queries, qrels, ce_qids, ranker_qids = model_side(run, "finetune-ce", p)
     ce_queries = queries[queries[QID].isin(set(ce_qids))]
     groups = []
     if p.use_real:
@@ -108,11 +121,7 @@ def needs_finetune_be(run) -> bool:
 
 
 def be_is_trained(run) -> bool:
-    out = run.layout.biencoder
-    if not (out / "model" / "config.json").exists() or not (out / "manifest.json").exists():
-        return False
-    params = json.loads((out / "manifest.json").read_text()).get("params")
-    return params == json.loads(json.dumps(dataclasses.asdict(run.cfg.finetune_biencoder.params)))
+    return trained_with(run.layout.biencoder, run.cfg.finetune_biencoder.params)
 
 
 def finetune_be(run, quiet: bool = False, force: bool = False) -> dict | None:
@@ -129,14 +138,7 @@ def finetune_be(run, quiet: bool = False, force: bool = False) -> dict | None:
         return None
     run.folder()
     ds = run.dataset
-    if not run.train_splits:
-        raise UsageError(f"finetune-be: dataset.splits {list(cfg.dataset.splits)} has no training split besides "
-                         f"the test split {cfg.dataset.test_split!r}")
-    queries = pd.concat([ds.split(s)[0] for s in run.train_splits]).drop_duplicates(QID)
-    qrels = pd.concat([ds.split(s)[1] for s in run.train_splits])
-    be_qids, ranker_qids = ce_training.split_queries(queries[QID], p.ranker_fraction, p.seed)
-    if p.max_queries:
-        be_qids = sorted(pd.Series(be_qids).sample(n=min(p.max_queries, len(be_qids)), random_state=p.seed))
+    queries, qrels, be_qids, ranker_qids = model_side(run, "finetune-be", p)
     be_queries = queries[queries[QID].isin(set(be_qids))]
     cands = None
     if p.hard_negatives:  # BM25 with the run's settings (the first stage is not retrieved yet)
