@@ -2,8 +2,8 @@
 
 Training data: each training query with one positive (a judged relevant document) and ``negatives``
 hard negatives sampled from the first-stage candidates (top ``negatives_from``, judged documents
-excluded); synthetic queries (:mod:`features.synthetic`) are mixed in the same way, with their
-source document as the positive.
+excluded); synthetic queries and title pseudo-queries (:mod:`features.synthetic`) are mixed in the
+same way, with their source document as the positive.
 
 Leakage guard: the training queries are split once, by a seeded hash of the query id, into the
 queries the cross-encoder may learn from and the queries reserved for the ranker
@@ -31,6 +31,8 @@ from retrieval.frames import DOCNO, LABEL, QID, QUERY, RANK, doc_text
 from retrieval.models import DEFAULT_BIENCODER, require, resolve_device, resolve_model
 from retrieval.params import ConfigError
 
+from .synthetic import PSEUDO_PREFIXES, SYNTHETIC_PREFIX, TITLE_PREFIX
+
 INSTALL = "pip install 'fusion-ltr[neural]'"
 LOSSES = ("softmax", "listnet", "lambdaloss", "bce")
 #: ListNet's target is softmax(labels): with binary labels that is nearly uniform (0.28 on the positive
@@ -56,6 +58,7 @@ class CETrainingParams:
     synthetic: int = 0  # documents to generate synthetic queries for (0: none; see features.synthetic)
     synthetic_label: str = "Query"  # the word the few-shot prompt uses, e.g. "Claim" for SciFact
     synthetic_filter_k: int = 20
+    title_queries: int = 0  # documents whose title is a query for their body (0: none; synthetic.title_queries)
     ranker_fraction: float = 0.5  # share of training queries reserved for the ranker
     checkpoint_steps: int = 50
     device: str = "auto"
@@ -67,8 +70,8 @@ class CETrainingParams:
             raise ConfigError(f"finetune.ranker_fraction must be in [0, 1), found {self.ranker_fraction}")
         if self.negatives < 1 or self.negatives_from <= self.negatives:
             raise ConfigError("finetune: need negatives >= 1 and negatives_from > negatives")
-        if not self.use_real and not self.synthetic:
-            raise ConfigError("finetune: nothing to learn from (use_real = false and synthetic = 0)")
+        if not self.use_real and not self.synthetic and not self.title_queries:
+            raise ConfigError("finetune: nothing to learn from (use_real = false, synthetic = 0, title_queries = 0)")
         return self
 
 
@@ -176,8 +179,9 @@ def finetune(groups: list[dict], params: CETrainingParams, output: str | Path, *
     manifest = {
         "base_model": params.base_model, "loss": params.loss, "seed": params.seed, "params": asdict(params),
         "data": {"groups": len(groups), "queries": len({g["qid"] for g in groups}),
-                 "synthetic_groups": sum(g["qid"].startswith("syn:") for g in groups),
-                 "train_qids": sorted({g["qid"] for g in groups if not g["qid"].startswith("syn:")})},
+                 "synthetic_groups": sum(g["qid"].startswith(SYNTHETIC_PREFIX) for g in groups),
+                 "title_groups": sum(g["qid"].startswith(TITLE_PREFIX) for g in groups),
+                 "train_qids": sorted({g["qid"] for g in groups if not g["qid"].startswith(PSEUDO_PREFIXES)})},
         "steps": trainer.state.global_step, "resumed_from": resume, "train_seconds": seconds,
         "train_loss_first_last": [losses_logged[0], losses_logged[-1]] if losses_logged else None,
         "training_loss": result.training_loss, "device": device, "hardware": hardware,

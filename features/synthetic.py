@@ -5,6 +5,9 @@ document) asks the LM for one query; greedy decoding, stopped at the end of the 
 query is kept only if a first-stage retriever ranks its source document in its top ``filter_k``
 (consistency filtering). Generated queries are cached in the feature store, keyed by document
 content and generator settings, so they are made once.
+
+Title pseudo-queries (:func:`title_queries`) cost nothing to make: a document's title is the query for
+its body.
 """
 
 from __future__ import annotations
@@ -17,9 +20,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from retrieval.frames import DOCNO, QID, QUERY, RANK, doc_text
+from retrieval.frames import DOCNO, QID, QUERY, RANK, TEXT, TITLE, doc_text
 
 from .lm_likelihood import DEFAULT_LM, LMLikelihoodExtractor, LMParams
+
+#: Query-id prefixes of the generated training queries (never a real query: the leakage guard skips them).
+SYNTHETIC_PREFIX = "syn:"
+TITLE_PREFIX = "title:"
+PSEUDO_PREFIXES = (SYNTHETIC_PREFIX, TITLE_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -135,5 +143,27 @@ def synthetic_queries(store, corpus: pd.DataFrame, examples, params: SyntheticPa
     wanted = pd.DataFrame({DOCNO: sample[DOCNO].astype(str).tolist(), "doc_hash": hashes})
     out = wanted.merge(cached, on=[DOCNO, "doc_hash"], how="inner")
     out = out[out[QUERY].str.len() > 0]
-    out[QID] = "syn:" + out[DOCNO]
+    out[QID] = SYNTHETIC_PREFIX + out[DOCNO]
     return out[[QID, QUERY, DOCNO]].reset_index(drop=True)
+
+
+
+def title_queries(corpus: pd.DataFrame, n_docs: int, seed: int, min_words: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pseudo-queries that cost nothing to make: a document's title as the query for its body.
+
+    Returns (queries: qid ``title:<docno>``, query, docno) for up to ``n_docs`` seeded-sample documents
+    whose title has at least ``min_words`` words and whose body is not empty, and the corpus with every
+    title removed: the groups built from these queries must show bodies only, the positive's as the
+    negatives', or the model learns "no title = relevant". The signal is weaker than a real query's
+    (a title names a paper's topic, a claim states a finding) but covers the whole corpus at no cost.
+    """
+    if TITLE not in corpus:
+        return pd.DataFrame(columns=[QID, QUERY, DOCNO]), corpus
+    titles = corpus[TITLE].fillna("").astype(str).str.strip()
+    bodies = corpus[TEXT].fillna("").astype(str).str.strip()
+    usable = corpus[(titles.str.split().str.len() >= min_words) & (bodies.str.len() > 0)]
+    rng = np.random.default_rng(seed)
+    pick = usable.iloc[np.sort(rng.choice(len(usable), size=min(n_docs, len(usable)), replace=False))]
+    queries = pd.DataFrame({QID: TITLE_PREFIX + pick[DOCNO].astype(str), QUERY: pick[TITLE].astype(str).str.strip(),
+                            DOCNO: pick[DOCNO].astype(str)}).reset_index(drop=True)
+    return queries, corpus.assign(**{TITLE: ""})

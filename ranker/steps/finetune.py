@@ -75,6 +75,20 @@ def synthetic_groups(run, ce_queries: pd.DataFrame, qrels: pd.DataFrame):
     return groups, info
 
 
+def title_groups(run, n_docs: int):
+    """Training groups of title pseudo-queries: a document's title as the query, its body the positive, the
+    bodies of the title's BM25 top ``negatives_from`` (the run's index) as hard negatives."""
+    from features import synthetic as syn
+
+    p = run.cfg.finetune.params
+    queries, bodies = syn.title_queries(run.dataset.corpus, n_docs, p.seed)
+    cands = BM25Retriever.load(run.layout.index / "bm25").retrieve(queries, p.negatives_from)
+    qrels = pd.DataFrame({QID: queries[QID], "docno": queries["docno"], "label": 1})
+    groups = ce_training.training_groups(queries[[QID, "query"]], qrels, cands, bodies, negatives=p.negatives,
+                                         negatives_from=p.negatives_from, seed=p.seed)
+    return groups, {"documents": n_docs, "queries": len(queries), "groups": len(groups)}
+
+
 def finetune_ce(run, quiet: bool = False, force: bool = False) -> dict | None:
     """Fine-tune the cross-encoder; skipped when a model trained with the same parameters exists
     (unless ``force``): an interrupted training resumes from its last checkpoint."""
@@ -102,6 +116,9 @@ def finetune_ce(run, quiet: bool = False, force: bool = False) -> dict | None:
     if p.synthetic:
         syn_groups, meta["synthetic"] = synthetic_groups(run, ce_queries, qrels)
         groups += syn_groups
+    if p.title_queries:
+        title, meta["title_queries"] = title_groups(run, p.title_queries)
+        groups += title
     out = layout.crossencoder
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps({"ce_qids": ce_qids, "ranker_qids": ranker_qids}, indent=1))

@@ -129,3 +129,22 @@ def test_synthetic_queries_are_generated_once_and_cached(tmp_path):
         finally:
             syn.QueryGenerator.generate = original
         pd.testing.assert_frame_equal(first, again)
+
+
+def test_title_pseudo_queries_show_bodies_only_and_never_count_as_real_queries(tmp_path):
+    from features.synthetic import title_queries
+
+    corpus = pd.DataFrame({"docno": ["a", "b", "c", "d"],
+                           "title": ["Aspirin lowers fever in adults", "Short title", "Statins and muscle pain", None],
+                           "text": ["Body A.", "Body B.", "", "Body D."]})
+    queries, bodies = title_queries(corpus, n_docs=10, seed=0)
+    # b: a two-word title; c: no body; d: no title -> only a is usable
+    assert queries.to_dict("list") == {"qid": ["title:a"], "query": ["Aspirin lowers fever in adults"], "docno": ["a"]}
+    assert (bodies["title"] == "").all() and bodies["text"].tolist() == corpus["text"].tolist()
+    cands = pd.DataFrame({"qid": "title:a", "docno": ["a", "b", "d"], "rank": [1, 2, 3]})
+    qrels = pd.DataFrame({"qid": ["title:a"], "docno": ["a"], "label": [1]})
+    (group,) = training_groups(queries, qrels, cands, bodies, negatives=2, negatives_from=3, seed=0)
+    assert group["docs"][0] == "Body A." and sorted(group["docs"][1:]) == ["Body B.", "Body D."]  # no title shown
+    params = CETrainingParams(epochs=1, batch_size=2, max_length=32, checkpoint_steps=1000, negatives=2, negatives_from=3)
+    manifest = finetune(groups() + [group], params, tmp_path / "ce", max_steps=1, progress=False)
+    assert manifest["data"]["title_groups"] == 1 and manifest["data"]["train_qids"] == sorted(QUERIES["qid"])
