@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features import query_norm
 from features.store import FeatureStore
 from ranker import evaluate as ev
 from ranker.config import load_config
@@ -44,25 +45,30 @@ def main() -> None:
     names = data.feature_names
     plain = LambdaMARTParams(n_estimators=100, learning_rate=0.1, num_leaves=31, min_data_in_leaf=20,
                              lambda_l2=0.0, early_stopping_rounds=0)
-    robust = cfg.ranker.base_params
+    robust = dataclasses.replace(cfg.ranker.base_params, monotone={})  # small trees (the config adds monotone)
+    mono = dataclasses.replace(robust, monotone={k: v for k, v in MONOTONE.items() if k in names})
     no_rrf = [n for n in names if n not in ("fs_score", "fs_rank")]
     settings = {
         "plain LambdaMART (31 leaves, lr 0.1, 100 trees)": (plain, names),
         "plain, without the RRF score and rank": (plain, no_rrf),
-        "small trees (4 leaves, min 50 per leaf, L2 10) = default": (robust, names),
-        "small trees + monotone constraints": (dataclasses.replace(robust, monotone={k: v for k, v in MONOTONE.items() if k in names}), names),
+        "small trees (4 leaves, min 50 per leaf, L2 10)": (robust, names),
+        "small trees + monotone constraints = configs/cacm.toml": (mono, names),
         "small trees, without the RRF score and rank": (robust, no_rrf),
         "small trees, without freshness": (robust, [n for n in names if n not in ("age_days", "freshness", "has_timestamp")]),
+        "small trees + query-level normalisation of bm25, coverage, cosine (issue 13)":
+            (mono, names + query_norm.derived_names([n for n in ("bm25", "coverage", "cosine") if n in names])),
     }
     rrf = ev.per_query(run_from_scores(data, -data.X[:, names.index("fs_rank")], "rrf"), qrels)
     results = {"RRF (hybrid first stage)": {"nDCG@10": float(rrf["nDCG@10"].mean())}}
     print(f"CACM: {len(data.group)} queries, {len(data.y)} candidate pairs, features {names}")
     print(f"RRF: nDCG@10 {results['RRF (hybrid first stage)']['nDCG@10']:.4f}")
     for label, (params, feats) in settings.items():
-        sub = data.select(feats)
+        sub = query_norm.add(data, feats)
         per_seed = []
         for seed in range(args.seeds):
-            scores = cross_val_predict(dataclasses.replace(params, seed=seed), sub, 5, seed=seed)
+            fold_params = dataclasses.replace(params, seed=seed,
+                                              monotone={k: v for k, v in params.monotone.items() if k in feats})
+            scores = cross_val_predict(fold_params, sub, 5, seed=seed)
             per_seed.append(ev.per_query(run_from_scores(sub, scores, "ltr"), qrels))
         mean_pq = sum(per_seed) / len(per_seed)
         cmp = ev.compare(rrf, mean_pq, "nDCG@10")
