@@ -27,7 +27,7 @@ from ranker import evaluate as ev
 from ranker.config import load_config
 from ranker.layout import RunLayout
 from retrieval import load_beir, read_trec_run
-from retrieval.frames import DOCNO, QID, QUERY, RANK, SCORE, attach
+from retrieval.frames import DOCNO, QID, RANK, SCORE, attach
 
 
 def rerank(run: pd.DataFrame, head: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:
