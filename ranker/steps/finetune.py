@@ -122,7 +122,8 @@ def finetune_ce(run, quiet: bool = False, force: bool = False) -> dict | None:
     out = layout.crossencoder
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps({"ce_qids": ce_qids, "ranker_qids": ranker_qids}, indent=1))
-    log(f"finetune-ce: {len(groups)} groups from {len(ce_qids)} CE queries ({len(ranker_qids)} kept for the ranker), "
+    log(f"finetune-ce: {len(groups)} groups from {len(ce_qids)} CE queries (the ranker may learn from the other "
+        f"{len(queries) - len(ce_qids)} training queries), "
         f"loss {p.loss}, base {p.base_model}")
     manifest = ce_training.finetune(groups, p, out, meta=meta, progress=run.progress and not quiet)
     log(f"model: {out / 'model'} ({manifest['steps']} steps, {manifest['train_seconds']:.0f}s on {manifest['hardware']})")
@@ -162,7 +163,8 @@ def finetune_be(run, quiet: bool = False, force: bool = False) -> dict | None:
         cands = BM25Retriever(cfg.retrieval.bm25).index(ds.corpus).retrieve(be_queries, p.negatives_from)
     examples = be_training.training_examples(be_queries, qrels, cands, ds.corpus, negatives_from=p.negatives_from,
                                              seed=p.seed)
-    log(f"finetune-be: {len(examples)} examples from {len(be_qids)} queries ({len(ranker_qids)} kept for the ranker), "
+    log(f"finetune-be: {len(examples)} examples from {len(be_qids)} queries (the ranker may learn from the other "
+        f"{len(queries) - len(be_qids)} training queries), "
         f"base {p.base_model}" + (", BM25 hard negatives" if cands is not None else ", in-batch negatives"))
     manifest = be_training.finetune(examples, p, layout.biencoder, meta={"dataset": ds.name, "ranker_qids": ranker_qids},
                                     progress=run.progress and not quiet)
