@@ -46,6 +46,7 @@ def main() -> None:
     data = run.matrices
     train = RankingData.concat([data.train, data.valid])
     qrels = run.dataset.qrels[cfg.dataset.splits[0]]
+    qrels = qrels[qrels["qid"].isin(set(train.unique_qids))]  # per_query counts every judged query it is given
     sets = dict(s.split("=", 1) for s in args.set)
     params = cfg.ranker.base_params
     per_q = {}
