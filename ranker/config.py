@@ -95,8 +95,10 @@ class RankerConfig:
     # score features to normalise per query (features.query_norm): each adds <f>_qrank, <f>_qz and <f>_qgap to
     # the feature set (the whole set, when ranker.features is empty), which stages and variants may also name
     normalize: tuple[str, ...] = ()
-    # extra models trained the same way on a subset of features, evaluated side by side
-    variants: dict[str, list] = field(default_factory=dict)
+    # extra models on a subset of features, evaluated side by side: name = [features] (trained with the
+    # ranker's settings), or a table {features = [...], params = {...}} whose params replace those keys of
+    # [ranker.params] for that model (fixed settings, also under params = "auto")
+    variants: dict[str, list | dict] = field(default_factory=dict)
     cv_folds: int = 0  # > 0: query-level K-fold cross-validation on the test split (no training split)
     # [[ranker.cascade]] stages: the main model becomes a cascade (each stage a LambdaMART on the documents
     # that reach it; costly extractors computed only for those); empty: one model over every candidate
@@ -118,6 +120,19 @@ class RankerConfig:
     def base_params(self) -> LambdaMARTParams:
         """The fixed settings, or the defaults that ``auto`` tunes from."""
         return LambdaMARTParams() if self.auto else self.params
+
+    def variant_features(self, name: str) -> list[str]:
+        v = self.variants[name]
+        return list(v["features"] if isinstance(v, dict) else v)
+
+    def variant_params(self, name: str) -> LambdaMARTParams | None:
+        """A variant's own settings (``[ranker.params]`` with its ``params`` replaced), or None when it
+        has none (it is trained as the main model is)."""
+        v = self.variants[name]
+        if not isinstance(v, dict) or not v.get("params"):
+            return None
+        return from_dict(LambdaMARTParams, {**dataclasses.asdict(self.base_params), **v["params"]},
+                         f"ranker.variants.{name}.params")
 
 
 @dataclass(frozen=True)
@@ -168,6 +183,21 @@ class Config:
         if isinstance(self.ranker.params, str) and not self.ranker.auto:
             raise ConfigError(f"{self.source}: ranker.params must be \"auto\" or a table, found {self.ranker.params!r}")
         self.ranker.base_params.check()
+        for name, v in self.ranker.variants.items():
+            where = f"{self.source}: ranker.variants.{name}"
+            if isinstance(v, dict):
+                unknown = sorted(set(v) - {"features", "params"})
+                if unknown or not isinstance(v.get("features"), list) or not isinstance(v.get("params", {}), dict):
+                    raise ConfigError(f"{where}: a table needs features = [...] and may have params = {{...}} (settings "
+                                      f"that replace [ranker.params]'s); found keys {sorted(v)}")
+                try:
+                    params = self.ranker.variant_params(name)
+                    if params is not None:
+                        params.check()
+                except ConfigError as exc:
+                    raise ConfigError(f"{self.source}: {exc}") from None
+            elif not isinstance(v, list):
+                raise ConfigError(f"{where}: expected a list of features or a table, found {v!r}")
         try:
             self.compute.check()
         except ConfigError as exc:

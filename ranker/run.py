@@ -297,11 +297,19 @@ class Run:
                 valid = matrix(valid_q) if valid_q else None
         return Matrices(train, valid, test, test_qrels, sorted(leaked))
 
+    def model_params(self, name: str):
+        """A model's own fixed settings: a variant's ``params`` (``lambdamart[<v>]``), else None (the
+        ranker's settings, ``[ranker.params]`` or ``auto``)."""
+        if name.startswith("lambdamart[") and name.endswith("]"):
+            return self.cfg.ranker.variant_params(name[len("lambdamart["):-1])
+        return None
+
     def models(self) -> dict[str, list[str]]:
         """Model name -> its features: ``lambdamart`` on the whole set, ``lambdamart[<v>]`` per variant."""
         names = self.feature_set.names
         models = {"lambdamart": names}
-        for variant, feats in self.cfg.ranker.variants.items():
+        for variant in self.cfg.ranker.variants:
+            feats = self.cfg.ranker.variant_features(variant)
             unknown = [f for f in feats if f not in names]
             if unknown:
                 raise UsageError(f"ranker.variants.{variant} names {unknown}, not in the feature set {names}")

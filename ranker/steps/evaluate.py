@@ -160,7 +160,8 @@ def evaluate_ranker(run) -> dict:
     learned, notes = [], []
     for name, feats in run.models().items():
         if cfg.ranker.cv_folds:
-            scores = cross_val_predict(settings(cfg.ranker, measures[0]), test.select(feats), cfg.ranker.cv_folds,
+            scores = cross_val_predict(run.model_params(name) or settings(cfg.ranker, measures[0]),
+                                       test.select(feats), cfg.ranker.cv_folds,
                                        valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.base_params.seed)
         elif name == "lambdamart" and cfg.ranker.cascade:  # stage by stage, as the Scorer serves it
             stages = cascade.load(layout.model(name))

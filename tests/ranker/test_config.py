@@ -68,3 +68,26 @@ def test_ranker_params_auto_guard_and_compute_are_checked(tmp_path):
         load_config(write(tmp_path, '[ranker]\nguard = "off"\n'))
     with pytest.raises(ConfigError, match=r"compute.engine: expected 'local' or 'dask', found 'ray'"):
         load_config(write(tmp_path, '[compute]\nengine = "ray"\n'))
+
+
+def test_a_variant_table_carries_its_own_settings(tmp_path):
+    cfg = load_config(write(tmp_path, """[ranker.params]
+num_leaves = 15
+learning_rate = 0.05
+[ranker.variants]
+plain = ["bm25"]
+[ranker.variants.small]
+features = ["bm25", "doc_len"]
+params = { num_leaves = 4, early_stopping_rounds = 0 }
+"""))
+    r = cfg.ranker
+    assert r.variant_features("plain") == ["bm25"] and r.variant_params("plain") is None
+    small = r.variant_params("small")
+    assert r.variant_features("small") == ["bm25", "doc_len"]
+    assert (small.num_leaves, small.early_stopping_rounds, small.learning_rate) == (4, 0, 0.05)  # the rest kept
+    with pytest.raises(ConfigError, match=r"unknown key 'ranker.variants.bad.params.leaves'.*allowed keys: .*num_leaves"):
+        load_config(write(tmp_path, '[ranker.variants.bad]\nfeatures = ["bm25"]\nparams = { leaves = 4 }\n'))
+    with pytest.raises(ConfigError, match=r"ranker.variants.bad: a table needs features = \[...\].*found keys \['feats'\]"):
+        load_config(write(tmp_path, '[ranker.variants.bad]\nfeats = ["bm25"]\n'))
+    with pytest.raises(ConfigError, match=r"ranker.variants.bad: expected a list of features or a table, found 'bm25'"):
+        load_config(write(tmp_path, '[ranker.variants]\nbad = "bm25"\n'))

@@ -75,3 +75,31 @@ def test_leakage_guard_keeps_cross_encoder_training_queries_from_the_ranker(gene
     (ce / "manifest.json").write_text(json.dumps({"data": {"train_qids": ["q30"]}}))  # a test query
     assert main(["train", "--config", str(config)]) == 2
     assert "was trained on 1 test query" in capsys.readouterr().err
+
+
+def test_a_variant_with_its_own_settings_is_trained_with_them(tmp_path, capsys):
+    from ranker.lambdamart import LambdaMART
+    from tests.ranker.conftest import generated_dataset, write_config
+
+    config = tmp_path / "v.toml"
+    write_config(config, generated_dataset(tmp_path / "gen"), tmp_path / "run",
+                 extractors="[features.extractors.bm25]\n[features.extractors.length]",
+                 ranker="""[ranker]
+valid_fraction = 0.2
+[ranker.params]
+n_estimators = 40
+min_data_in_leaf = 5
+num_leaves = 7
+[ranker.variants]
+plain = ["bm25", "doc_len"]
+[ranker.variants.small]
+features = ["bm25", "doc_len"]
+params = { num_leaves = 2, n_estimators = 5, early_stopping_rounds = 0 }""")
+    for step in ("retrieve", "features", "train", "evaluate"):
+        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0, \
+            capsys.readouterr().err
+    main_model, plain, small = (LambdaMART.load(tmp_path / "run" / m) for m in ("model", "model-plain", "model-small"))
+    assert main_model.num_leaves == plain.num_leaves == 7 and plain.n_estimators == 40
+    assert (small.num_leaves, small.n_estimators, small.min_data_in_leaf) == (2, 5, 5)  # the rest: [ranker.params]
+    result = json.loads((tmp_path / "run" / "eval" / "test" / "ranker.json").read_text())
+    assert {"lambdamart[plain]", "lambdamart[small]"} <= set(result["means"])
