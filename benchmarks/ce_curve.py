@@ -42,6 +42,20 @@ def rerank(ext, queries, run, corpus, top):
     return pd.concat([head, tail])
 
 
+def existing_manifest(model_dir: Path) -> dict:
+    """What an already trained point records: its manifest (beside the model folder); for a training
+    checkpoint (``trainer_state.json`` inside), its step and losses so far from the trainer's state."""
+    path = model_dir.parent / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {}
+    state = model_dir / "trainer_state.json"
+    if state.exists():
+        st = json.loads(state.read_text())
+        losses = [h["loss"] for h in st["log_history"] if "loss" in h]
+        manifest = {**manifest, "steps": st["global_step"], "checkpoint": True,
+                    "train_loss_first_last": [losses[0], losses[-1]] if losses else None}
+    return manifest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/scifact.toml")
@@ -54,7 +68,9 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=0, help="override finetune.params.negatives")
     ap.add_argument("--max-length", type=int, default=0, help="override finetune.params.max_length")
     ap.add_argument("--top", type=int, default=20)
-    ap.add_argument("--existing", nargs="*", default=[], help="name=model_dir of already trained points")
+    ap.add_argument("--existing", nargs="*", default=[],
+                    help="name=model_dir of already trained points: a model folder beside its manifest.json, or a "
+                         "checkpoint folder (manifest.json one level up, as the run's fine-tune writes them)")
     ap.add_argument("--out", default="runs/ce_curve")
     args = ap.parse_args()
 
@@ -124,7 +140,7 @@ def main() -> None:
             model_dir = str(Path(args.out) / name / "model")
         else:
             name = spec
-            manifest = json.loads((Path(model_dir).parent / "manifest.json").read_text())
+            manifest = existing_manifest(Path(model_dir))
         t = time.perf_counter()
         ext = CrossEncoderExtractor(model=model_dir, max_length=256, model_batch_size=32)
         run = rerank(ext, test_q, test_run, ds.corpus, args.top)
@@ -132,20 +148,22 @@ def main() -> None:
         per_q = ev.per_query(run, test_qrels)
         cmp = ev.compare(fs, per_q, "nDCG@10")
         key = name + tag
+        data, params = manifest.get("data", {}), manifest.get("params", {})
         results[key] = {
             "nDCG@10": float(per_q["nDCG@10"].mean()), "vs_first_stage": cmp.as_dict(),
-            "loss": manifest["loss"], "train_queries": manifest["data"]["queries"], "groups": manifest["data"]["groups"],
-            "synthetic_groups": manifest["data"]["synthetic_groups"], "synthetic": manifest.get("synthetic"),
-            "title_groups": manifest["data"].get("title_groups", 0), "negatives": manifest["params"]["negatives"],
-            "max_length": manifest["params"]["max_length"], "vs_bm25": ev.compare(bm25, per_q, "nDCG@10").as_dict(),
-            "epochs": manifest["params"]["epochs"], "learning_rate": manifest["params"]["learning_rate"],
-            "train_seconds": manifest["train_seconds"], "hardware": manifest["hardware"],
-            "train_loss_first_last": manifest["train_loss_first_last"],
+            "loss": manifest.get("loss"), "train_queries": data.get("queries"), "groups": data.get("groups"),
+            "synthetic_groups": data.get("synthetic_groups"), "synthetic": manifest.get("synthetic"),
+            "title_groups": data.get("title_groups", 0), "negatives": params.get("negatives"),
+            "max_length": params.get("max_length"), "vs_bm25": ev.compare(bm25, per_q, "nDCG@10").as_dict(),
+            "epochs": params.get("epochs"), "learning_rate": params.get("learning_rate"),
+            "train_seconds": manifest.get("train_seconds"), "hardware": manifest.get("hardware"),
+            "train_loss_first_last": manifest.get("train_loss_first_last"), "steps": manifest.get("steps"),
             "eval_queries": len(test_q), "top": args.top, "score_seconds": score_s,
             "pairs_per_s": len(run[run[RANK] <= args.top]) / score_s,
         }
         print(f"{key}: nDCG@10 {results[key]['nDCG@10']:.4f} (first stage {fs['nDCG@10'].mean():.4f}, "
-              f"p={cmp.p_value:.3g}; BM25 {bm25['nDCG@10'].mean():.4f}), train {manifest['train_seconds']:.0f}s, loss {manifest['train_loss_first_last']}, "
+              f"p={cmp.p_value:.3g}; BM25 {bm25['nDCG@10'].mean():.4f}), step {manifest.get('steps')}, "
+              f"train {manifest.get('train_seconds') or 0:.0f}s, loss {manifest.get('train_loss_first_last')}, "
               f"scoring {results[key]['pairs_per_s']:.1f} pairs/s", flush=True)
         out_json.parent.mkdir(exist_ok=True)
         out_json.write_text(json.dumps(results, indent=2))
