@@ -143,7 +143,9 @@ def train(run) -> dict:
                  "excluded_queries_leakage_guard": len(data.leaked)}
         info["lambdamart"] = cascade.train(run, chosen if callable(chosen) else lambda part: chosen, extra,
                                            save_extractor_state)
-        run.__dict__.pop("matrices", None)  # the deferred features now have values: read them again
+        # the deferred features now have values, and costs: read both again (`run` goes on to the report)
+        run.__dict__.pop("matrices", None)
+        run.__dict__.pop("feature_set", None)
         data = run.matrices
         if data.valid is not None:  # the cascade as served: deeper stages first, then the stage's score
             stages = cascade.load(layout.model())

@@ -209,3 +209,19 @@ def test_a_cascade_of_another_format_is_refused(run, tmp_path):
     with pytest.raises(UsageError, match="format 1, this version reads format 2"):
         Scorer.load(old)
     assert len(load(run_dir / "model")) == 2
+
+
+def test_after_training_the_run_knows_the_cost_of_what_the_cascade_computed(tmp_path):
+    from ranker.config import load_config
+    from ranker.run import Run
+    from ranker.steps.train import train
+
+    config = tmp_path / "gen.toml"
+    write_config(config, generated_dataset(tmp_path / "gen"), tmp_path / "run", ranker=CASCADE,
+                 extractors="[features.extractors.bm25]\n[features.extractors.length]\n[features.extractors.coverage]")
+    for argv in (["retrieve", "--config", str(config)], ["features", "--config", str(config), "--quiet"]):
+        assert main(argv) == 0
+    run = Run(load_config(config), log=lambda *a: None, progress=False)
+    assert run.feature_set.cost["coverage"] == 0  # deferred to stage 2: nothing computed yet
+    train(run)  # computes coverage for the documents that reach stage 2
+    assert run.feature_set.cost["coverage"] > 0  # `run` reports with this cost, in the same process
