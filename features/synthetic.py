@@ -147,7 +147,6 @@ def synthetic_queries(store, corpus: pd.DataFrame, examples, params: SyntheticPa
     return out[[QID, QUERY, DOCNO]].reset_index(drop=True)
 
 
-
 def title_queries(corpus: pd.DataFrame, n_docs: int, seed: int, min_words: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pseudo-queries that cost nothing to make: a document's title as the query for its body.
 

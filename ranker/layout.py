@@ -54,6 +54,13 @@ def replaced_atomically(path: str | Path, *, keep: bool = False):
     shutil.rmtree(old, ignore_errors=True)
 
 
+def variant_of(name: str) -> str | None:
+    """The variant a model name names: ``lambdamart[content]`` -> ``content``; None for any other name."""
+    if name.startswith("lambdamart[") and name.endswith("]"):
+        return name[len("lambdamart["):-1]
+    return None
+
+
 def slug(name: str) -> str:
     """A file-name form of a system name: ``lambdamart[content]`` -> ``lambdamart-content``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name.replace(" ", "_")).strip("-")
@@ -151,9 +158,10 @@ class RunLayout:
         """``model/`` for the main model, ``model-<variant>/`` for ``lambdamart[<variant>]``."""
         if name == "lambdamart":
             return self.root / "model"
-        if not (name.startswith("lambdamart[") and name.endswith("]")):
+        variant = variant_of(name)
+        if variant is None:
             raise ValueError(f"model name must be 'lambdamart' or 'lambdamart[<variant>]', found {name!r}")
-        return self.root / f"model-{name[len('lambdamart['):-1]}"
+        return self.root / f"model-{variant}"
 
     def eval(self, split: str) -> Path:
         return self.root / "eval" / split

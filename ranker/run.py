@@ -26,7 +26,7 @@ from retrieval.errors import MissingInputError, UsageError
 from retrieval.frames import QID
 
 from .config import Config
-from .layout import RunLayout
+from .layout import RunLayout, variant_of
 
 
 def looks_local(model: str) -> bool:
@@ -300,9 +300,8 @@ class Run:
     def model_params(self, name: str):
         """A model's own fixed settings: a variant's ``params`` (``lambdamart[<v>]``), else None (the
         ranker's settings, ``[ranker.params]`` or ``auto``)."""
-        if name.startswith("lambdamart[") and name.endswith("]"):
-            return self.cfg.ranker.variant_params(name[len("lambdamart["):-1])
-        return None
+        variant = variant_of(name)
+        return self.cfg.ranker.variant_params(variant) if variant is not None else None
 
     def models(self) -> dict[str, list[str]]:
         """Model name -> its features: ``lambdamart`` on the whole set, ``lambdamart[<v>]`` per variant."""

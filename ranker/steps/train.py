@@ -157,8 +157,9 @@ def train(run) -> dict:
             continue
         t = time.perf_counter()
         fit_data, fit_valid = train_data.select(feats), valid.select(feats) if valid is not None else None
-        params, tuning = run.model_params(name) or cfg.ranker.base_params, None
-        if cfg.ranker.auto and run.model_params(name) is None:  # chosen by CV on the training queries only
+        own = run.model_params(name)  # a variant's own settings, used as they are
+        params, tuning = own or cfg.ranker.base_params, None
+        if cfg.ranker.auto and own is None:  # settings chosen by CV on the training queries only
             tuning = tune(cfg.ranker.base_params, RankingData.concat([fit_data, fit_valid]),
                           folds=cfg.ranker.tune_folds, valid_fraction=cfg.ranker.valid_fraction,
                           measure=cfg.evaluate.measures[0])

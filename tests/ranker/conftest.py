@@ -54,18 +54,22 @@ dir = "{run_dir}"
 """)
 
 
+#: The generated pipeline's ranker settings (small: the dataset has 22 training queries).
+RANKER = """[ranker]
+valid_fraction = 0.2
+[ranker.params]
+n_estimators = 40
+min_data_in_leaf = 5
+num_leaves = 7"""
+
+
 @pytest.fixture
 def generated(tmp_path):
     folder = generated_dataset(tmp_path / "gen")
     config = tmp_path / "gen.toml"
     write_config(config, folder, tmp_path / "run",
                  extractors="[features.extractors.bm25]\n[features.extractors.coverage]\n[features.extractors.length]",
-                 ranker="""[ranker]
-valid_fraction = 0.2
-[ranker.params]
-n_estimators = 40
-min_data_in_leaf = 5
-num_leaves = 7
+                 ranker=RANKER + """
 [ranker.variants]
 first_stage_only = ["fs_rank", "fs_score"]""")
     return config, tmp_path / "run"

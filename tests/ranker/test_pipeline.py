@@ -79,17 +79,12 @@ def test_leakage_guard_keeps_cross_encoder_training_queries_from_the_ranker(gene
 
 def test_a_variant_with_its_own_settings_is_trained_with_them(tmp_path, capsys):
     from ranker.lambdamart import LambdaMART
-    from tests.ranker.conftest import generated_dataset, write_config
+    from tests.ranker.conftest import RANKER, generated_dataset, write_config
 
     config = tmp_path / "v.toml"
     write_config(config, generated_dataset(tmp_path / "gen"), tmp_path / "run",
                  extractors="[features.extractors.bm25]\n[features.extractors.length]",
-                 ranker="""[ranker]
-valid_fraction = 0.2
-[ranker.params]
-n_estimators = 40
-min_data_in_leaf = 5
-num_leaves = 7
+                 ranker=RANKER + """
 [ranker.variants]
 plain = ["bm25", "doc_len"]
 [ranker.variants.small]
