@@ -82,6 +82,9 @@ def title_groups(run, n_docs: int):
 
     p = run.cfg.finetune.params
     queries, bodies = syn.title_queries(run.dataset.corpus, n_docs, p.seed)
+    if queries.empty:
+        raise UsageError(f"finetune.params.title_queries = {n_docs}: no document of {run.dataset.name} has a title of "
+                         "3 or more words and a body; set it to 0 for this collection")
     cands = BM25Retriever.load(run.layout.index / "bm25").retrieve(queries, p.negatives_from)
     qrels = pd.DataFrame({QID: queries[QID], "docno": queries["docno"], "label": 1})
     groups = ce_training.training_groups(queries[[QID, "query"]], qrels, cands, bodies, negatives=p.negatives,

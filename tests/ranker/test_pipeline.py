@@ -98,3 +98,19 @@ params = { num_leaves = 2, n_estimators = 5, early_stopping_rounds = 0 }""")
     assert (small.num_leaves, small.n_estimators, small.min_data_in_leaf) == (2, 5, 5)  # the rest: [ranker.params]
     result = json.loads((tmp_path / "run" / "eval" / "test" / "ranker.json").read_text())
     assert {"lambdamart[plain]", "lambdamart[small]"} <= set(result["means"])
+
+
+def test_title_queries_on_a_collection_without_titles_are_refused_by_name(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from features.ce_training import CETrainingParams
+    from ranker.steps.finetune import title_groups
+    from retrieval.errors import UsageError
+
+    corpus = pd.DataFrame({"docno": ["a", "b"], "title": ["", "Two words"], "text": ["Body A.", "Body B."]})
+    run = SimpleNamespace(cfg=SimpleNamespace(finetune=SimpleNamespace(params=CETrainingParams(title_queries=10))),
+                          dataset=SimpleNamespace(corpus=corpus, name="notitles"), layout=None)
+    with pytest.raises(UsageError, match="title_queries = 10: no document of notitles has a title of 3 or more words"):
+        title_groups(run, 10)
