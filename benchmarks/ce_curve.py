@@ -28,18 +28,15 @@ from ranker.layout import RunLayout
 from ranker.run import Run
 from ranker.steps.finetune import synthetic_groups, title_groups
 from retrieval import load_beir, read_trec_run
-from retrieval.frames import QID, RANK, SCORE, doc_text
+from retrieval.frames import QID, RANK, doc_text
 
 
 def rerank(ext, queries, run, corpus, top):
+    """``run`` with each query's top ``top`` reordered by the cross-encoder's scores alone."""
     text = dict(zip(corpus["docno"], doc_text(corpus)))
     qtext = dict(zip(queries[QID], queries["query"]))
-    head = run[run[RANK] <= top].copy()
-    head[SCORE] = ext.score([qtext[q] for q in head[QID]], [text[d] for d in head["docno"]])
-    head = head.sort_values([QID, SCORE], ascending=[True, False], kind="stable")
-    head[RANK] = head.groupby(QID).cumcount() + 1
-    tail = run[run[RANK] > top]
-    return pd.concat([head, tail])
+    head = run[run[RANK] <= top]
+    return ev.reorder_head(run, head, ext.score([qtext[q] for q in head[QID]], [text[d] for d in head["docno"]]))
 
 
 def existing_manifest(model_dir: Path) -> dict:
@@ -94,7 +91,10 @@ def main() -> None:
         test_q = test_q.sample(n=min(args.eval_queries, len(test_q)), random_state=0)
     test_qrels = test_qrels[test_qrels[QID].isin(set(test_q[QID]))]
     test_run = test_run[test_run[QID].isin(set(test_q[QID]))]
-    tag = "" if args.eval_on == "test" else f" [valid {len(test_q)}]"
+    # keys carry the eval set and, since 2026-11-23, the config whose candidates are reranked (older keys
+    # without "@": configs/scifact.toml or configs/demo.toml, as BENCHMARKS.md says)
+    stem = Path(args.config).stem
+    tag = f" [@{stem}]" if args.eval_on == "test" else f" [valid {len(test_q)} @{stem}]"
 
     out_json = Path(__file__).parent / "results" / "ce_curve.json"
     results = json.loads(out_json.read_text()) if out_json.exists() else {}

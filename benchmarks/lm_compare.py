@@ -27,16 +27,7 @@ from ranker import evaluate as ev
 from ranker.config import load_config
 from ranker.layout import RunLayout
 from retrieval import load_beir, read_trec_run
-from retrieval.frames import DOCNO, QID, RANK, SCORE, attach
-
-
-def rerank(run: pd.DataFrame, head: pd.DataFrame, values: np.ndarray) -> pd.DataFrame:
-    """``run`` with its ``head`` rows reordered by ``values`` (ties keep the first-stage order)."""
-    head = head[[QID, DOCNO, RANK]].assign(**{SCORE: values}).sort_values([QID, SCORE], ascending=[True, False],
-                                                                          kind="stable")
-    head[RANK] = head.groupby(QID).cumcount() + 1
-    tail = run[~run.set_index([QID, DOCNO]).index.isin(head.set_index([QID, DOCNO]).index)]
-    return pd.concat([head, tail[[QID, DOCNO, RANK]]]).assign(**{SCORE: lambda f: -f[RANK].astype(float)})
+from retrieval.frames import QID, RANK, attach
 
 
 def main() -> None:
@@ -94,7 +85,7 @@ def main() -> None:
     for m in args.models:
         row = {"pairs_per_s": len(head) / seconds[m], "features": {}}
         for f in LMLikelihoodExtractor.FEATURES:
-            pq = ev.per_query(rerank(run, head, values[m][f]), qrels)
+            pq = ev.per_query(ev.reorder_head(run, head, values[m][f]), qrels)
             per_q[m, f] = pq
             row["features"][f] = {"nDCG@10": float(pq["nDCG@10"].mean()),
                                   "vs_first_stage": ev.compare(first, pq, "nDCG@10").as_dict(),

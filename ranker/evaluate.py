@@ -53,6 +53,21 @@ def per_query(run: pd.DataFrame, qrels: pd.DataFrame, measures=DEFAULT_MEASURES,
     return wide
 
 
+def reorder_head(run: pd.DataFrame, head: pd.DataFrame, values) -> pd.DataFrame:
+    """``run`` with its ``head`` rows (a subset of its (qid, docno) pairs) reordered within each query by
+    ``values``, highest first (ties keep the run's order), and every other row after them in the run's
+    order: how a reranker that sees only the top of a first stage is scored."""
+    head = head[[QID, DOCNO, RANK]].assign(**{SCORE: np.asarray(values, dtype=float)})
+    head = head.sort_values([QID, SCORE, RANK], ascending=[True, False, True], kind="stable")
+    head[RANK] = head.groupby(QID).cumcount() + 1
+    key = pd.MultiIndex.from_frame(run[[QID, DOCNO]])
+    tail = run[~key.isin(pd.MultiIndex.from_frame(head[[QID, DOCNO]]))][[QID, DOCNO, RANK]]
+    tail = tail.sort_values([QID, RANK], kind="stable")
+    tail[RANK] = tail.groupby(QID).cumcount() + 1 + tail[QID].map(head.groupby(QID).size()).fillna(0).astype(int)
+    out = pd.concat([head, tail], ignore_index=True).sort_values([QID, RANK], kind="stable")
+    return out.assign(**{SCORE: -out[RANK].astype(float)}).reset_index(drop=True)
+
+
 def mean(per_q: pd.DataFrame) -> dict[str, float]:
     return {m: float(per_q[m].mean()) for m in per_q.columns}
 

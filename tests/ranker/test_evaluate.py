@@ -34,6 +34,17 @@ def test_rank_order_wins_over_scores_when_present():
     assert ev.per_query(run, QRELS.iloc[:1]).loc["q1", "RR@10"] == 1.0
 
 
+def test_reorder_head_reorders_only_the_head_and_keeps_the_rest_after_it():
+    run = frame([("q1", "a", 1), ("q1", "b", 2), ("q1", "c", 3), ("q1", "d", 4), ("q2", "x", 1), ("q2", "y", 2)],
+                ["qid", "docno", "rank"])
+    head = run[run["rank"] <= 2]  # a, b of q1; x, y of q2
+    out = ev.reorder_head(run, head, [0.1, 0.9, 0.5, 0.5])  # b above a; x, y tied: run order kept
+    order = {q: list(g.sort_values("rank")["docno"]) for q, g in out.groupby("qid")}
+    assert order == {"q1": ["b", "a", "c", "d"], "q2": ["x", "y"]}
+    assert out.groupby("qid")["rank"].apply(list).to_dict() == {"q1": [1, 2, 3, 4], "q2": [1, 2]}
+    assert (out.sort_values(["qid", "rank"]).groupby("qid")["score"].diff().dropna() < 0).all()
+
+
 def test_compare_counts_wins_and_matches_scipy():
     a = pd.DataFrame({"nDCG@10": [0.1, 0.5, 0.3, 0.9]}, index=["q1", "q2", "q3", "q4"])
     b = pd.DataFrame({"nDCG@10": [0.4, 0.5, 0.2, 1.0]}, index=["q1", "q2", "q3", "q4"])
