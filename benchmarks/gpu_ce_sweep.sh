@@ -62,4 +62,5 @@ print("packed", sorted(p.name for p in out.iterdir()))
 PY
   fi
 done
+rm benchmarks/results/ce_curve.json && cp $W/ce_curve.json benchmarks/results/ce_curve.json  # the link back to a file
 echo SWEEP DONE
