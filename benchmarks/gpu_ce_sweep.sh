@@ -1,6 +1,6 @@
 #!/bin/bash
 # Cross-encoder recipes derived from configs/demo-strong.toml (c1: as is, one epoch; c2: three epochs;
-# c3: three epochs, 15 negatives; c4: three epochs, all 404 real queries of the cross-encoder's side), each
+# c3: three epochs, 15 negatives; c4: three epochs, all 396 real queries of the cross-encoder's side), each
 # trained by the pipeline's own `fusion-ltr finetune-ce` on a GPU and evaluated alone on 200 queries of the
 # ranker's side of the training split (benchmarks/ce_curve.py --existing). The best of c1..c3 on those
 # queries is packed as fp16 parts of at most 15 MiB for the trip back. Run on a lent H100 on 2026-11-23 from
