@@ -30,7 +30,7 @@ mk() {  # name, sed expressions: a config derived from demo-strong.toml, its run
 mk gpu-c1
 mk gpu-c2 -e 's/^epochs = 1.0/epochs = 3.0/'
 mk gpu-c3 -e 's/^epochs = 1.0/epochs = 3.0/' -e 's/^negatives = 7/negatives = 15/'
-mk gpu-c4 -e 's/^epochs = 1.0/epochs = 3.0/' -e 's/^max_queries = 100/max_queries = 0/'
+mk gpu-c4 -e 's/^epochs = 1.0/epochs = 3.0/' -e '/^\[finetune.params\]/,/^\[/ s/^max_queries = 100/max_queries = 0/'
 for c in gpu-c1 gpu-c2 gpu-c3 gpu-c4; do
   python3 -m ranker finetune-ce --config $W/$c.toml --quiet 2>&1 | grep -v Warning
   python3 benchmarks/ce_curve.py --config configs/demo-strong.toml --eval-on valid --eval-queries ${EVALQ:-200} \
