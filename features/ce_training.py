@@ -60,6 +60,10 @@ class CETrainingParams:
     synthetic_filter_k: int = 20
     title_queries: int = 0  # documents whose title is a query for their body (0: none; synthetic.title_queries)
     ranker_fraction: float = 0.5  # share of training queries reserved for the ranker
+    # true: cross-fitting. Two models, one per side of the split (each with at most max_queries real queries,
+    # and the same pseudo-queries): each scores the other side's queries, so the ranker learns from every
+    # training query with scores of a model that never saw it; other queries get the mean of both
+    cross_fit: bool = False
     checkpoint_steps: int = 50
     device: str = "auto"
 
@@ -193,8 +197,29 @@ def finetune(groups: list[dict], params: CETrainingParams, output: str | Path, *
     return manifest
 
 
+#: In a cross-fitted model folder: ``{"folds": [<fold model folder, relative to this folder>, ...]}``.
+CROSS_FIT_FILE = "cross_fit.json"
+
+
+def cross_fit_folds(model_path: str | Path) -> list[Path] | None:
+    """The fold models of a cross-fitted model folder (written by ``finetune-ce`` with ``cross_fit``), or
+    None for a plain model folder or a hub name."""
+    index = Path(model_path) / CROSS_FIT_FILE
+    if not index.is_file():
+        return None
+    folds = [(Path(model_path) / f).resolve() for f in json.loads(index.read_text())["folds"]]
+    missing = [str(f) for f in folds if not f.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{index} names fold models that do not exist: {missing}")
+    return folds
+
+
 def trained_qids(model_path: str | Path) -> set[str]:
-    """The real query ids a cross-encoder folder was trained on (from its manifest; empty if none)."""
+    """The real query ids a cross-encoder folder was trained on (from its manifest; empty if none). For a
+    cross-fitted folder: the queries every fold learned from (the ones no fold can score unseen)."""
+    folds = cross_fit_folds(model_path) if Path(model_path).is_dir() else None
+    if folds:
+        return set.intersection(*(trained_qids(f) for f in folds))
     manifest = Path(model_path).parent / "manifest.json"
     if not manifest.exists():
         return set()

@@ -4,6 +4,12 @@ Pairs are sorted by length before batching (dynamic padding wastes little), scor
 autocast when a GPU is present (else fp32 on the CPU), and a CUDA out-of-memory error halves the batch
 and retries instead of failing. With ``maxp = true`` a document longer than the window is cut into
 overlapping word windows, each scored with the query, and the pair gets the best window (MaxP).
+
+A **cross-fitted** model folder (``finetune-ce`` with ``cross_fit = true``: a ``cross_fit.json`` naming fold
+models, each trained on one side of the training queries) is one feature: a query some fold learned from
+gets the mean logit of the folds that did not (with two folds, the other one's), any other query (test, an
+app's) the mean of all folds. So no query's value comes from a model that saw its judgments, and the ranker
+learns from every training query.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from retrieval.frames import QID, QUERY, doc_text
 from retrieval.models import require, resolve_device, resolve_model
 from retrieval.params import ConfigError
 
-from .base import BaseExtractor, TrainedOnQueries
+from .base import BaseExtractor, TrainedOnQueries, digest, model_fingerprint
 
 INSTALL = "pip install 'fusion-ltr[neural]'"
 DEFAULT_CROSSENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
@@ -65,36 +71,64 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
             raise ValueError("features.crossencoder: need 0 < stride_words <= window_words for MaxP")
         if self.params.quantize not in ("none", "int8"):
             raise ConfigError(f"features.crossencoder.quantize: expected 'none' or 'int8', found {self.params.quantize!r}")
-        self._model = None
+        self._models = None
         self._trained = None
+        self._fold_trained = None
         self.device = None
+
+    def folds(self) -> list[Path] | None:
+        """The fold model folders of a cross-fitted model (None for a plain model or a hub name)."""
+        from .ce_training import cross_fit_folds
+
+        model = self.local_path(self.params.model)
+        return cross_fit_folds(model) if Path(model).is_dir() else None
+
+    def _model_fingerprint(self) -> str | None:
+        if "_fingerprint" not in self.__dict__:
+            folds = self.folds()
+            if not folds:
+                return super()._model_fingerprint()
+            self.__dict__["_fingerprint"] = digest([model_fingerprint(str(f)) for f in folds])
+        return self.__dict__["_fingerprint"]
+
+    def _load(self, name: str):
+        st = require("sentence_transformers", INSTALL)
+        torch = require("torch", INSTALL)
+        try:
+            model = st.CrossEncoder(resolve_model(name), device=self.device, max_length=self.params.max_length,
+                                    activation_fn=torch.nn.Identity())
+        except OSError as exc:
+            raise FileNotFoundError(
+                f"cross-encoder {self.params.model!r} is neither a local model folder nor loadable from the "
+                f"hub ({type(exc).__name__}: {str(exc)[:200]}). Train one with `fusion-ltr finetune-ce "
+                "--config ...`, or name a hub model (needs a network)") from exc
+        if self.params.quantize == "int8":
+            if not self.device.startswith("cpu"):
+                raise ConfigError(f"features.crossencoder.quantize = 'int8' runs on the CPU only; the device "
+                                  f"is {self.device!r} (set device = 'cpu', or quantize = 'none' on a GPU)")
+            torch.ao.quantization.quantize_dynamic(model.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        return model
+
+    @property
+    def models(self) -> list:
+        """The loaded model, or a cross-fitted folder's fold models in its order."""
+        if self._models is None:
+            self.device = resolve_device(self.params.device)
+            folds = self.folds()
+            names = [str(f) for f in folds] if folds else [self.local_path(self.params.model)]
+            self._models = [self._load(n) for n in names]
+        return self._models
 
     @property
     def model(self):
-        if self._model is None:
-            st = require("sentence_transformers", INSTALL)
-            torch = require("torch", INSTALL)
-            self.device = resolve_device(self.params.device)
-            try:
-                self._model = st.CrossEncoder(resolve_model(self.local_path(self.params.model)), device=self.device,
-                                              max_length=self.params.max_length, activation_fn=torch.nn.Identity())
-            except OSError as exc:
-                raise FileNotFoundError(
-                    f"cross-encoder {self.params.model!r} is neither a local model folder nor loadable from the "
-                    f"hub ({type(exc).__name__}: {str(exc)[:200]}). Train one with `fusion-ltr finetune-ce "
-                    "--config ...`, or name a hub model (needs a network)") from exc
-            if self.params.quantize == "int8":
-                if not self.device.startswith("cpu"):
-                    raise ConfigError(f"features.crossencoder.quantize = 'int8' runs on the CPU only; the device "
-                                      f"is {self.device!r} (set device = 'cpu', or quantize = 'none' on a GPU)")
-                torch.ao.quantization.quantize_dynamic(self._model.model, {torch.nn.Linear}, dtype=torch.qint8,
-                                                       inplace=True)
-        return self._model
+        """The (first) loaded model."""
+        return self.models[0]
 
-    def score(self, queries: list[str], docs: list[str]) -> np.ndarray:
-        """Logits of (query, doc) text pairs, in input order, whatever the batching."""
+    def score(self, queries: list[str], docs: list[str], model=None) -> np.ndarray:
+        """Logits of (query, doc) text pairs, in input order, whatever the batching (``model``: one of
+        :attr:`models`; default the first)."""
         torch = require("torch", INSTALL)
-        model = self.model
+        model = self.model if model is None else model
         order = np.argsort([-(len(q) + len(d)) for q, d in zip(queries, docs)], kind="stable")
         out = np.empty(len(queries), dtype=np.float64)
         bs, start = self.params.model_batch_size, 0
@@ -116,7 +150,7 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
 
     def trained_qids(self) -> set[str]:
         """Queries the model learned from (from its fine-tuning manifest): never scored, to keep the
-        ranker from learning on leaked scores."""
+        ranker from learning on leaked scores. For a cross-fitted model, the queries every fold learned from."""
         if self._trained is None:
             from .ce_training import trained_qids
 
@@ -124,23 +158,39 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
             self._trained = trained_qids(model) if Path(model).exists() else set()
         return self._trained
 
+    def fold_trained_qids(self) -> list[set[str]]:
+        """The queries each of :attr:`models` learned from (one set for a plain model)."""
+        if self._fold_trained is None:
+            from .ce_training import trained_qids
+
+            folds = self.folds()
+            self._fold_trained = [trained_qids(f) for f in folds] if folds else [self.trained_qids()]
+        return self._fold_trained
+
     def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
-        leaked = pairs[QID].astype(str).isin(self.trained_qids()).to_numpy()
-        if leaked.any():
-            out = np.full(len(pairs), np.nan)
-            if (~leaked).any():
-                out[~leaked] = self.compute(pairs[~leaked])["ce_score"]
-            return {"ce_score": out}
+        qids = pairs[QID].astype(str)
+        total, count = np.zeros(len(pairs)), np.zeros(len(pairs))
+        models = None
+        for i, seen in enumerate(self.fold_trained_qids()):
+            rows = ~qids.isin(seen).to_numpy()
+            if rows.any():
+                models = models or self.models
+                total[rows] += self._score_pairs(pairs[rows], models[i])
+                count[rows] += 1
+        with np.errstate(invalid="ignore"):
+            return {"ce_score": np.where(count > 0, total / np.maximum(count, 1), np.nan)}
+
+    def _score_pairs(self, pairs: pd.DataFrame, model) -> np.ndarray:
         queries, texts = pairs[QUERY].tolist(), doc_text(pairs)
         if not self.params.maxp:
-            return {"ce_score": self.score(queries, texts)}
+            return self.score(queries, texts, model)
         owner, qs, ws = [], [], []
         for i, (q, t) in enumerate(zip(queries, texts)):
             for w in windows(t, self.params.window_words, self.params.stride_words):
                 owner.append(i)
                 qs.append(q)
                 ws.append(w)
-        scores = self.score(qs, ws)
+        scores = self.score(qs, ws, model)
         best = np.full(len(pairs), -np.inf)
         np.maximum.at(best, np.asarray(owner, dtype=np.int64), scores)
-        return {"ce_score": best}
+        return best

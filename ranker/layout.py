@@ -13,6 +13,7 @@ Run folder layout (all plain files)::
       features/summary.md                rows, computed vs cached, NaN counts, cost per feature
       features/extractors/               corpus statistics the extractors were fitted with (e.g. bm25.json)
       crossencoder/                      `finetune-ce`: model/, checkpoints/, manifest.json, split.json
+                                         (cross-fitted: fold-a/, fold-b/ each so, model/cross_fit.json)
       biencoder/                         `finetune-be`: model/, checkpoints/, manifest.json
       model/, model-<variant>/           LambdaMART: booster, manifest.json, extractors/ (for the Scorer)
       eval/<split>/metrics.json, table.md   first-stage evaluation

@@ -16,15 +16,27 @@ from retrieval.errors import UsageError
 from retrieval.frames import QID
 
 
+#: The folds of a cross-fitted cross-encoder: ``a`` learns from the cross-encoder's side of the split, ``b``
+#: from the ranker's side.
+FOLDS = ("a", "b")
+
+
 def needs_finetune(run) -> bool:
     """A configured extractor's model is the one `finetune-ce` writes (so `run` must train it first)."""
     target = run.layout.crossencoder_model.resolve()
     return any(ext.model_id() and Path(ext.model_id()).resolve() == target for ext in run.extractors)
 
 
-def trained_with(out: Path, params) -> bool:
-    """A fine-tuned model exists in ``out`` and its manifest records ``params``."""
-    if not (out / "model" / "config.json").exists() or not (out / "manifest.json").exists():
+def trained_with(out: Path, params, *, plain: bool = False) -> bool:
+    """A fine-tuned model exists in ``out`` and its manifest records ``params``: a cross-fitted one's index
+    and every fold's model, unless ``plain`` (one model folder, e.g. a fold's)."""
+    if getattr(params, "cross_fit", False) and not plain:
+        if not (out / "model" / ce_training.CROSS_FIT_FILE).exists() or \
+                not all(trained_with(out / f"fold-{f}", params, plain=True) for f in FOLDS):
+            return False
+    elif not (out / "model" / "config.json").exists():
+        return False
+    if not (out / "manifest.json").exists():
         return False
     return json.loads((out / "manifest.json").read_text()).get("params") == json.loads(
         json.dumps(dataclasses.asdict(params)))
@@ -105,31 +117,57 @@ def finetune_ce(run, quiet: bool = False, force: bool = False) -> dict | None:
     ds = run.dataset
     train = run.train_splits
     queries, qrels, ce_qids, ranker_qids = model_side(run, "finetune-ce", p)
-    ce_queries = queries[queries[QID].isin(set(ce_qids))]
-    groups = []
+    sides = {"a": ce_qids}
+    if p.cross_fit:  # fold b learns from the ranker's side, capped the same way
+        sides["b"] = ranker_qids if not p.max_queries else \
+            sorted(pd.Series(ranker_qids).sample(n=min(p.max_queries, len(ranker_qids)), random_state=p.seed))
+    cands = None
     if p.use_real:
         paths = [layout.retrieval_run(cfg.features.candidates, s) for s in train]
         for path in paths:
             if not path.exists():
                 raise run.missing(path, "retrieve")
         cands = pd.concat([read_trec_run(path) for path in paths])
-        groups = ce_training.training_groups(ce_queries, qrels, cands, ds.corpus, negatives=p.negatives,
-                                             negatives_from=p.negatives_from, seed=p.seed)
-    meta = {"dataset": ds.name, "ranker_qids": ranker_qids}
-    if p.synthetic:
-        syn_groups, meta["synthetic"] = synthetic_groups(run, ce_queries, qrels)
-        groups += syn_groups
+    pseudo, meta = [], {"dataset": ds.name}
+    if p.synthetic:  # few-shot examples from the cross-encoder's side (fold a's), shared by both folds
+        pseudo, meta["synthetic"] = synthetic_groups(run, queries[queries[QID].isin(set(ce_qids))], qrels)
     if p.title_queries:
         title, meta["title_queries"] = title_groups(run, p.title_queries)
-        groups += title
+        pseudo = pseudo + title
     out = layout.crossencoder
     out.mkdir(parents=True, exist_ok=True)
     (out / "split.json").write_text(json.dumps({"ce_qids": ce_qids, "ranker_qids": ranker_qids}, indent=1))
-    log(f"finetune-ce: {len(groups)} groups from {len(ce_qids)} CE queries (the ranker may learn from the other "
-        f"{len(queries) - len(ce_qids)} training queries), "
-        f"loss {p.loss}, base {p.base_model}")
-    manifest = ce_training.finetune(groups, p, out, meta=meta, progress=run.progress and not quiet)
-    log(f"model: {out / 'model'} ({manifest['steps']} steps, {manifest['train_seconds']:.0f}s on {manifest['hardware']})")
+    manifests = {}
+    for fold, qids in sides.items():
+        fold_out = out / f"fold-{fold}" if p.cross_fit else out
+        if p.cross_fit and not force and trained_with(fold_out, p, plain=True):
+            log(f"finetune-ce: fold {fold} cached ({fold_out / 'model'})")
+            manifests[fold] = json.loads((fold_out / "manifest.json").read_text())
+            continue
+        groups = []
+        if cands is not None:
+            groups = ce_training.training_groups(queries[queries[QID].isin(set(qids))], qrels, cands, ds.corpus,
+                                                 negatives=p.negatives, negatives_from=p.negatives_from, seed=p.seed)
+        groups += pseudo
+        other = ranker_qids if fold == "a" else ce_qids  # the side this model scores for the ranker
+        log(f"finetune-ce{f' fold {fold}' if p.cross_fit else ''}: {len(groups)} groups from {len(qids)} real "
+            f"queries (the ranker may learn from the other {len(queries) - len(qids)} training queries), "
+            f"loss {p.loss}, base {p.base_model}")
+        manifests[fold] = ce_training.finetune(groups, p, fold_out, meta={**meta, "ranker_qids": other},
+                                               progress=run.progress and not quiet)
+        m = manifests[fold]
+        log(f"model: {fold_out / 'model'} ({m['steps']} steps, {m['train_seconds']:.0f}s on {m['hardware']})")
+    if not p.cross_fit:
+        return manifests["a"]
+    index = out / "model"
+    index.mkdir(parents=True, exist_ok=True)
+    (index / ce_training.CROSS_FIT_FILE).write_text(json.dumps({"folds": [f"../fold-{f}/model" for f in FOLDS]}))
+    manifest = {"params": dataclasses.asdict(p), "cross_fit": {f: str(out / f"fold-{f}") for f in FOLDS},
+                "steps": sum(m["steps"] for m in manifests.values()),
+                "train_seconds": sum(m["train_seconds"] for m in manifests.values()),
+                "hardware": manifests["b"]["hardware"], **meta}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    log(f"model: {index} (cross-fitted: folds {', '.join(FOLDS)})")
     return manifest
 
 

@@ -71,3 +71,69 @@ def test_int8_quantization_keeps_the_values_within_tolerance_and_has_its_own_ver
     assert CrossEncoderExtractor(model=tiny_crossencoder, device="cpu", quantize="none").version == fp32.version
     with pytest.raises(ValueError, match="quantize: expected 'none' or 'int8'"):
         CrossEncoderExtractor(model=tiny_crossencoder, quantize="fp8")
+
+
+def cross_fitted(folder, models_and_qids):
+    """A cross-fitted model folder by hand: fold models (copies) with the queries each learned from."""
+    import json
+    import shutil
+
+    names = []
+    for i, (model, qids) in enumerate(models_and_qids):
+        fold = folder / f"fold-{i}"
+        shutil.copytree(model, fold / "model")
+        (fold / "manifest.json").write_text(json.dumps({"data": {"train_qids": qids}}))
+        names.append(f"../fold-{i}/model")
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "cross_fit.json").write_text(json.dumps({"folds": names}))
+    return str(folder / "model")
+
+
+@pytest.fixture(scope="module")
+def second_crossencoder(tmp_path_factory):
+    """Another tiny cross-encoder: the same body, another seeded head."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from retrieval.models import resolve_model
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("ce2") / "model"
+    CrossEncoder(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), num_labels=1, max_length=128).save(str(path))
+    return str(path)
+
+
+def test_a_cross_fitted_model_scores_each_query_with_the_folds_that_never_saw_it(tiny_crossencoder,
+                                                                                  second_crossencoder, tmp_path):
+    frame = pairs(ROWS)
+    a = CrossEncoderExtractor(model=tiny_crossencoder).compute(frame)["ce_score"]
+    b = CrossEncoderExtractor(model=second_crossencoder).compute(frame)["ce_score"]
+    assert np.abs(a - b).min() > 1e-4  # the two folds disagree on every pair, so the routing shows
+    ext = CrossEncoderExtractor(model=cross_fitted(tmp_path / "xfit", [(tiny_crossencoder, ["q1"]),
+                                                                       (second_crossencoder, ["q2"])]))
+    got = ext.compute(frame)["ce_score"]
+    q = frame["qid"].to_numpy()
+    np.testing.assert_allclose(got[q == "q1"], b[q == "q1"], rtol=1e-4, atol=1e-5)  # fold a saw q1: fold b's
+    np.testing.assert_allclose(got[q == "q2"], a[q == "q2"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got[q == "q3"], (a[q == "q3"] + b[q == "q3"]) / 2, rtol=1e-4, atol=1e-5)
+    assert ext.trained_qids() == set()  # no query is scored by a model that saw it: the ranker keeps all
+
+    # a query both folds learned from is not scored, and the leakage guard keeps it from the ranker
+    both = CrossEncoderExtractor(model=cross_fitted(tmp_path / "overlap", [(tiny_crossencoder, ["q1"]),
+                                                                           (second_crossencoder, ["q1", "q2"])]))
+    got = both.compute(frame)["ce_score"]
+    assert np.isnan(got[q == "q1"]).all() and not np.isnan(got[q != "q1"]).any()
+    assert both.trained_qids() == {"q1"}
+
+
+def test_a_cross_fitted_models_version_follows_its_folds_weights(tiny_crossencoder, second_crossencoder, tmp_path):
+    import shutil
+
+    xfit = cross_fitted(tmp_path / "xfit", [(tiny_crossencoder, ["q1"]), (second_crossencoder, ["q2"])])
+    before = CrossEncoderExtractor(model=xfit).version
+    assert before != CrossEncoderExtractor(model=tiny_crossencoder).version
+    shutil.copytree(tiny_crossencoder, tmp_path / "xfit" / "fold-1" / "model", dirs_exist_ok=True)  # retrained fold
+    assert CrossEncoderExtractor(model=xfit).version != before
+    shutil.rmtree(tmp_path / "xfit" / "fold-1")
+    with pytest.raises(FileNotFoundError, match="fold models that do not exist"):
+        CrossEncoderExtractor(model=xfit).compute(pairs(ROWS[:1]))
