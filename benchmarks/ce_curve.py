@@ -4,7 +4,9 @@ top-N of held-out queries, against training queries, pseudo-queries, loss, learn
 Each point fine-tunes from the configured base model on the CE side of the training split (the
 leakage guard's split) and records wall time and hardware. Evaluation (``--eval-on``): ``valid``, a
 seeded sample of the ranker's side of the training split (queries no cross-encoder learns from: where
-choices are made), or ``test``. Results: benchmarks/results/ce_curve.json (keys carry the eval set).
+choices are made), ``ce-side``, the cross-encoder's side less every query an ``--existing`` model learned
+from (to compare a model of the ranker's side, a cross-fitted fold b, with one of the cross-encoder's side,
+both on queries neither saw), or ``test``. Results: benchmarks/results/ce_curve.json (keys carry the eval set).
 
     .venv/bin/python benchmarks/ce_curve.py --config configs/demo.toml --eval-on valid --eval-queries 200 \\
         --points softmax:0:1:2e-4 softmax:0+title2000:1:2e-4
@@ -59,7 +61,7 @@ def main() -> None:
     ap.add_argument("--points", nargs="+", default=[],
                     help="loss:queries:epochs:lr; queries = '+'-joined parts: N real (0: all), synN (synthetic queries "
                          "for N documents), titleN (title pseudo-queries of N documents); e.g. 0+title2000")
-    ap.add_argument("--eval-on", choices=["valid", "test"], default="valid",
+    ap.add_argument("--eval-on", choices=["valid", "ce-side", "test"], default="valid",
                     help="valid: the ranker's side of the training split (never seen by a cross-encoder); test")
     ap.add_argument("--eval-queries", type=int, default=100, help="queries scored (seeded sample; 0 = all)")
     ap.add_argument("--negatives", type=int, default=0, help="override finetune.params.negatives")
@@ -84,6 +86,12 @@ def main() -> None:
     if args.eval_on == "valid":
         test_q, test_qrels = train_q[train_q[QID].isin(set(ranker_qids))], train_qrels
         test_run = cands
+    elif args.eval_on == "ce-side":
+        if args.points:
+            raise SystemExit("--eval-on ce-side compares --existing models only (a new point learns from that side)")
+        seen = set().union(*(ce_training.trained_qids(Path(e.split("=", 1)[1])) for e in args.existing))
+        test_q, test_qrels = train_q[train_q[QID].isin(set(ce_qids) - seen)], train_qrels
+        test_run = cands
     else:
         test_q, test_qrels = ds.split(cfg.dataset.test_split)
         test_run = read_trec_run(RunLayout(folder).retrieval_run(cfg.features.candidates, cfg.dataset.test_split))
@@ -94,13 +102,13 @@ def main() -> None:
     # keys carry the eval set and, since 2026-11-23, the config whose candidates are reranked (older keys
     # without "@": configs/scifact.toml or configs/demo.toml, as BENCHMARKS.md says)
     stem = Path(args.config).stem
-    tag = f" [@{stem}]" if args.eval_on == "test" else f" [valid {len(test_q)} @{stem}]"
+    tag = f" [@{stem}]" if args.eval_on == "test" else f" [{args.eval_on} {len(test_q)} @{stem}]"
 
     out_json = Path(__file__).parent / "results" / "ce_curve.json"
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
     fs = ev.per_query(test_run, test_qrels)
     results["first stage (hybrid)" + tag] = {"nDCG@10": float(fs["nDCG@10"].mean()), "eval_queries": len(test_q)}
-    bm25_run = read_trec_run(RunLayout(folder).retrieval_run("bm25", "train" if args.eval_on == "valid"
+    bm25_run = read_trec_run(RunLayout(folder).retrieval_run("bm25", "train" if args.eval_on != "test"
                                                              else cfg.dataset.test_split))
     bm25 = ev.per_query(bm25_run[bm25_run[QID].isin(set(test_q[QID]))], test_qrels)
     results["BM25" + tag] = {"nDCG@10": float(bm25["nDCG@10"].mean()), "eval_queries": len(test_q)}
