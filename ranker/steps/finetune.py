@@ -58,9 +58,14 @@ def model_side(run, step: str, p) -> tuple[pd.DataFrame, pd.DataFrame, list[str]
     queries = pd.concat([ds.split(s)[0] for s in run.train_splits]).drop_duplicates(QID)
     qrels = pd.concat([ds.split(s)[1] for s in run.train_splits])
     side, ranker_qids = ce_training.split_queries(queries[QID], p.ranker_fraction, p.seed)
-    if p.max_queries:
-        side = sorted(pd.Series(side).sample(n=min(p.max_queries, len(side)), random_state=p.seed))
-    return queries, qrels, side, ranker_qids
+    return queries, qrels, capped(side, p), ranker_qids
+
+
+def capped(qids: list[str], p) -> list[str]:
+    """``qids``, or a seeded sample of ``p.max_queries`` of them when that is set."""
+    if not p.max_queries:
+        return qids
+    return sorted(pd.Series(qids).sample(n=min(p.max_queries, len(qids)), random_state=p.seed))
 
 
 def synthetic_groups(run, ce_queries: pd.DataFrame, qrels: pd.DataFrame):
@@ -119,8 +124,7 @@ def finetune_ce(run, quiet: bool = False, force: bool = False) -> dict | None:
     queries, qrels, ce_qids, ranker_qids = model_side(run, "finetune-ce", p)
     sides = {"a": ce_qids}
     if p.cross_fit:  # fold b learns from the ranker's side, capped the same way
-        sides["b"] = ranker_qids if not p.max_queries else \
-            sorted(pd.Series(ranker_qids).sample(n=min(p.max_queries, len(ranker_qids)), random_state=p.seed))
+        sides["b"] = capped(ranker_qids, p)
     cands = None
     if p.use_real:
         paths = [layout.retrieval_run(cfg.features.candidates, s) for s in train]

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from features.crossencoder import CrossEncoderExtractor, windows
+from tests.features.conftest import make_crossencoder
 
 
 def pairs(rows):
@@ -92,15 +93,7 @@ def cross_fitted(folder, models_and_qids):
 @pytest.fixture(scope="module")
 def second_crossencoder(tmp_path_factory):
     """Another tiny cross-encoder: the same body, another seeded head."""
-    import torch
-    from sentence_transformers import CrossEncoder
-
-    from retrieval.models import resolve_model
-
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("ce2") / "model"
-    CrossEncoder(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), num_labels=1, max_length=128).save(str(path))
-    return str(path)
+    return make_crossencoder(tmp_path_factory.mktemp("ce2"), 1)
 
 
 def test_a_cross_fitted_model_scores_each_query_with_the_folds_that_never_saw_it(tiny_crossencoder,
