@@ -218,89 +218,120 @@ def training_depth(path: str | Path, data: RankingData) -> tuple[np.ndarray, np.
     return np.array([p[0] for p in pairs], dtype=int), np.array([p[1] for p in pairs], dtype=float)
 
 
-def train(run, params_for, extra: dict, save_state) -> dict:
-    """Train the configured cascade on the run's training queries (see the module docstring); builds the
-    deferred extractors' values for the documents that reach their stage; saves ``model/``."""
-    cfg, log = run.cfg, run.log
+@dataclass
+class StagePlan:
+    """What each stage adds (``added``), keeps and sees (``cumulative``), as configured or planned to a
+    budget (``planned``: what was planned), with the features' specs and the stored ones to read."""
+    added: list[list[str]]
+    keeps: list[int]
+    planned: dict
+    cumulative: list[list[str]]
+    specs: list
+    raw_specs: list
+
+
+def stage_plan(run) -> StagePlan:
+    """The run's cascade plan (see :func:`plan`); a stage naming an unbuilt feature is refused."""
     fs = run.feature_set
     spec = {s.name: s for s in fs.specs}
-    stages_cfg = cfg.ranker.cascade
-    unknown = [n for s in stages_cfg for n in s.features if n not in spec]
+    unknown = [n for s in run.cfg.ranker.cascade for n in s.features if n not in spec]
     if unknown:
         raise UsageError(f"ranker.cascade names {unknown}, not in the built feature set {fs.names}")
-    added, keeps, planned = plan(run, stages_cfg)
+    added, keeps, planned = plan(run, run.cfg.ranker.cascade)
     cumulative, names = [], []
     for features in added:
         names += features
         cumulative.append(list(names))
-    specs = [spec[n] for n in names]
     raw = {s.name: s for s in fs.raw_specs}
-    raw_specs = [raw[n] for n in query_norm.raw_names(names)]  # read from the store; derived ones per stage
+    return StagePlan(added, keeps, planned, cumulative, [spec[n] for n in names],
+                  [raw[n] for n in query_norm.raw_names(names)])  # derived features: computed per stage
+
+
+def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, params_for):
+    """Train the stages on ``train_q`` (``valid_q`` among them: early stopping only) and pass ``test_q``
+    through them as they are trained, computing the deferred extractors' values (into ``store``) for the
+    documents of either that reach their stage. Returns the stages, the per-stage report, the training
+    matrix, each training row's depth and the score its deepest stage started from.
+    :func:`train` calls it on the run's split; ``benchmarks/cascade_cv.py`` on folds of training queries."""
+    cfg, log = run.cfg, run.log
+    stages_cfg, added, keeps, cumulative, raw_specs = (run.cfg.ranker.cascade, staged.added, staged.keeps,
+                                                       staged.cumulative, staged.raw_specs)
+    folds = max(2, min(cfg.ranker.tune_folds, len(train_q)))
+    extractors = {e.name: e for e in run.fitted_extractors}
+    stages, report = [], []
+
+    def read(qids):
+        return store.matrix(raw_specs, qids, retriever=cfg.features.candidates, top_n=run.top_n)
+
+    train, test = read(train_q), read(test_q)
+    reach_tr, reach_te = np.ones(len(train.y), bool), np.ones(len(test.y), bool)
+    depth_tr = np.zeros(len(train.y), dtype=int)  # deepest stage each training row reached (0-based)
+    # the previous stage's cross-fitted score of each training row, and its final model's score of
+    # each test row: a stage after the first boosts from it (LightGBM's init_score), so with few
+    # queries it learns a correction and early stopping keeps the previous order where it has none
+    base_tr, score_te = np.full(len(train.y), np.nan), np.full(len(test.y), np.nan)
+    learners = list(train_q)  # the training queries this stage and the later ones learn from
+    for k, stage_cfg in enumerate(stages_cfg):
+        t = time.perf_counter()
+        if stage_cfg.max_train_queries and len(learners) > stage_cfg.max_train_queries:
+            learners = hash_sample(learners, stage_cfg.max_train_queries, cfg.ranker.base_params.seed)
+            reach_tr &= np.isin(train.qids.astype(str), learners)
+        depth_tr[reach_tr] = k
+        new = [extractors[e.name] for e in run.deferred if entry_stage(list(e.FEATURES), added) == k]
+        if new:  # compute the deferred extractors for the documents that reach this stage only
+            reached = {(q, d) for data_, m in ((train, reach_tr), (test, reach_te))
+                       for q, d in zip(data_.qids[m], data_.docnos[m])}
+            pairs = store.pairs(train_q + test_q, retriever=cfg.features.candidates)
+            pairs = pairs[[(q, d) in reached for q, d in zip(pairs["qid"], pairs["docno"])]]
+            build(store, pairs, new, progress=run.progress)
+            train, test = read(train_q), read(test_q)
+        part = rows(train, reach_tr, base_tr if k else None, cumulative[k])
+        fit_q = [q for q in part.unique_qids if q not in valid_q]
+        params = params_for(part)
+        model = LambdaMART.from_params(params).fit(
+            part.subset(fit_q), part.subset(sorted(valid_q & set(part.unique_qids))) if valid_q else None)
+        stages.append(Stage(model, cumulative[k], keeps[k]))
+        info = {"stage": k + 1, "features": added[k], "keep": keeps[k],
+                "train_queries": len(part.unique_qids), "train_rows": len(part.y), "test_rows": int(reach_te.sum()),
+                "computed_here": [e.name for e in new]}
+        keep = keeps[k]
+        if keep and k < len(stages_cfg) - 1:
+            oof = cross_val_predict(params, part, folds, valid_fraction=cfg.ranker.valid_fraction, seed=params.seed)
+            base_tr[reach_tr] = oof
+            reach_tr = narrow(reach_tr, part.group, oof, keep)  # cross-fitted membership
+            test_part = rows(test, reach_te, score_te if k else None, cumulative[k])
+            score_te[reach_te] = model.predict(test_part)
+            reach_te = narrow(reach_te, test_part.group, score_te[reach_te], keep)
+        info["seconds"] = time.perf_counter() - t
+        report.append(info)
+        log(f"cascade stage {k + 1}: {len(cumulative[k])} features on {info['train_rows']} training rows of "
+            f"{info['train_queries']} queries"
+            + (f", computed {info['computed_here']} here" if new else "")
+            + (f", keeps {keeps[k]} per query" if keeps[k] else "") + f" ({info['seconds']:.1f}s)")
+    return stages, report, train, depth_tr, base_tr
+
+
+def train(run, params_for, extra: dict, save_state) -> dict:
+    """Train the configured cascade on the run's training queries (see the module docstring); builds the
+    deferred extractors' values for the documents that reach their stage; saves ``model/``."""
+    cfg = run.cfg
+    staged = stage_plan(run)
     data = run.matrices
     if data.train is None:
         raise UsageError(f"{cfg.source}: ranker.cascade needs a training split")
     train_q = list(data.train.unique_qids) + (list(data.valid.unique_qids) if data.valid is not None else [])
     valid_q = set(data.valid.unique_qids) if data.valid is not None else set()
-    test_q = list(data.test.unique_qids)
-    folds = max(2, min(cfg.ranker.tune_folds, len(train_q)))
-    extractors = {e.name: e for e in run.fitted_extractors}
-    stages, report = [], []
     with FeatureStore(run.layout.store) as store:
-        def read(qids):
-            return store.matrix(raw_specs, qids, retriever=cfg.features.candidates, top_n=run.top_n)
-
-        train, test = read(train_q), read(test_q)
-        reach_tr, reach_te = np.ones(len(train.y), bool), np.ones(len(test.y), bool)
-        depth_tr = np.zeros(len(train.y), dtype=int)  # deepest stage each training row reached (0-based)
-        # the previous stage's cross-fitted score of each training row, and its final model's score of
-        # each test row: a stage after the first boosts from it (LightGBM's init_score), so with few
-        # queries it learns a correction and early stopping keeps the previous order where it has none
-        base_tr, score_te = np.full(len(train.y), np.nan), np.full(len(test.y), np.nan)
-        learners = list(train_q)  # the training queries this stage and the later ones learn from
-        for k, stage_cfg in enumerate(stages_cfg):
-            t = time.perf_counter()
-            if stage_cfg.max_train_queries and len(learners) > stage_cfg.max_train_queries:
-                learners = hash_sample(learners, stage_cfg.max_train_queries, cfg.ranker.base_params.seed)
-                reach_tr &= np.isin(train.qids.astype(str), learners)
-            depth_tr[reach_tr] = k
-            new = [extractors[e.name] for e in run.deferred if entry_stage(list(e.FEATURES), added) == k]
-            if new:  # compute the deferred extractors for the documents that reach this stage only
-                reached = {(q, d) for data_, m in ((train, reach_tr), (test, reach_te))
-                           for q, d in zip(data_.qids[m], data_.docnos[m])}
-                pairs = store.pairs(train_q + test_q, retriever=cfg.features.candidates)
-                pairs = pairs[[(q, d) in reached for q, d in zip(pairs["qid"], pairs["docno"])]]
-                build(store, pairs, new, progress=run.progress)
-                train, test = read(train_q), read(test_q)
-            part = rows(train, reach_tr, base_tr if k else None, cumulative[k])
-            fit_q = [q for q in part.unique_qids if q not in valid_q]
-            params = params_for(part)
-            model = LambdaMART.from_params(params).fit(
-                part.subset(fit_q), part.subset(sorted(valid_q & set(part.unique_qids))) if valid_q else None)
-            stages.append(Stage(model, cumulative[k], keeps[k]))
-            info = {"stage": k + 1, "features": added[k], "keep": keeps[k],
-                    "train_queries": len(part.unique_qids), "train_rows": len(part.y), "test_rows": int(reach_te.sum()),
-                    "computed_here": [e.name for e in new]}
-            keep = keeps[k]
-            if keep and k < len(stages_cfg) - 1:
-                oof = cross_val_predict(params, part, folds, valid_fraction=cfg.ranker.valid_fraction, seed=params.seed)
-                base_tr[reach_tr] = oof
-                reach_tr = narrow(reach_tr, part.group, oof, keep)  # cross-fitted membership
-                test_part = rows(test, reach_te, score_te if k else None, cumulative[k])
-                score_te[reach_te] = model.predict(test_part)
-                reach_te = narrow(reach_te, test_part.group, score_te[reach_te], keep)
-            info["seconds"] = time.perf_counter() - t
-            report.append(info)
-            log(f"cascade stage {k + 1}: {len(cumulative[k])} features on {info['train_rows']} training rows of "
-                f"{info['train_queries']} queries"
-                + (f", computed {info['computed_here']} here" if new else "")
-                + (f", keeps {keeps[k]} per query" if keeps[k] else "") + f" ({info['seconds']:.1f}s)")
+        stages, report, train, depth_tr, base_tr = fit(run, store, staged, train_q, valid_q,
+                                                       list(data.test.unique_qids), params_for)
     path = run.layout.model()
     with replaced_atomically(path) as tmp:
         for k, stage in enumerate(stages):
             stage.model.save(tmp / f"stage{k + 1}")
-        manifest = {"kind": KIND, "format": FORMAT, "features": [{"name": s.name, "version": s.version} for s in specs],
+        manifest = {"kind": KIND, "format": FORMAT,
+                    "features": [{"name": s.name, "version": s.version} for s in staged.specs],
                     "stages": [{"folder": f"stage{k + 1}", "features": s.features, "keep": s.keep}
-                               for k, s in enumerate(stages)], "report": report, "planned": planned, **extra}
+                               for k, s in enumerate(stages)], "report": report, "planned": staged.planned, **extra}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         # which training rows each stage learned from, and the score the deepest one started from
         pd.DataFrame({"qid": train.qids, "docno": train.docnos, "depth": depth_tr,
