@@ -225,3 +225,38 @@ def test_after_training_the_run_knows_the_cost_of_what_the_cascade_computed(tmp_
     assert run.feature_set.cost["coverage"] == 0  # deferred to stage 2: nothing computed yet
     train(run)  # computes coverage for the documents that reach stage 2
     assert run.feature_set.cost["coverage"] > 0  # `run` reports with this cost, in the same process
+
+
+def test_fit_learns_from_its_training_queries_alone_and_computes_what_the_held_out_ones_reach(run, tmp_path):
+    import dataclasses
+    import shutil
+
+    from ranker import cascade
+    from ranker.config import load_config
+    from ranker.run import Run
+
+    run_dir, _, _ = run
+    shutil.copytree(run_dir, tmp_path / "run")  # fit writes the held-out queries' values into the store
+    cfg = load_config(run_dir.parent / "gen.toml")
+    r = Run(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(tmp_path / "run"))),
+            log=lambda *a: None, progress=False)
+    staged = cascade.stage_plan(r)
+    params = LambdaMARTParams(n_estimators=30, min_data_in_leaf=5, num_leaves=5)
+    train_q, held = [f"q{i}" for i in range(16)], {"a": ["q16", "q17", "q18"], "b": ["q19", "q20", "q21"]}
+    fitted = {}
+    with FeatureStore(tmp_path / "run" / "features.duckdb") as store:
+        for name, qids in held.items():
+            fitted[name] = cascade.fit(r, store, staged, train_q, set(), qids, lambda part: params)
+        ranked = store.matrix(staged.raw_specs, held["a"] + held["b"], retriever=cfg.features.candidates, top_n=r.top_n)
+        coverage = store.sql("SELECT qid, count(*) AS n FROM features WHERE feature = 'coverage' GROUP BY qid")
+    stages_a, report_a, train_a, *_ = fitted["a"]
+    assert sorted(train_a.unique_qids) == sorted(train_q)
+    assert [s["train_queries"] for s in report_a] == [16, 10]  # stage 2's cap: max_train_queries = 10
+    # which queries are held out changes nothing the stages learn
+    depth_a, score_a, _ = cascade.apply(stages_a, ranked)
+    depth_b, score_b, _ = cascade.apply(fitted["b"][0], ranked)
+    assert depth_a.tolist() == depth_b.tolist() and score_a == pytest.approx(score_b)
+    # each held-out query's 5 documents that reach stage 2 got their deferred values, and apply finds them
+    n = coverage.set_index("qid")["n"]
+    assert all(n[q] == 5 for q in held["a"] + held["b"])
+    assert not np.isnan(ranked.X[depth_a == 1, ranked.feature_names.index("coverage")]).any()

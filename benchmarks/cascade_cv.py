@@ -1,0 +1,114 @@
+"""Choose a cascade's settings on training queries: K-fold cross-validation of the whole cascade.
+
+For a built run config (its feature store, its cross-fitted cross-encoder scores), each setting is the
+config's cascade with other ``keep`` values or another cap on the training queries of the costly stages
+(``max_train_queries``). Each fold of the run's training queries (the training split minus the leakage
+guard's; the test split is never read) is ranked by a cascade trained on the other folds exactly as
+`fusion-ltr train` trains one (:func:`ranker.cascade.fit`: cross-fitted membership, early stopping on the
+same share of its queries); the deferred extractors compute, into the run's store, the values of the
+documents that reach their stage (cached: later settings and `train` reuse them). Prints nDCG@10 per
+setting and a paired t-test of each against the first; writes ``benchmarks/results/cascade_cv.json``.
+
+A setting: ``K1/K2@N`` (stage 1 keeps K1, stage 2 keeps K2, stages 2 and 3 learn from N training
+queries); a part left out keeps the config's value, ``@0`` lifts the cap; ``stage1``: the first stage alone.
+
+    .venv/bin/python benchmarks/cascade_cv.py --config configs/demo-xfit.toml --settings 20/5@150 20/5@0 stage1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from features.store import FeatureStore
+from ranker import cascade
+from ranker import evaluate as ev
+from ranker.config import load_config
+from ranker.data import run_from_scores
+from ranker.lambdamart import query_folds
+from ranker.run import Run
+from ranker.tuning import settings as ranker_settings
+from retrieval.data import hash_split
+
+MEASURE = "nDCG@10"
+
+
+def with_setting(cfg, name: str):
+    """``cfg`` with its cascade changed as ``name`` says (see the module docstring)."""
+    stages = cfg.ranker.cascade
+    if len(stages) < 2:
+        raise SystemExit(f"{cfg.source}: needs a cascade of two stages or more")
+    if name == "stage1":
+        cascade_ = (dataclasses.replace(stages[0], keep=0),)
+    else:
+        spec, at, cap = name.partition("@")
+        keeps = [int(x) for x in spec.split("/")] if spec else []
+        new = [dataclasses.replace(s, keep=keeps[k]) if k < len(keeps) else s for k, s in enumerate(stages)]
+        if at:
+            new[1] = dataclasses.replace(new[1], max_train_queries=int(cap))
+        cascade_ = tuple(new)
+    return dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, cascade=cascade_, variants={}))
+
+
+def cross_validate(run, folds: int) -> tuple[np.ndarray, object, list[dict]]:
+    """Out-of-fold cascade scores (``depth + sigmoid(score)``) of the run's training queries, their
+    matrix and each fold's stage report."""
+    cfg = run.cfg
+    staged = cascade.stage_plan(run)
+    chosen = ranker_settings(cfg.ranker, cfg.evaluate.measures[0])
+    params_for = chosen if callable(chosen) else (lambda part: chosen)
+    data = run.matrices
+    train_q = sorted(set(data.train.unique_qids) | set(data.valid.unique_qids if data.valid is not None else ()))
+    seed = cfg.ranker.base_params.seed
+    out, reports = {}, []
+    with FeatureStore(run.layout.store) as store:
+        for fold in query_folds(train_q, folds, seed):
+            rest = [q for q in train_q if q not in set(fold)]
+            _, valid_q = hash_split(rest, cfg.ranker.valid_fraction, seed, salt="valid:")
+            stages, report, *_ = cascade.fit(run, store, staged, rest, set(valid_q), fold, params_for)
+            held = store.matrix(staged.raw_specs, fold, retriever=cfg.features.candidates, top_n=run.top_n)
+            depth, score, _ = cascade.apply(stages, held)
+            out.update({(q, d): s for q, d, s in zip(held.qids, held.docnos, cascade.final_scores(depth, score))})
+            reports.append(report)
+        every = store.matrix(staged.raw_specs, train_q, retriever=cfg.features.candidates, top_n=run.top_n)
+    scores = np.array([out[(q, d)] for q, d in zip(every.qids, every.docnos)])
+    return scores, every, reports
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", required=True, help="a run config whose features are built (`fusion-ltr features`)")
+    ap.add_argument("--settings", nargs="+", required=True)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "cascade_cv.json"))
+    args = ap.parse_args()
+    base = load_config(args.config)
+    per_q, rows = {}, []
+    for name in args.settings:
+        t = time.perf_counter()
+        run = Run(with_setting(base, name), log=lambda *a: None, progress=False)
+        scores, data, reports = cross_validate(run, args.folds)
+        qrels = run.dataset.qrels[base.dataset.splits[0]]
+        qrels = qrels[qrels["qid"].isin(set(data.unique_qids))]  # per_query counts every judged query it is given
+        per_q[name] = ev.per_query(run_from_scores(data, scores, name), qrels, [MEASURE])
+        row = {"setting": name, "queries": len(data.unique_qids), MEASURE: ev.mean(per_q[name])[MEASURE],
+               "stage_train_queries": [int(np.median([r[k]["train_queries"] for r in reports]))
+                                       for k in range(len(reports[0]))],
+               "seconds": time.perf_counter() - t}
+        if rows:
+            c = ev.compare(per_q[args.settings[0]], per_q[name], MEASURE)
+            row |= {"delta_vs_first": c.delta, "p": c.p_value, "wins": c.wins, "losses": c.losses}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    Path(args.out).parent.mkdir(exist_ok=True)
+    Path(args.out).write_text(json.dumps({"config": args.config, "folds": args.folds, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
