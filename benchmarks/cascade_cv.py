@@ -11,6 +11,9 @@ setting and a paired t-test of each against the first; writes ``benchmarks/resul
 
 A setting: ``K1/K2@N`` (stage 1 keeps K1, stage 2 keeps K2, stages 2 and 3 learn from N training
 queries); a part left out keeps the config's value, ``@0`` lifts the cap; ``stage1``: the first stage alone.
+Each ``+S:f,g`` after it adds features ``f`` and ``g`` to stage S, e.g. a costly score's query-level
+normalisations (``ce_score_qz``: over the documents that reach the stage; their source joins
+``ranker.normalize``).
 
     .venv/bin/python benchmarks/cascade_cv.py --config configs/demo-xfit.toml --settings 20/5@150 20/5@0 stage1
 """
@@ -25,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features import query_norm
 from features.store import FeatureStore
 from ranker import cascade
 from ranker import evaluate as ev
@@ -46,12 +50,21 @@ def with_setting(cfg, name: str):
     if name == "stage1":
         cascade_ = (dataclasses.replace(stages[0], keep=0),)
     else:
+        name, *extra = name.split("+")
         spec, at, cap = name.partition("@")
         keeps = [int(x) for x in spec.split("/")] if spec else []
         new = [dataclasses.replace(s, keep=keeps[k]) if k < len(keeps) else s for k, s in enumerate(stages)]
         if at:
             new[1] = dataclasses.replace(new[1], max_train_queries=int(cap))
+        normalize = list(cfg.ranker.normalize)
+        for part in extra:
+            stage, _, names = part.partition(":")
+            names = names.split(",")
+            k = int(stage) - 1
+            new[k] = dataclasses.replace(new[k], features=tuple(new[k].features) + tuple(names))
+            normalize += [n for n in query_norm.raw_names(names) if n not in names and n not in normalize]
         cascade_ = tuple(new)
+        cfg = dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, normalize=tuple(normalize)))
     return dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, cascade=cascade_, variants={}))
 
 
