@@ -244,7 +244,7 @@ def stage_plan(run) -> StagePlan:
         cumulative.append(list(names))
     raw = {s.name: s for s in fs.raw_specs}
     return StagePlan(added, keeps, planned, cumulative, [spec[n] for n in names],
-                  [raw[n] for n in query_norm.raw_names(names)])  # derived features: computed per stage
+                     [raw[n] for n in query_norm.raw_names(names)])  # derived features: computed per stage
 
 
 def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, params_for):
@@ -254,14 +254,13 @@ def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, p
     matrix, each training row's depth and the score its deepest stage started from.
     :func:`train` calls it on the run's split; ``benchmarks/cascade_cv.py`` on folds of training queries."""
     cfg, log = run.cfg, run.log
-    stages_cfg, added, keeps, cumulative, raw_specs = (run.cfg.ranker.cascade, staged.added, staged.keeps,
-                                                       staged.cumulative, staged.raw_specs)
+    stages_cfg, added, keeps, cumulative = cfg.ranker.cascade, staged.added, staged.keeps, staged.cumulative
     folds = max(2, min(cfg.ranker.tune_folds, len(train_q)))
     extractors = {e.name: e for e in run.fitted_extractors}
     stages, report = [], []
 
     def read(qids):
-        return store.matrix(raw_specs, qids, retriever=cfg.features.candidates, top_n=run.top_n)
+        return store.matrix(staged.raw_specs, qids, retriever=cfg.features.candidates, top_n=run.top_n)
 
     train, test = read(train_q), read(test_q)
     reach_tr, reach_te = np.ones(len(train.y), bool), np.ones(len(test.y), bool)
