@@ -44,6 +44,11 @@ MEASURE = "nDCG@10"
 
 def with_setting(cfg, name: str):
     """``cfg`` with its cascade changed as ``name`` says (see the module docstring)."""
+    name, tilde, auto = name.partition("~")
+    if tilde:
+        if auto != "auto":
+            raise SystemExit(f"a setting ends in ~auto or nothing, found ~{auto}")
+        cfg = dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, params="auto"))
     stages = cfg.ranker.cascade
     if len(stages) < 2:
         raise SystemExit(f"{cfg.source}: needs a cascade of two stages or more")
