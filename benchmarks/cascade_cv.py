@@ -78,17 +78,17 @@ def cross_validate(run, folds: int) -> tuple[np.ndarray, object, list[dict]]:
     matrix and each fold's stage report."""
     cfg = run.cfg
     staged = cascade.stage_plan(run)
-    chosen = ranker_settings(cfg.ranker, cfg.evaluate.measures[0])
-    params_for = chosen if callable(chosen) else (lambda part: chosen)
+    params = ranker_settings(cfg.ranker, cfg.evaluate.measures[0])  # fixed, or chosen per stage (auto)
     data = run.matrices
     train_q = sorted(set(data.train.unique_qids) | set(data.valid.unique_qids if data.valid is not None else ()))
     seed = cfg.ranker.base_params.seed
     out, reports = {}, []
     with FeatureStore(run.layout.store) as store:
         for fold in query_folds(train_q, folds, seed):
-            rest = [q for q in train_q if q not in set(fold)]
+            held_out = set(fold)
+            rest = [q for q in train_q if q not in held_out]
             _, valid_q = hash_split(rest, cfg.ranker.valid_fraction, seed, salt="valid:")
-            stages, report, *_ = cascade.fit(run, store, staged, rest, set(valid_q), fold, params_for)
+            stages, report, *_ = cascade.fit(run, store, staged, rest, set(valid_q), fold, params)
             held = store.matrix(staged.raw_specs, fold, retriever=cfg.features.candidates, top_n=run.top_n)
             depth, score, _ = cascade.apply(stages, held)
             out.update({(q, d): s for q, d, s in zip(held.qids, held.docnos, cascade.final_scores(depth, score))})

@@ -2,8 +2,9 @@
 
 For each of N SciFact test queries, side by side in one process: `Scorer.search(query, top_k=10)` on a
 cascade run (retrieval, every stage, the booster) and `sentence_transformers.CrossEncoder.predict` of the
-run's cross-encoder over the same 100 candidates (every fold of a cross-fitted one) (the run's first-stage list for that query). Prints
-medians and p90 of both, their ratio, and the cascade's time per stage and extractor; writes
+run's cross-encoder (every fold of a cross-fitted one) over the same 100 candidates (the run's first-stage
+list for that query). Prints medians and p90 of both, their ratio, and the cascade's time per stage and
+extractor; writes
 `benchmarks/results/cascade_serving.json`.
 
     .venv/bin/python benchmarks/cascade_serving.py --run runs/demo --queries 31
@@ -57,7 +58,8 @@ def main() -> None:
     ratio = float(np.median([r["cascade_ms"] / r["plain_ce_ms"] for r in rows]))
     print(f"{len(rows)} queries (after the first), 100 candidates each: median ms (p90)")
     print(f"  cascade Scorer.search(top_k=10): {med['cascade_ms']:.0f} ({p90['cascade_ms']:.0f})")
-    print(f"  plain CrossEncoder.predict, 100 pairs x {len(plain)} model(s): {med['plain_ce_ms']:.0f} ({p90['plain_ce_ms']:.0f})")
+    print(f"  plain CrossEncoder.predict, 100 pairs x {len(plain)} model(s): {med['plain_ce_ms']:.0f} "
+          f"({p90['plain_ce_ms']:.0f})")
     print(f"  median per-query ratio cascade / plain: {ratio:.2f}")
     print("  cascade parts: " + ", ".join(f"{k[2:]} {v:.0f}" for k, v in med.items() if k.startswith("t_")))
     out = Path(__file__).parent / "results" / "cascade_serving.json"

@@ -247,12 +247,14 @@ def stage_plan(run) -> StagePlan:
                      [raw[n] for n in query_norm.raw_names(names)])  # derived features: computed per stage
 
 
-def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, params_for):
+def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, params):
     """Train the stages on ``train_q`` (``valid_q`` among them: early stopping only) and pass ``test_q``
     through them as they are trained, computing the deferred extractors' values (into ``store``) for the
     documents of either that reach their stage. Returns the stages, the per-stage report, the training
-    matrix, each training row's depth and the score its deepest stage started from.
-    :func:`train` calls it on the run's split; ``benchmarks/cascade_cv.py`` on folds of training queries."""
+    matrix, each training row's depth and the score its deepest stage started from. ``params``: a
+    :class:`LambdaMARTParams`, or a function of a stage's training rows that returns them (as
+    :func:`ranker.tuning.settings` gives). :func:`train` calls it on the run's split;
+    ``benchmarks/cascade_cv.py`` on folds of training queries."""
     cfg, log = run.cfg, run.log
     stages_cfg, added, keeps, cumulative = cfg.ranker.cascade, staged.added, staged.keeps, staged.cumulative
     folds = max(2, min(cfg.ranker.tune_folds, len(train_q)))
@@ -286,8 +288,8 @@ def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, p
             train, test = read(train_q), read(test_q)
         part = rows(train, reach_tr, base_tr if k else None, cumulative[k])
         fit_q = [q for q in part.unique_qids if q not in valid_q]
-        params = params_for(part)
-        model = LambdaMART.from_params(params).fit(
+        stage_params = params(part) if callable(params) else params
+        model = LambdaMART.from_params(stage_params).fit(
             part.subset(fit_q), part.subset(sorted(valid_q & set(part.unique_qids))) if valid_q else None)
         stages.append(Stage(model, cumulative[k], keeps[k]))
         info = {"stage": k + 1, "features": added[k], "keep": keeps[k],
@@ -295,7 +297,8 @@ def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, p
                 "computed_here": [e.name for e in new]}
         keep = keeps[k]
         if keep and k < len(stages_cfg) - 1:
-            oof = cross_val_predict(params, part, folds, valid_fraction=cfg.ranker.valid_fraction, seed=params.seed)
+            oof = cross_val_predict(stage_params, part, folds, valid_fraction=cfg.ranker.valid_fraction,
+                                    seed=stage_params.seed)
             base_tr[reach_tr] = oof
             reach_tr = narrow(reach_tr, part.group, oof, keep)  # cross-fitted membership
             test_part = rows(test, reach_te, score_te if k else None, cumulative[k])
@@ -310,9 +313,10 @@ def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, p
     return stages, report, train, depth_tr, base_tr
 
 
-def train(run, params_for, extra: dict, save_state) -> dict:
+def train(run, params, extra: dict, save_state) -> dict:
     """Train the configured cascade on the run's training queries (see the module docstring); builds the
-    deferred extractors' values for the documents that reach their stage; saves ``model/``."""
+    deferred extractors' values for the documents that reach their stage; saves ``model/``. ``params``:
+    as :func:`fit` takes them."""
     cfg = run.cfg
     staged = stage_plan(run)
     data = run.matrices
@@ -322,7 +326,7 @@ def train(run, params_for, extra: dict, save_state) -> dict:
     valid_q = set(data.valid.unique_qids) if data.valid is not None else set()
     with FeatureStore(run.layout.store) as store:
         stages, report, train, depth_tr, base_tr = fit(run, store, staged, train_q, valid_q,
-                                                       list(data.test.unique_qids), params_for)
+                                                       list(data.test.unique_qids), params)
     path = run.layout.model()
     with replaced_atomically(path) as tmp:
         for k, stage in enumerate(stages):
@@ -338,7 +342,6 @@ def train(run, params_for, extra: dict, save_state) -> dict:
             tmp / TRAINING_DEPTH, sep="\t", index=False)
         save_state(run, tmp)
     return {"path": str(path), "stages": report}
-
 
 
 KEEP_CHOICES = (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500, 1000)

@@ -138,10 +138,9 @@ def train(run) -> dict:
     if cfg.ranker.cascade:  # the main model is a cascade of stage models (ranker.cascade)
         from .. import cascade
 
-        chosen = settings(cfg.ranker, cfg.evaluate.measures[0])
         extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
                  "excluded_queries_leakage_guard": len(data.leaked)}
-        info["lambdamart"] = cascade.train(run, chosen if callable(chosen) else lambda part: chosen, extra,
+        info["lambdamart"] = cascade.train(run, settings(cfg.ranker, cfg.evaluate.measures[0]), extra,
                                            save_extractor_state)
         # the deferred features now have values, and costs: read both again (`run` goes on to the report)
         run.__dict__.pop("matrices", None)
