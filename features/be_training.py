@@ -4,7 +4,9 @@ Training data: each training query on the cross-encoder's side of the split (nev
 query: :func:`features.ce_training.split_queries`) with each of its relevant documents as the positive and
 one hard negative drawn from its BM25 top ``negatives_from`` (judged documents excluded). The loss is
 MultipleNegativesRankingLoss: the positive against every other document in the batch (the other queries'
-positives and every hard negative), the standard recipe for retrieval bi-encoders.
+positives and every hard negative), the standard recipe for retrieval bi-encoders. ``title_queries`` adds
+free pseudo-queries (:func:`title_examples`: a title as the query for its body), which take no query from
+the ranker.
 
 The output folder holds ``model/`` (a SentenceTransformer folder: the dense retriever's and the
 ``biencoder`` extractor's ``model``), ``checkpoints/`` (a rerun resumes from the last one) and
@@ -28,6 +30,7 @@ from retrieval.models import DEFAULT_BIENCODER, require, resolve_device, resolve
 from retrieval.params import ConfigError
 
 from .ce_training import hardware_name, last_checkpoint
+from .synthetic import PSEUDO_PREFIXES, TITLE_PREFIX, title_queries
 
 INSTALL = "pip install 'fusion-ltr[neural]'"
 
@@ -45,12 +48,17 @@ class BETrainingParams:
     seed: int = 42
     ranker_fraction: float = 0.5  # the same split as the cross-encoder's: learn from the CE side only
     max_queries: int = 0
+    # documents whose title is a query for their body (0: none): features.synthetic.title_queries, the
+    # cross-encoder's free pseudo-queries; no real query, so the ranker keeps all of its own
+    title_queries: int = 0
     checkpoint_steps: int = 100
     device: str = "auto"
 
     def check(self) -> "BETrainingParams":
         if not 0 <= self.ranker_fraction < 1:
             raise ConfigError(f"finetune_biencoder.ranker_fraction must be in [0, 1), found {self.ranker_fraction}")
+        if self.title_queries < 0:
+            raise ConfigError(f"finetune_biencoder.title_queries must be >= 0, found {self.title_queries}")
         if self.batch_size < 2:
             raise ConfigError(f"finetune_biencoder.batch_size must be >= 2 (in-batch negatives), found {self.batch_size}")
         return self
@@ -80,6 +88,20 @@ def training_examples(queries: pd.DataFrame, qrels: pd.DataFrame, candidates: pd
     if candidates is not None:  # the trainer needs one column set: drop examples without a negative
         out = [e for e in out if "negative" in e]
     return out
+
+
+def title_examples(corpus: pd.DataFrame, n_docs: int, retriever, *, negatives_from: int, seed: int) -> list[dict]:
+    """Examples from title pseudo-queries (:func:`features.synthetic.title_queries`): a document's title as
+    the anchor, its body (title removed) as the positive and, with a ``retriever`` (a fitted first-stage
+    retriever, e.g. the run's BM25), the body of another document from the title's top ``negatives_from``
+    as the hard negative. Bodies only, as for the cross-encoder: a model shown the title in the positive
+    would learn to match titles to themselves."""
+    queries, bodies = title_queries(corpus, n_docs, seed)
+    if queries.empty:
+        return []
+    qrels = pd.DataFrame({QID: queries[QID], DOCNO: queries[DOCNO], LABEL: 1})
+    cands = None if retriever is None else retriever.retrieve(queries[[QID, QUERY]], negatives_from)
+    return training_examples(queries[[QID, QUERY]], qrels, cands, bodies, negatives_from=negatives_from, seed=seed)
 
 
 def finetune(examples: list[dict], params: BETrainingParams, output: str | Path, *, meta: dict | None = None,
@@ -123,7 +145,9 @@ def finetune(examples: list[dict], params: BETrainingParams, output: str | Path,
     hardware = hardware_name(torch, device)
     manifest = {"base_model": params.base_model, "loss": "MultipleNegativesRankingLoss", "params": asdict(params),
                 "data": {"examples": len(examples), "with_hard_negative": "negative" in columns,
-                         "train_qids": sorted({e["qid"] for e in examples})},
+                         "title_examples": sum(e["qid"].startswith(TITLE_PREFIX) for e in examples),
+                         # real queries only: the ones the leakage guard keeps from the ranker
+                         "train_qids": sorted({e["qid"] for e in examples if not e["qid"].startswith(PSEUDO_PREFIXES)})},
                 "steps": trainer.state.global_step, "resumed_from": resume, "train_seconds": seconds,
                 "train_loss_first_last": [logged[0], logged[-1]] if logged else None,
                 "training_loss": result.training_loss, "device": device, "hardware": hardware,

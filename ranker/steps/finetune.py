@@ -38,8 +38,10 @@ def trained_with(out: Path, params, *, plain: bool = False) -> bool:
         return False
     if not (out / "manifest.json").exists():
         return False
-    return json.loads((out / "manifest.json").read_text()).get("params") == json.loads(
-        json.dumps(dataclasses.asdict(params)))
+    # a parameter added after the model was trained counts as its default (the model was trained without it)
+    recorded = {f.name: f.default for f in dataclasses.fields(params)} | (
+        json.loads((out / "manifest.json").read_text()).get("params") or {})
+    return json.loads(json.dumps(recorded)) == json.loads(json.dumps(dataclasses.asdict(params)))
 
 
 def ce_is_trained(run) -> bool:
@@ -203,12 +205,21 @@ def finetune_be(run, quiet: bool = False, force: bool = False) -> dict | None:
     ds = run.dataset
     queries, qrels, be_qids, ranker_qids = model_side(run, "finetune-be", p)
     be_queries = queries[queries[QID].isin(set(be_qids))]
-    cands = None
+    cands = bm25 = None
     if p.hard_negatives:  # BM25 with the run's settings (the first stage is not retrieved yet)
-        cands = BM25Retriever(cfg.retrieval.bm25).index(ds.corpus).retrieve(be_queries, p.negatives_from)
+        bm25 = BM25Retriever(cfg.retrieval.bm25).index(ds.corpus)
+        cands = bm25.retrieve(be_queries, p.negatives_from)
     examples = be_training.training_examples(be_queries, qrels, cands, ds.corpus, negatives_from=p.negatives_from,
                                              seed=p.seed)
-    log(f"finetune-be: {len(examples)} examples from {len(be_qids)} queries (the ranker may learn from the other "
+    if p.title_queries:
+        titles = be_training.title_examples(ds.corpus, p.title_queries, bm25, negatives_from=p.negatives_from,
+                                            seed=p.seed)
+        if not titles:
+            raise UsageError(f"finetune_biencoder.params.title_queries = {p.title_queries}: no document of {ds.name} "
+                             "has a title of 3 or more words and a body; set it to 0 for this collection")
+        examples += titles
+    log(f"finetune-be: {len(examples)} examples from {len(be_qids)} queries"
+        + (f" and {len(titles)} titles" if p.title_queries else "") + " (the ranker may learn from the other "
         f"{len(queries) - len(be_qids)} training queries), "
         f"base {p.base_model}" + (", BM25 hard negatives" if cands is not None else ", in-batch negatives"))
     manifest = be_training.finetune(examples, p, layout.biencoder, meta={"dataset": ds.name, "ranker_qids": ranker_qids},

@@ -31,3 +31,31 @@ def test_params_are_checked():
 
     with pytest.raises(ConfigError, match="batch_size must be >= 2"):
         BETrainingParams(batch_size=1).check()
+
+
+def test_title_examples_pair_a_title_with_its_body_and_another_body_as_the_negative():
+    from features.be_training import title_examples
+    from retrieval import BM25Retriever
+
+    corpus = pd.DataFrame({"docno": ["a", "b", "c", "d"],
+                           "title": ["Aspirin lowers fever in adults", "Aspirin and fever in children", "Two words",
+                                     "Statins cause muscle pain"],
+                           "text": ["Aspirin reduced fever.", "Children given aspirin.", "Body C.", "Statin pain."]})
+    bm25 = BM25Retriever().index(corpus)
+    got = title_examples(corpus, n_docs=10, retriever=bm25, negatives_from=30, seed=0)
+    by_qid = {e["qid"]: e for e in got}
+    # c's title has two words: no query; a and b retrieve each other, so each has the other's body as negative
+    assert set(by_qid) <= {"title:a", "title:b", "title:d"} and {"title:a", "title:b"} <= set(by_qid)
+    assert by_qid["title:a"]["anchor"] == "Aspirin lowers fever in adults"
+    assert by_qid["title:a"]["positive"] == "Aspirin reduced fever."  # the body, without its title
+    assert by_qid["title:a"]["negative"] == "Children given aspirin."
+    assert by_qid["title:b"]["negative"] == "Aspirin reduced fever."
+    assert all(e["negative"] != e["positive"] for e in got)
+    assert title_examples(corpus.assign(title=""), n_docs=10, retriever=bm25, negatives_from=30, seed=0) == []
+
+
+def test_a_title_queries_count_below_zero_is_refused():
+    import pytest
+
+    with pytest.raises(ConfigError, match="title_queries must be >= 0"):
+        BETrainingParams(title_queries=-1).check()

@@ -1,5 +1,6 @@
 """The in-domain bi-encoder step: it learns from the cross-encoder's side of the training queries only,
-dense retrieval and `cosine` then use it, and the ranker never learns from its queries."""
+dense retrieval and `cosine` then use it, and the ranker never learns from its queries (title
+pseudo-queries added to its examples take none)."""
 
 import json
 
@@ -40,6 +41,7 @@ cache = "{tmp_path / 'emb'}"
 [finetune_biencoder.params]
 epochs = 1.0
 batch_size = 4
+title_queries = 8
 [ranker]
 guard = "warn"
 [ranker.params]
@@ -56,6 +58,8 @@ cache = "{tmp_path / 'emb'}"
     train_q = ds.split("train")[0]["qid"]
     ce_side, ranker_side = split_queries(train_q, 0.5, 42)
     learned = set(manifest["data"]["train_qids"])
+    # the title pseudo-queries are trained on but are no query of the split: never counted as one
+    assert manifest["data"]["title_examples"] > 0
     assert learned and learned <= set(ce_side)
     assert not learned & (set(ranker_side) | set(ds.split("test")[0]["qid"]))
     run = Run(load_config(config), log=lambda *a: None)
