@@ -16,6 +16,10 @@ normalisations (``ce_score_qz``: over the documents that reach the stage; their 
 ``ranker.normalize``).
 
     .venv/bin/python benchmarks/cascade_cv.py --config configs/demo-xfit.toml --settings 20/5@150 20/5@0 stage1
+
+Each row keeps its per-query values; ``--baseline RESULTS:SETTING`` compares every setting with one of an
+earlier results file, paired by query: another config on the same training queries (the folds are drawn
+from the query ids and the seed, so they are the same).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from features import query_norm
 from features.store import FeatureStore
@@ -104,9 +109,20 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", required=True)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "cascade_cv.json"))
+    ap.add_argument("--baseline", metavar="RESULTS:SETTING",
+                    help="also compare each setting with a setting of an earlier results file (another config "
+                         "with the same training queries and folds), paired by query")
     args = ap.parse_args()
     base = load_config(args.config)
     per_q, rows = {}, []
+    against = None
+    if args.baseline:
+        path, _, setting = args.baseline.rpartition(":")
+        stored = {r["setting"]: r for r in json.loads(Path(path).read_text())["rows"]}
+        if setting not in stored or "per_query" not in stored[setting]:
+            raise SystemExit(f"--baseline: {path} has no per-query values for setting {setting!r} "
+                             f"(found settings {sorted(stored)}; per-query values are written since 2026-11-23)")
+        against = pd.DataFrame({MEASURE: stored[setting]["per_query"]}).rename_axis("qid")
     for name in args.settings:
         t = time.perf_counter()
         run = Run(with_setting(base, name), log=lambda *a: None, progress=False)
@@ -121,8 +137,14 @@ def main() -> None:
         if rows:
             c = ev.compare(per_q[args.settings[0]], per_q[name], MEASURE)
             row |= {"delta_vs_first": c.delta, "p": c.p_value, "wins": c.wins, "losses": c.losses}
-        rows.append(row)
+        if against is not None:
+            if set(against.index) != set(per_q[name].index):
+                raise SystemExit(f"--baseline {args.baseline}: other training queries than {name}'s")
+            c = ev.compare(against, per_q[name], MEASURE)
+            row |= {"baseline": args.baseline, "delta_vs_baseline": c.delta, "p_vs_baseline": c.p_value,
+                    "wins_vs_baseline": c.wins, "losses_vs_baseline": c.losses}
         print(json.dumps(row), flush=True)
+        rows.append(row | {"per_query": per_q[name][MEASURE].to_dict()})
     Path(args.out).parent.mkdir(exist_ok=True)
     Path(args.out).write_text(json.dumps({"config": args.config, "folds": args.folds, "rows": rows}, indent=2))
 

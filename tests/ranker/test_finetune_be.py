@@ -67,3 +67,19 @@ cache = "{tmp_path / 'emb'}"
     features = json.loads((run_dir / "features" / "manifest.json").read_text())
     assert str(model) in json.dumps(features["extractor_configs"]["biencoder"])  # cosine from the tuned model
     assert main(["finetune-be", "--config", str(config)]) == 0  # trained with these parameters: cached
+
+
+def test_a_model_trained_before_a_parameter_existed_counts_as_trained_with_its_default(tmp_path):
+    import dataclasses
+
+    from features.be_training import BETrainingParams
+    from ranker.steps.finetune import trained_with
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    old = dataclasses.asdict(BETrainingParams(max_queries=100))
+    del old["title_queries"]  # a manifest written before the parameter was added
+    (tmp_path / "manifest.json").write_text(json.dumps({"params": old}))
+    assert trained_with(tmp_path, BETrainingParams(max_queries=100))
+    assert not trained_with(tmp_path, BETrainingParams(max_queries=100, title_queries=5))
+    assert not trained_with(tmp_path, BETrainingParams(max_queries=50))
