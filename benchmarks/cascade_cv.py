@@ -13,7 +13,9 @@ A setting: ``K1/K2@N`` (stage 1 keeps K1, stage 2 keeps K2, stages 2 and 3 learn
 queries); a part left out keeps the config's value, ``@0`` lifts the cap; ``stage1``: the first stage alone.
 Each ``+S:f,g`` after it adds features ``f`` and ``g`` to stage S, e.g. a costly score's query-level
 normalisations (``ce_score_qz``: over the documents that reach the stage; their source joins
-``ranker.normalize``).
+``ranker.normalize``). A setting may end in ``~auto`` (ranker settings chosen by CV inside each stage) or
+``~k=v,...`` (keys of ``[ranker.params]`` replaced for every stage; ``valid_fraction`` replaces the ranker's
+share of queries held out for early stopping).
 
     .venv/bin/python benchmarks/cascade_cv.py --config configs/demo-xfit.toml --settings 20/5@150 20/5@0 stage1
 
@@ -39,21 +41,22 @@ from ranker import cascade
 from ranker import evaluate as ev
 from ranker.config import load_config
 from ranker.data import run_from_scores
-from ranker.lambdamart import query_folds
+from ranker.lambdamart import LambdaMARTParams, query_folds
 from ranker.run import Run
 from ranker.tuning import settings as ranker_settings
 from retrieval.data import hash_split
+from retrieval.params import from_dict
 
 MEASURE = "nDCG@10"
 
 
 def with_setting(cfg, name: str):
     """``cfg`` with its cascade changed as ``name`` says (see the module docstring)."""
-    name, tilde, auto = name.partition("~")
-    if tilde:
-        if auto != "auto":
-            raise SystemExit(f"a setting ends in ~auto or nothing, found ~{auto}")
+    name, tilde, after = name.partition("~")
+    if tilde == "~" and after == "auto":
         cfg = dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, params="auto"))
+    elif tilde:
+        cfg = with_params(cfg, after)
     stages = cfg.ranker.cascade
     if len(stages) < 2:
         raise SystemExit(f"{cfg.source}: needs a cascade of two stages or more")
@@ -76,6 +79,26 @@ def with_setting(cfg, name: str):
         cascade_ = tuple(new)
         cfg = dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, normalize=tuple(normalize)))
     return dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, cascade=cascade_, variants={}))
+
+
+def with_params(cfg, overrides: str):
+    """``cfg`` with ``k=v,...`` replacing keys of ``[ranker.params]`` (``valid_fraction``: the ranker's)."""
+    def value(v: str):
+        for kind in (int, float):
+            try:
+                return kind(v)
+            except ValueError:
+                pass
+        return v
+
+    pairs = dict(part.split("=", 1) for part in overrides.split(","))
+    ranker = cfg.ranker
+    if "valid_fraction" in pairs:
+        ranker = dataclasses.replace(ranker, valid_fraction=float(pairs.pop("valid_fraction")))
+    if pairs:
+        params = {**dataclasses.asdict(ranker.base_params), **{k: value(v) for k, v in pairs.items()}}
+        ranker = dataclasses.replace(ranker, params=from_dict(LambdaMARTParams, params, "--settings ~"))
+    return dataclasses.replace(cfg, ranker=ranker)
 
 
 def cross_validate(run, folds: int) -> tuple[np.ndarray, object, list[dict]]:

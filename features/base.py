@@ -264,6 +264,7 @@ def register(name: str, target: str) -> None:
 for _name, _target in {
     "first_stage": "features.first_stage:FirstStageExtractor",
     "bm25": "features.bm25:BM25Extractor",
+    "bm25_fields": "features.bm25_fields:BM25FieldsExtractor",
     "coverage": "features.coverage:CoverageExtractor",
     "biencoder": "features.biencoder:BiEncoderExtractor",
     "crossencoder": "features.crossencoder:CrossEncoderExtractor",
