@@ -2,8 +2,11 @@
 
 Pairs are sorted by length before batching (dynamic padding wastes little), scored on CUDA with bf16
 autocast when a GPU is present (else fp32 on the CPU), and a CUDA out-of-memory error halves the batch
-and retries instead of failing. With ``maxp = true`` a document longer than the window is cut into
-overlapping word windows, each scored with the query, and the pair gets the best window (MaxP).
+and retries instead of failing. With ``maxp = true`` a body longer than the window is cut into
+overlapping word windows, each scored with the query after the document's title, and the pair gets the
+best window (MaxP, Dai & Callan 2019): the model reads a long document's end, which a cut at
+``max_length`` tokens never shows it. MaxP values have a code version of their own (``MAXP_CODE_VERSION``;
+before 2026-11-23 the windows cut title + text and carried no title), so plain values keep theirs.
 
 A **cross-fitted** model folder (``finetune-ce`` with ``cross_fit = true``: a ``cross_fit.json`` naming fold
 models, each trained on one side of the training queries) is one feature: a query some fold learned from
@@ -20,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from retrieval.frames import QID, QUERY, doc_text
+from retrieval.frames import QID, QUERY, TEXT, TITLE, doc_text
 from retrieval.models import require, resolve_device, resolve_model
 from retrieval.params import ConfigError
 
@@ -35,7 +38,7 @@ class CrossEncoderParams:
     model: str = DEFAULT_CROSSENCODER  # a local folder (e.g. from `fusion-ltr finetune-ce`) or a hub name
     max_length: int = 256  # tokens of query + document
     model_batch_size: int = 32
-    maxp: bool = False  # score overlapping windows and keep the max
+    maxp: bool = False  # score overlapping windows of the body (each after the title) and keep the best
     window_words: int = 150
     stride_words: int = 75
     device: str = "auto"
@@ -62,6 +65,7 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
 
     name = "crossencoder"
     CODE_VERSION = "1"
+    MAXP_CODE_VERSION = "2"  # windows of the body, each after the title
     Params = CrossEncoderParams
     FEATURES = {"ce_score": "cross-encoder relevance logit"}
 
@@ -69,6 +73,8 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
         super().__init__(params, **kwargs)
         if self.params.maxp and not 0 < self.params.stride_words <= self.params.window_words:
             raise ValueError("features.crossencoder: need 0 < stride_words <= window_words for MaxP")
+        if self.params.maxp:  # the instance's values are MaxP's: their own code version
+            self.CODE_VERSION = self.MAXP_CODE_VERSION
         if self.params.quantize not in ("none", "int8"):
             raise ConfigError(f"features.crossencoder.quantize: expected 'none' or 'int8', found {self.params.quantize!r}")
         self._models = None
@@ -181,15 +187,16 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
             return {"ce_score": np.where(count > 0, total / np.maximum(count, 1), np.nan)}
 
     def _score_pairs(self, pairs: pd.DataFrame, model) -> np.ndarray:
-        queries, texts = pairs[QUERY].tolist(), doc_text(pairs)
+        queries = pairs[QUERY].tolist()
         if not self.params.maxp:
-            return self.score(queries, texts, model)
+            return self.score(queries, doc_text(pairs), model)
+        titles = pairs[TITLE].fillna("").astype(str).tolist() if TITLE in pairs else [""] * len(pairs)
         owner, qs, ws = [], [], []
-        for i, (q, t) in enumerate(zip(queries, texts)):
-            for w in windows(t, self.params.window_words, self.params.stride_words):
+        for i, (q, title, body) in enumerate(zip(queries, titles, pairs[TEXT].fillna("").astype(str))):
+            for w in windows(body, self.params.window_words, self.params.stride_words):
                 owner.append(i)
                 qs.append(q)
-                ws.append(w)
+                ws.append(f"{title.strip()} {w}".strip())
         scores = self.score(qs, ws, model)
         best = np.full(len(pairs), -np.inf)
         np.maximum.at(best, np.asarray(owner, dtype=np.int64), scores)

@@ -38,13 +38,19 @@ def test_windows_by_hand():
     assert windows("short text", 4, 2) == ["short text"]
 
 
-def test_maxp_is_the_best_window(tiny_crossencoder):
+def test_maxp_is_the_best_window_of_the_body_each_after_the_title(tiny_crossencoder):
     doc = " ".join(f"word{i}" for i in range(30))
-    frame = pairs([("q", "word7 word8", doc)])
+    frame = pairs([("q", "word7 word8", doc)]).assign(title="Cats and dogs")
     ext = CrossEncoderExtractor(model=tiny_crossencoder, maxp=True, window_words=10, stride_words=5)
     got = ext.compute(frame)["ce_score"][0]
-    per_window = ext.score(["word7 word8"] * 5, windows(doc, 10, 5))
+    per_window = ext.score(["word7 word8"] * 5, [f"Cats and dogs {w}" for w in windows(doc, 10, 5)])
     assert got == pytest.approx(per_window.max()) and len(per_window) == 5
+    untitled = ext.compute(frame.assign(title=""))["ce_score"][0]
+    assert untitled == pytest.approx(ext.score(["word7 word8"] * 5, windows(doc, 10, 5)).max())
+    # MaxP values have their own code version; plain values keep the extractor's
+    plain = CrossEncoderExtractor(model=tiny_crossencoder)
+    assert plain.version.startswith(CrossEncoderExtractor.CODE_VERSION + ".")
+    assert ext.version.startswith(CrossEncoderExtractor.MAXP_CODE_VERSION + ".")
     with pytest.raises(ValueError, match="stride_words"):
         CrossEncoderExtractor(model=tiny_crossencoder, maxp=True, window_words=5, stride_words=6)
 
