@@ -260,3 +260,26 @@ def test_fit_learns_from_its_training_queries_alone_and_computes_what_the_held_o
     n = coverage.set_index("qid")["n"]
     assert all(n[q] == 5 for q in held["a"] + held["b"])
     assert not np.isnan(ranked.X[depth_a == 1, ranked.feature_names.index("coverage")]).any()
+
+
+def test_a_deferred_extractor_configured_otherwise_since_the_feature_build_is_refused(run, tmp_path):
+    import dataclasses
+    import shutil
+
+    from ranker import cascade
+    from ranker.config import load_config
+    from ranker.run import Run
+    from retrieval.errors import UsageError
+
+    run_dir, _, _ = run
+    shutil.copytree(run_dir, tmp_path / "run")
+    cfg = load_config(run_dir.parent / "gen.toml")
+    extractors = {**cfg.features.extractors, "coverage": {"stopwords": "english"}}  # another version of coverage
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(tmp_path / "run")),
+                              features=dataclasses.replace(cfg.features, extractors=extractors))
+    r = Run(cfg, log=lambda *a: None, progress=False)
+    params = LambdaMARTParams(n_estimators=30, min_data_in_leaf=5, num_leaves=5)
+    staged = cascade.stage_plan(r)
+    with FeatureStore(tmp_path / "run" / "features.duckdb") as store:
+        with pytest.raises(UsageError, match=r"coverage \(coverage\): built .* configured .*fusion-ltr features"):
+            cascade.fit(r, store, staged, [f"q{i}" for i in range(16)], set(), ["q16"], params)
