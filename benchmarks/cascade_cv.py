@@ -91,6 +91,8 @@ def with_params(cfg, overrides: str):
                 pass
         return v
 
+    if not all("=" in part for part in overrides.split(",")):
+        raise SystemExit(f"a setting ends in ~auto, ~k=v,... or nothing, found ~{overrides}")
     pairs = dict(part.split("=", 1) for part in overrides.split(","))
     ranker = cfg.ranker
     if "valid_fraction" in pairs:

@@ -39,7 +39,7 @@ def trained_with(out: Path, params, *, plain: bool = False) -> bool:
     if not (out / "manifest.json").exists():
         return False
     # a parameter added after the model was trained counts as its default (the model was trained without it)
-    recorded = {f.name: f.default for f in dataclasses.fields(params)} | (
+    recorded = {f.name: f.default for f in dataclasses.fields(params) if f.default is not dataclasses.MISSING} | (
         json.loads((out / "manifest.json").read_text()).get("params") or {})
     return json.loads(json.dumps(recorded)) == json.loads(json.dumps(dataclasses.asdict(params)))
 
