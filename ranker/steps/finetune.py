@@ -94,6 +94,12 @@ def synthetic_groups(run, ce_queries: pd.DataFrame, qrels: pd.DataFrame):
     return groups, info
 
 
+def no_titles(table: str, n_docs: int, dataset: str) -> UsageError:
+    """The error for ``[<table>.params] title_queries`` on a collection none of whose documents can give one."""
+    return UsageError(f"{table}.params.title_queries = {n_docs}: no document of {dataset} has a title of 3 or more "
+                      "words and a body; set it to 0 for this collection")
+
+
 def title_groups(run, n_docs: int):
     """Training groups of title pseudo-queries: a document's title as the query, its body the positive, the
     bodies of the title's BM25 top ``negatives_from`` (the run's index) as hard negatives."""
@@ -102,8 +108,7 @@ def title_groups(run, n_docs: int):
     p = run.cfg.finetune.params
     queries, bodies = syn.title_queries(run.dataset.corpus, n_docs, p.seed)
     if queries.empty:
-        raise UsageError(f"finetune.params.title_queries = {n_docs}: no document of {run.dataset.name} has a title of "
-                         "3 or more words and a body; set it to 0 for this collection")
+        raise no_titles("finetune", n_docs, run.dataset.name)
     cands = BM25Retriever.load(run.layout.index / "bm25").retrieve(queries, p.negatives_from)
     qrels = pd.DataFrame({QID: queries[QID], "docno": queries["docno"], "label": 1})
     groups = ce_training.training_groups(queries[[QID, "query"]], qrels, cands, bodies, negatives=p.negatives,
@@ -215,8 +220,7 @@ def finetune_be(run, quiet: bool = False, force: bool = False) -> dict | None:
         titles = be_training.title_examples(ds.corpus, p.title_queries, bm25, negatives_from=p.negatives_from,
                                             seed=p.seed)
         if not titles:
-            raise UsageError(f"finetune_biencoder.params.title_queries = {p.title_queries}: no document of {ds.name} "
-                             "has a title of 3 or more words and a body; set it to 0 for this collection")
+            raise no_titles("finetune_biencoder", p.title_queries, ds.name)
         examples += titles
     log(f"finetune-be: {len(examples)} examples from {len(be_qids)} queries"
         + (f" and {len(titles)} titles" if p.title_queries else "") + " (the ranker may learn from the other "

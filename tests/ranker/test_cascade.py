@@ -47,6 +47,23 @@ def run(tmp_path_factory):
     return tmp / "run", folder, before
 
 
+def copied_run(run, tmp_path, **extractors):
+    """A :class:`Run` of a copy of the fixture's run folder (``extractors``: config tables replaced)."""
+    import dataclasses
+    import shutil
+
+    from ranker.config import load_config
+    from ranker.run import Run
+
+    run_dir, _, _ = run
+    shutil.copytree(run_dir, tmp_path / "run")
+    cfg = load_config(run_dir.parent / "gen.toml")
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(tmp_path / "run")),
+                              features=dataclasses.replace(cfg.features,
+                                                           extractors={**cfg.features.extractors, **extractors}))
+    return Run(cfg, log=lambda *a: None, progress=False)
+
+
 def test_keep_top_is_per_query_and_breaks_ties_by_row_order():
     mask = keep_top([3, 2], np.array([0.1, 0.5, 0.5, 2.0, 1.0]), 1)
     assert mask.tolist() == [False, True, False, True, False]
@@ -228,18 +245,10 @@ def test_after_training_the_run_knows_the_cost_of_what_the_cascade_computed(tmp_
 
 
 def test_fit_learns_from_its_training_queries_alone_and_computes_what_the_held_out_ones_reach(run, tmp_path):
-    import dataclasses
-    import shutil
-
     from ranker import cascade
-    from ranker.config import load_config
-    from ranker.run import Run
 
-    run_dir, _, _ = run
-    shutil.copytree(run_dir, tmp_path / "run")  # fit writes the held-out queries' values into the store
-    cfg = load_config(run_dir.parent / "gen.toml")
-    r = Run(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(tmp_path / "run"))),
-            log=lambda *a: None, progress=False)
+    r = copied_run(run, tmp_path)  # fit writes the held-out queries' values into the store
+    cfg = r.cfg
     staged = cascade.stage_plan(r)
     params = LambdaMARTParams(n_estimators=30, min_data_in_leaf=5, num_leaves=5)
     train_q, held = [f"q{i}" for i in range(16)], {"a": ["q16", "q17", "q18"], "b": ["q19", "q20", "q21"]}
@@ -263,21 +272,10 @@ def test_fit_learns_from_its_training_queries_alone_and_computes_what_the_held_o
 
 
 def test_a_deferred_extractor_configured_otherwise_since_the_feature_build_is_refused(run, tmp_path):
-    import dataclasses
-    import shutil
-
     from ranker import cascade
-    from ranker.config import load_config
-    from ranker.run import Run
     from retrieval.errors import UsageError
 
-    run_dir, _, _ = run
-    shutil.copytree(run_dir, tmp_path / "run")
-    cfg = load_config(run_dir.parent / "gen.toml")
-    extractors = {**cfg.features.extractors, "coverage": {"stopwords": "english"}}  # another version of coverage
-    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(tmp_path / "run")),
-                              features=dataclasses.replace(cfg.features, extractors=extractors))
-    r = Run(cfg, log=lambda *a: None, progress=False)
+    r = copied_run(run, tmp_path, coverage={"stopwords": "english"})  # another version of coverage
     params = LambdaMARTParams(n_estimators=30, min_data_in_leaf=5, num_leaves=5)
     staged = cascade.stage_plan(r)
     with FeatureStore(tmp_path / "run" / "features.duckdb") as store:
