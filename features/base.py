@@ -72,6 +72,7 @@ def digest(obj, length: int = 10) -> str:
 
 #: Parameters that decide which pairs are computed or how they are batched, never a value.
 NON_VALUE_PARAMS = frozenset({"top_n", "batch_size", "device", "memory_cache", "disk_cache"})
+COST_PARAMS = NON_VALUE_PARAMS - {"top_n"}  # top_n changes which values are computed, not what they are
 
 
 class CorpusState:
@@ -181,6 +182,15 @@ class BaseExtractor:
     def config(self) -> dict:
         """The parameters as a plain config table (what a model manifest stores to rebuild it)."""
         return json.loads(json.dumps(dataclasses.asdict(self.params), default=str))
+
+    def param_changes(self, built: dict) -> dict[str, tuple]:
+        """Parameters that differ from the extractor of config table ``built`` (a feature build's
+        ``extractor_configs`` entry): name -> (built value, this value); those that change no value but
+        cost (batch size, device, caches) left out. Raises :class:`ConfigError` when ``built`` is no
+        longer a valid table."""
+        mine, other = self.config(), create(self.name, built).config()
+        return {k: (other.get(k), mine.get(k)) for k in sorted(mine.keys() | other.keys())
+                if k not in COST_PARAMS and mine.get(k) != other.get(k)}
 
     def provenance(self) -> dict:
         return {"extractor": self.name, "code_version": self.CODE_VERSION, "params": dataclasses.asdict(self.params),

@@ -55,13 +55,21 @@ class FreshnessExtractor(BaseExtractor):
             raise ConfigError(f"features.freshness.newer: expected 'clamp' or 'refuse', found {p.newer!r}")
         if p.half_life_days <= 0:
             raise ConfigError(f"features.freshness.half_life_days must be > 0, found {p.half_life_days}")
-        if p.reference_time == "now":
+        self._now = p.reference_time == "now"
+        if self._now:
             self.params = p = dataclasses.replace(p, reference_time=today().isoformat())
         ref = pd.to_datetime(p.reference_time, utc=True, errors="coerce")
         if pd.isna(ref):
             raise ConfigError(f"features.freshness.reference_time: expected an ISO date or 'now', "
                               f"found {p.reference_time!r}")
         self.reference = ref
+
+    def param_changes(self, built: dict) -> dict[str, tuple]:
+        """A configured "now" stands for the day the features were built, whichever it was."""
+        changes = super().param_changes(built)
+        if self._now:
+            changes.pop("reference_time", None)
+        return changes
 
     def state(self) -> dict:
         return {"reference": self.reference.isoformat()}

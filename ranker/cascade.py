@@ -259,14 +259,6 @@ def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, p
     stages_cfg, added, keeps, cumulative = cfg.ranker.cascade, staged.added, staged.keeps, staged.cumulative
     folds = max(2, min(cfg.ranker.tune_folds, len(train_q)))
     extractors = {e.name: e for e in run.fitted_extractors}
-    # the stages read the versions the features manifest names; a deferred extractor configured otherwise
-    # since would compute values of its new version that no stage reads (a silently stale cascade)
-    built = {s.name: s.version for s in staged.raw_specs}
-    stale = [f"{s.name} ({e.name}): built {built[s.name]}, configured {s.version}" for e in run.deferred
-             for s in extractors[e.name].specs if s.name in built and built[s.name] != s.version]
-    if stale:
-        raise UsageError(f"{cfg.source}: the feature set was built with other settings of a deferred extractor "
-                         f"({'; '.join(stale)}); run `fusion-ltr features --config {cfg.source}` first")
     stages, report = [], []
 
     def read(qids):

@@ -223,6 +223,37 @@ class Run:
         """Feature -> its extractor's current ``top_n`` (stored values below it are masked)."""
         return {name: e.top_n for e in self.extractors for name in e.FEATURES if e.top_n is not None}
 
+    def check_built(self, manifest: dict) -> None:
+        """Refuse a feature set built with other extractors than the config names (added, removed, other
+        parameters, other code, a model retrained in place): the steps after ``features`` read the built
+        values, so a config edited since would otherwise be ignored without a word."""
+        built = manifest.get("extractor_configs")
+        if self.reuses_features or built is None:  # another run's extractors, or a manifest from before
+            return
+        code = {n: p.get("code_version") for n, p in manifest.get("extractors", {}).items()}
+        versions = {f["name"]: f["version"] for f in manifest["features"]}
+        configured = {e.name: e for e in self.extractors}
+        changes = [f"{n}: configured, not built" for n in configured if n not in built]
+        changes += [f"{n}: built, no longer configured" for n in built if n not in configured]
+        for name, ext in configured.items():
+            if name not in built:
+                continue
+            try:
+                params = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in ext.param_changes(built[name]).items())
+            except fbase.ConfigError as err:
+                params = f"built with {built[name]}, no longer a valid table ({err})"
+            if params:
+                changes.append(f"{name}: {params}")
+            elif code.get(name, ext.CODE_VERSION) != ext.CODE_VERSION:
+                changes.append(f"{name}: built by code version {code[name]}, this code is {ext.CODE_VERSION}")
+            elif ext.model_id() is not None:  # the model's content is in the version: retrained in place
+                changes += [f"{s.name} ({name}): built {versions[s.name]}, configured {s.version} (its model "
+                            "changed)" for s in ext.specs if versions.get(s.name, s.version) != s.version]
+        if changes:
+            raise UsageError(f"{self.cfg.source}: the feature set in {self.layout.features} was built otherwise than "
+                             f"configured ({'; '.join(changes)}); run `fusion-ltr features --config "
+                             f"{self.cfg.source}` (values already stored are reused)")
+
     # ------------------------------------------------------------------ ranker data
     @cached_property
     def feature_set(self) -> FeatureSet:
@@ -238,6 +269,7 @@ class Run:
         if not path.exists():
             raise self.missing(path, "features")
         manifest = json.loads(path.read_text())
+        self.check_built(manifest)
         specs = [fbase.FeatureSpec(f["name"], f["version"], f.get("description", "")) for f in manifest["features"]]
         known = {s.name: s for s in specs}
         unknown = [n for n in self.cfg.ranker.normalize if n not in known]

@@ -54,6 +54,14 @@ def test_freshness_without_timestamp_is_nan_plus_flag():
     assert FreshnessExtractor(reference_time="2020-01-01").version != FreshnessExtractor(reference_time="2021-01-01").version
 
 
+def test_a_configured_now_matches_the_date_a_feature_set_was_built_on_and_nothing_else_does():
+    built = FreshnessExtractor(reference_time="2020-01-11").config()  # a build's extractor_configs entry
+    assert FreshnessExtractor().param_changes(built) == {}  # "now" then stood for 2020-01-11
+    assert FreshnessExtractor(half_life_days=30, batch_size=8).param_changes(built) == {"half_life_days": (365.0, 30)}
+    assert FreshnessExtractor(reference_time="2020-01-12").param_changes(built) == {
+        "reference_time": ("2020-01-11", "2020-01-12")}
+
+
 def test_freshness_of_a_document_newer_than_the_reference_is_clamped_or_refused():
     frame = pairs("q", ["old", "new"]).assign(timestamp=pd.to_datetime(["2020-01-01", "2020-03-01"], utc=True))
     out = FreshnessExtractor(reference_time="2020-01-11").compute(frame)

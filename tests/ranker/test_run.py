@@ -81,6 +81,26 @@ def test_a_failed_train_leaves_the_previous_model_whole(generated, capsys):
     assert not list(run.glob("*.tmp"))
 
 
+def test_train_refuses_a_feature_set_built_otherwise_than_configured(generated, capsys):
+    config, run = generated
+    for step in ("retrieve", "features"):
+        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    text = config.read_text()
+    config.write_text(text.replace("[features.extractors.bm25]\n", "[features.extractors.bm25]\nk1 = 1.5\n"))
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "bm25: k1 0.9 -> 1.5)" in err and f"run `fusion-ltr features --config {config}`" in err
+    assert not (run / "model").exists()  # nothing trained on the values of the old k1
+
+    config.write_text(text.replace("[features.extractors.coverage]\n", "[features.extractors.freshness]\n"))
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "freshness: configured, not built" in err and "coverage: built, no longer configured" in err
+
+    assert main(["features", "--config", str(config), "--quiet"]) == 0  # builds what is configured now
+    assert main(["train", "--config", str(config)]) == 0
+
+
 def test_a_config_can_retrain_the_ranker_on_another_runs_features(generated, tmp_path, capsys):
     from ranker import Scorer
 
