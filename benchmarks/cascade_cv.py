@@ -7,7 +7,9 @@ guard's; the test split is never read) is ranked by a cascade trained on the oth
 `fusion-ltr train` trains one (:func:`ranker.cascade.fit`: cross-fitted membership, early stopping on the
 same share of its queries); the deferred extractors compute, into the run's store, the values of the
 documents that reach their stage (cached: later settings and `train` reuse them). Prints nDCG@10 per
-setting and a paired t-test of each against the first; writes ``benchmarks/results/cascade_cv.json``.
+setting and a paired t-test of each against the first, and where the relevant documents go (the share
+reaching each stage, and each stage's ceiling: nDCG@10 with a perfect order of the documents that reach
+it); writes ``benchmarks/results/cascade_cv.json``.
 
 A setting: ``K1/K2@N`` (stage 1 keeps K1, stage 2 keeps K2, stages 2 and 3 learn from N training
 queries); a part left out keeps the config's value, ``@0`` lifts the cap; ``stage1``: the first stage alone.
@@ -45,6 +47,7 @@ from ranker.lambdamart import LambdaMARTParams, query_folds
 from ranker.run import Run
 from ranker.tuning import settings as ranker_settings
 from retrieval.data import hash_split
+from retrieval.frames import LABEL
 from retrieval.params import from_dict
 
 MEASURE = "nDCG@10"
@@ -103,9 +106,25 @@ def with_params(cfg, overrides: str):
     return dataclasses.replace(cfg, ranker=ranker)
 
 
-def cross_validate(run, folds: int) -> tuple[np.ndarray, object, list[dict]]:
+def where_relevant_goes(data, scores: np.ndarray, depth: np.ndarray, qrels: pd.DataFrame) -> dict:
+    """Where the cascade loses its relevant documents: of the judged relevant documents of the queries, the
+    share among the candidates and the share reaching each later stage; and the nDCG@10 a perfect order of
+    the documents that reach each stage would give (the rest after them, in the cascade's order), so the
+    gap between a stage's ceiling and the cascade is what better ordering there could win."""
+    relevant = int((qrels[LABEL] > 0).sum())
+    y = np.asarray(data.y)
+    reach, ceiling = [], []
+    for k in range(int(depth.max()) + 1):
+        at = depth >= k
+        reach.append(float(((y > 0) & at).sum() / relevant))
+        key = np.where(at, 100.0 + y, scores)  # cascade scores are below the number of stages + 1
+        ceiling.append(ev.mean(ev.per_query(run_from_scores(data, key, "ceiling"), qrels, [MEASURE]))[MEASURE])
+    return {"relevant_reaching_stage": reach, "ceiling_by_stage": ceiling}
+
+
+def cross_validate(run, folds: int) -> tuple[np.ndarray, object, list[dict], np.ndarray]:
     """Out-of-fold cascade scores (``depth + sigmoid(score)``) of the run's training queries, their
-    matrix and each fold's stage report."""
+    matrix, each fold's stage report and each row's depth (the 0-based stage it last reached)."""
     cfg = run.cfg
     staged = cascade.stage_plan(run)
     params = ranker_settings(cfg.ranker, cfg.evaluate.measures[0])  # fixed, or chosen per stage (auto)
@@ -121,11 +140,12 @@ def cross_validate(run, folds: int) -> tuple[np.ndarray, object, list[dict]]:
             stages, report, *_ = cascade.fit(run, store, staged, rest, set(valid_q), fold, params)
             held = store.matrix(staged.raw_specs, fold, retriever=cfg.features.candidates, top_n=run.top_n)
             depth, score, _ = cascade.apply(stages, held)
-            out.update({(q, d): s for q, d, s in zip(held.qids, held.docnos, cascade.final_scores(depth, score))})
+            out.update({(q, d): (s, k) for q, d, s, k in zip(held.qids, held.docnos, cascade.final_scores(depth, score),
+                                                             depth)})
             reports.append(report)
         every = store.matrix(staged.raw_specs, train_q, retriever=cfg.features.candidates, top_n=run.top_n)
-    scores = np.array([out[(q, d)] for q, d in zip(every.qids, every.docnos)])
-    return scores, every, reports
+    scores, depth = np.array([out[(q, d)] for q, d in zip(every.qids, every.docnos)]).T
+    return scores, every, reports, depth
 
 
 def main() -> None:
@@ -151,14 +171,14 @@ def main() -> None:
     for name in args.settings:
         t = time.perf_counter()
         run = Run(with_setting(base, name), log=lambda *a: None, progress=False)
-        scores, data, reports = cross_validate(run, args.folds)
+        scores, data, reports, depth = cross_validate(run, args.folds)
         qrels = run.dataset.qrels[base.dataset.splits[0]]
         qrels = qrels[qrels["qid"].isin(set(data.unique_qids))]  # per_query counts every judged query it is given
         per_q[name] = ev.per_query(run_from_scores(data, scores, name), qrels, [MEASURE])
         row = {"setting": name, "queries": len(data.unique_qids), MEASURE: ev.mean(per_q[name])[MEASURE],
                "stage_train_queries": [int(np.median([r[k]["train_queries"] for r in reports]))
                                        for k in range(len(reports[0]))],
-               "seconds": time.perf_counter() - t}
+               **where_relevant_goes(data, scores, depth, qrels), "seconds": time.perf_counter() - t}
         if rows:
             c = ev.compare(per_q[args.settings[0]], per_q[name], MEASURE)
             row |= {"delta_vs_first": c.delta, "p": c.p_value, "wins": c.wins, "losses": c.losses}
