@@ -111,7 +111,7 @@ def where_relevant_goes(data, scores: np.ndarray, depth: np.ndarray, qrels: pd.D
     share among the candidates and the share reaching each later stage; and the nDCG@10 a perfect order of
     the documents that reach each stage would give (the rest after them, in the cascade's order), so the
     gap between a stage's ceiling and the cascade is what better ordering there could win."""
-    relevant = int((qrels[LABEL] > 0).sum())
+    relevant = max(int((qrels[LABEL] > 0).sum()), 1)
     y = np.asarray(data.y)
     reach, ceiling = [], []
     for k in range(int(depth.max()) + 1):
