@@ -1,6 +1,7 @@
 """The cross-encoder step with cross-fitting: two folds, each learning from one side of the training
 queries; the ranker keeps every training query, and each one's ``ce_score`` comes from the fold that never
-saw it (checked from the folds' manifests and by scoring with each fold alone)."""
+saw it (checked from the folds' manifests and by scoring with each fold alone); a fold retrained in place
+makes `train` refuse the values of the old one."""
 
 import json
 
@@ -69,3 +70,12 @@ cross_fit = true""")
                                rtol=1e-4, atol=1e-5)
     assert main(["finetune-ce", "--config", str(config)]) == 0  # both folds trained with these parameters
     assert "cached" in capsys.readouterr().out
+
+    # a fold retrained in place (here: its config file rewritten) changes ce_score's version: train refuses the
+    # values built from the old model until `features` computes them again
+    fold_config = run_dir / "crossencoder" / "fold-b" / "model" / "config.json"
+    fold_config.write_text(json.dumps({**json.loads(fold_config.read_text()), "retrained": True}))
+    assert main(["train", "--config", str(config)]) == 2
+    assert "ce_score (crossencoder): built " in capsys.readouterr().err
+    assert main(["features", "--config", str(config), "--quiet"]) == 0
+    assert main(["train", "--config", str(config)]) == 0
