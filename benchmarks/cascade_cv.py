@@ -21,6 +21,9 @@ share of queries held out for early stopping).
 
     .venv/bin/python benchmarks/cascade_cv.py --config configs/demo-xfit.toml --settings 20/5@150 20/5@0 stage1
 
+``--exclude-trained-by MODEL_DIR`` leaves out the queries a fine-tuned model learned from: a baseline on
+the same queries as a config whose extractor uses that model (its leakage guard leaves them out).
+
 Each row keeps its per-query values; ``--baseline RESULTS:SETTING`` compares every setting with one of an
 earlier results file, paired by query: another config on the same training queries (the folds are drawn
 from the query ids and the seed, so they are the same).
@@ -38,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from features import query_norm
+from features.ce_training import trained_qids
 from features.store import FeatureStore
 from ranker import cascade
 from ranker import evaluate as ev
@@ -122,14 +126,16 @@ def where_relevant_goes(data, scores: np.ndarray, depth: np.ndarray, qrels: pd.D
     return {"relevant_reaching_stage": reach, "ceiling_by_stage": ceiling}
 
 
-def cross_validate(run, folds: int) -> tuple[np.ndarray, object, list[dict], np.ndarray]:
-    """Out-of-fold cascade scores (``depth + sigmoid(score)``) of the run's training queries, their
-    matrix, each fold's stage report and each row's depth (the 0-based stage it last reached)."""
+def cross_validate(run, folds: int, exclude: set[str] = frozenset()) -> tuple[np.ndarray, object, list[dict], np.ndarray]:
+    """Out-of-fold cascade scores (``depth + sigmoid(score)``) of the run's training queries (less
+    ``exclude``), their matrix, each fold's stage report and each row's depth (the 0-based stage it last
+    reached)."""
     cfg = run.cfg
     staged = cascade.stage_plan(run)
     params = ranker_settings(cfg.ranker, cfg.evaluate.measures[0])  # fixed, or chosen per stage (auto)
     data = run.matrices
-    train_q = sorted(set(data.train.unique_qids) | set(data.valid.unique_qids if data.valid is not None else ()))
+    train_q = sorted((set(data.train.unique_qids) | set(data.valid.unique_qids if data.valid is not None else ()))
+                     - set(exclude))
     seed = cfg.ranker.base_params.seed
     out, reports = {}, []
     with FeatureStore(run.layout.store) as store:
@@ -157,8 +163,14 @@ def main() -> None:
     ap.add_argument("--baseline", metavar="RESULTS:SETTING",
                     help="also compare each setting with a setting of an earlier results file (another config "
                          "with the same training queries and folds), paired by query")
+    ap.add_argument("--exclude-trained-by", metavar="MODEL_DIR", action="append", default=[],
+                    help="leave out the training queries this fine-tuned model's manifest lists (the same queries "
+                         "as a config whose extractor uses that model, for a paired comparison)")
     args = ap.parse_args()
     base = load_config(args.config)
+    exclude = set().union(*(trained_qids(Path(m)) for m in args.exclude_trained_by))
+    if args.exclude_trained_by and not exclude:
+        raise SystemExit(f"--exclude-trained-by: no trained queries listed for {args.exclude_trained_by}")
     per_q, rows = {}, []
     against = None
     if args.baseline:
@@ -171,7 +183,7 @@ def main() -> None:
     for name in args.settings:
         t = time.perf_counter()
         run = Run(with_setting(base, name), log=lambda *a: None, progress=False)
-        scores, data, reports, depth = cross_validate(run, args.folds)
+        scores, data, reports, depth = cross_validate(run, args.folds, exclude)
         qrels = run.dataset.qrels[base.dataset.splits[0]]
         qrels = qrels[qrels["qid"].isin(set(data.unique_qids))]  # per_query counts every judged query it is given
         per_q[name] = ev.per_query(run_from_scores(data, scores, name), qrels, [MEASURE])

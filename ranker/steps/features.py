@@ -49,7 +49,7 @@ def features(run, split: list[str] | None = None, quiet: bool = False) -> dict:
         leaked = run.leakage_guard(run.test_qids) & all_qids  # the ranker never learns from these: no features
         qids = sorted(all_qids - leaked)
         if leaked:
-            log(f"skipping {len(leaked)} queries the cross-encoder was trained on (the ranker never uses them)")
+            log(f"skipping {len(leaked)} queries a fine-tuned model of this run learned from (the ranker never uses them)")
         pairs = store.pairs(qids, retriever=candidates)
         extractors = run.fitted_extractors
         specs = feature_specs(extractors)  # versions include the fitted corpus statistics

@@ -63,7 +63,7 @@ def test_leakage_guard_keeps_cross_encoder_training_queries_from_the_ranker(gene
     for step in ("retrieve", "features", "train"):
         assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
     out = capsys.readouterr().out
-    assert "skipping 4 queries the cross-encoder was trained on" in out
+    assert "skipping 4 queries a fine-tuned model of this run learned from" in out
     manifest = json.loads((run / "model" / "manifest.json").read_text())
     assert manifest["excluded_queries_leakage_guard"] == 4
     from features.store import FeatureStore
