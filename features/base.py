@@ -10,6 +10,9 @@ extractor subclasses :class:`BaseExtractor` and provides::
     cacheable: bool = True              # False: recomputed on every build (cheap, list-dependent)
     def compute(self, pairs) -> dict[str, ndarray]   # one float array per feature, len(pairs) each
 
+and may override ``check(pairs)``: raise :class:`UsageError` for input it cannot compute (e.g. an
+embedding of another model), cheaply and before any model runs; the service calls it per request so
+that a bad request fails alone instead of failing a shared batch.
 and inherits ``specs`` (the columns with their versions), ``version``, ``top_n`` / ``batch_size``
 (from the params), ``provenance()``, ``fit(corpus)`` (a no-op unless overridden) and ``root`` (where
 relative model paths are also looked up; the Scorer sets it to the folder the run was made from).
@@ -232,6 +235,9 @@ class BaseExtractor:
     def load_state(self, folder: Path) -> "BaseExtractor":
         """Read what :meth:`save_state` wrote; returns self."""
         return self
+
+    def check(self, pairs: pd.DataFrame) -> None:
+        """Raise :class:`UsageError` for pairs :meth:`compute` would refuse (the default: none); cheap, no model."""
 
     def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -152,6 +152,16 @@ class BiEncoderExtractor(TrainedOnQueries, BaseExtractor):
         name = str(self.params.model)
         return model_id.strip() in (name, name.rsplit("/", 1)[-1])
 
+    def check(self, pairs: pd.DataFrame) -> None:
+        """Refuse an app's embedding of another model (before any model is loaded)."""
+        if EMBEDDING not in pairs:
+            return
+        given = pairs[EMBEDDING].notna().to_numpy()
+        for docno, source in zip(pairs[DOCNO][given], pairs[EMBEDDING_MODEL][given]):
+            if not self.accepts(str(source)):
+                raise UsageError(f"doc {docno!r}: its embedding comes from {source!r}, but this run's bi-encoder is "
+                                 f"{self.params.model!r}; send embeddings of that model, or none (it encodes the text)")
+
     def _given(self, pairs: pd.DataFrame) -> tuple[np.ndarray, list]:
         """Which rows carry the app's own embedding (checked: model id and dimension), and those vectors,
         L2-normalised as the encoder's are."""
@@ -163,11 +173,9 @@ class BiEncoderExtractor(TrainedOnQueries, BaseExtractor):
         encoder = self.dense.model
         # sentence-transformers renamed the method in 5.x; older versions only have the first name
         dim = (getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension)()
+        self.check(pairs)
         vectors = []
-        for docno, vec, source in zip(pairs[DOCNO][given], pairs[EMBEDDING][given], pairs[EMBEDDING_MODEL][given]):
-            if not self.accepts(str(source)):
-                raise UsageError(f"doc {docno!r}: its embedding comes from {source!r}, but this run's bi-encoder is "
-                                 f"{self.params.model!r}; send embeddings of that model, or none (it encodes the text)")
+        for docno, vec in zip(pairs[DOCNO][given], pairs[EMBEDDING][given]):
             if len(vec) != dim:
                 raise UsageError(f"doc {docno!r}: its embedding has {len(vec)} dimensions, {self.params.model!r} "
                                  f"gives {dim}")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.errors import MissingInputError, UsageError
+
 FILE = "calibration.json"
 VERSION = 1  # part of the train step's key: a model trained before calibration existed is retrained by `run`
 KINDS = ("platt", "isotonic")
@@ -64,12 +66,58 @@ class Calibrator:
                                                     indent=2))
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Calibrator | None":
+    def load(cls, folder: str | Path, *, required: bool = False) -> "Calibrator | None":
+        """``folder``'s calibration.json, validated; None when there is none and it is not ``required``
+        (the model's manifest says it was calibrated: then a missing file is an error, since
+        ``probability`` and the service's ``relevance_score`` would silently change meaning)."""
         path = Path(folder) / FILE
         if not path.exists():
+            if required:
+                raise MissingInputError(f"{path}: missing, though the model's manifest says it was calibrated; "
+                                        "restore the model folder or retrain it (`fusion-ltr train`)")
             return None
-        d = json.loads(path.read_text())
-        return cls(d["kind"], d["params"], d.get("info", {}))
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(d, dict) or not isinstance(d.get("params"), dict):
+            raise UsageError(f"{path}: expected an object with 'kind' and 'params', found {str(d)[:80]}")
+        cal = cls(d.get("kind"), d["params"], d.get("info", {}))
+        cal.validate(path)
+        return cal
+
+    def validate(self, where: str | Path = "calibration") -> None:
+        """Refuse a map that is not a monotone one into [0, 1]: an unknown kind, a non-finite number,
+        unsorted or out-of-range knots."""
+        def bad(what: str):
+            raise UsageError(f"{where}: {what}")
+
+        if self.kind not in KINDS:
+            bad(f"kind must be one of {list(KINDS)}, found {self.kind!r}")
+        keys = ("a", "b") if self.kind == "platt" else ("x", "y")
+        missing = [k for k in keys if k not in self.params]
+        if missing:
+            bad(f"a {self.kind} calibration needs params {list(keys)}, missing {missing}")
+        try:
+            values = {k: np.asarray(self.params[k], dtype=np.float64) for k in keys}
+        except (TypeError, ValueError):
+            bad(f"params {list(keys)} must be numbers, found {str(self.params)[:80]}")
+        for k, v in values.items():
+            if not np.isfinite(v).all():
+                bad(f"params.{k} must be finite, found {self.params[k]!r}"[:200])
+        if self.kind == "platt":
+            if values["a"].ndim or values["b"].ndim:
+                bad("platt params a and b must be single numbers")
+            if values["a"] < 0:
+                bad(f"platt slope a must be >= 0 (a higher score is never less likely relevant), found {float(values['a'])}")
+            return
+        x, y = values["x"], values["y"]
+        if x.ndim != 1 or y.ndim != 1 or len(x) != len(y) or not len(x):
+            bad(f"isotonic params x and y must be lists of one length >= 1, found {x.shape} and {y.shape}")
+        if (np.diff(x) < 0).any() or (np.diff(y) < 0).any():
+            bad("isotonic knots must be sorted: x and y non-decreasing")
+        if (y < 0).any() or (y > 1).any():
+            bad(f"isotonic y must lie in [0, 1], found min {y.min()} and max {y.max()}")
 
 
 def log_loss(p, labels) -> float:

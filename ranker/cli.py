@@ -45,7 +45,9 @@ def _serve(args) -> None:
 
     serve(args.run, model=args.model, host=args.host, port=args.port, workers=args.workers,
           batching=not args.no_batching, max_wait_ms=args.max_wait_ms,
-          limits=ServeLimits(max_documents=args.max_documents, max_chars=args.max_chars))
+          limits=ServeLimits(max_documents=args.max_documents, max_chars=args.max_chars,
+                             max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout_s),
+          api_key_file=args.api_key_file)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a micro-batch waits for more requests")
     p.add_argument("--max-documents", type=int, default=1000, help="documents per request (more: 413)")
     p.add_argument("--max-chars", type=int, default=2_000_000, help="characters per request (more: 413)")
+    p.add_argument("--max-body-bytes", type=int, default=16_000_000, help="request body bytes, checked while read (413)")
+    p.add_argument("--body-timeout-s", type=float, default=30.0, help="seconds for a whole request body (408)")
+    p.add_argument("--api-key-file", help="a file whose first line is the API key (default: $FUSION_LTR_API_KEY; "
+                   "none: no access control)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("data", help="find or download a dataset")

@@ -51,10 +51,20 @@ class Document:
 SECONDS_RANGE = (-2_208_988_800, 7_258_118_400)
 
 
+def check_text(value: str, what: str, field: str) -> str:
+    """``value`` if it is valid Unicode text (no lone surrogate, which no encoder or file can hold)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{what}: not valid Unicode text (a lone surrogate {value[exc.start:exc.end]!r} at "
+                         f"character {exc.start}); send UTF-8 text", field=field) from None
+    return value
+
+
 def check_query(query) -> str:
     if not isinstance(query, str) or not query.strip():
         raise InputError(f"query: expected a non-empty string, found {query!r}", field="query")
-    return query
+    return check_text(query, "query", "query")
 
 
 def check_docs(docs) -> list:
@@ -86,14 +96,16 @@ def check_min_score(min_score) -> float | None:
 
 
 def _number(value, doc_id: str, key: str, *, missing_ok: bool) -> float:
-    """A finite float (NaN for None/NaN when ``missing_ok``), or an error naming the doc and key."""
+    """A finite float (NaN for None when ``missing_ok``), or an error naming the doc and key. NaN is
+    refused: "not given" is None (or leaving the key out); a NaN is usually a bug upstream."""
     if value is None and missing_ok:
         return np.nan
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise UsageError(f"doc {doc_id!r}: {key} must be a number, found {type(value).__name__} {value!r}")
-    value = float(value)
-    if np.isnan(value) and missing_ok:
-        return np.nan
+    try:
+        value = float(value)
+    except OverflowError:
+        value = float("inf")
     if not np.isfinite(value):
         raise UsageError(f"doc {doc_id!r}: {key} must be finite, found {value!r}"
                          + ("; leave it out (or None) when unknown" if missing_ok else ""))
@@ -107,7 +119,10 @@ def parse_timestamp(value, doc_id: str, *, unit: str = "s") -> pd.Timestamp:
         return pd.NaT
     key = "timestamp_ms" if unit == "ms" else "timestamp"
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        seconds = float(value) / (1000.0 if unit == "ms" else 1.0)
+        try:
+            seconds = float(value) / (1000.0 if unit == "ms" else 1.0)
+        except OverflowError:  # an integer beyond any float
+            seconds = float("inf")
         if not np.isfinite(seconds) or not SECONDS_RANGE[0] <= seconds <= SECONDS_RANGE[1]:
             hint = ("; it looks like milliseconds: pass it as 'timestamp_ms'"
                     if unit == "s" and np.isfinite(seconds) and SECONDS_RANGE[0] <= seconds / 1000 <= SECONDS_RANGE[1]
@@ -126,7 +141,10 @@ def parse_timestamp(value, doc_id: str, *, unit: str = "s") -> pd.Timestamp:
                          "datetime, Unix seconds, or milliseconds as 'timestamp_ms'") from None
     if pd.isna(ts):
         raise UsageError(f"doc {doc_id!r}: timestamp {value!r} is not a date")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if not SECONDS_RANGE[0] <= ts.timestamp() <= SECONDS_RANGE[1]:  # the same range as numbers
+        raise UsageError(f"doc {doc_id!r}: timestamp {value!r} is outside 1900-2200")
+    return ts
 
 
 def _embedding(doc: Mapping, doc_id: str):
@@ -175,14 +193,24 @@ def candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
             raise InputError(f"doc {pos}: id must be a string or an integer, found {type(raw_id).__name__} {raw_id!r}",
                              field=f"documents[{pos}].id")
         doc_id = str(pos if raw_id is None else raw_id)
+        unknown = sorted(str(k) for k in doc if k not in DOC_KEYS and not (isinstance(k, str) and
+                                                                            k.startswith(("rank_", "score_"))))
+        if unknown:
+            raise InputError(f"doc {doc_id!r} (position {pos}): unknown key(s) {unknown[:5]}; expected "
+                             f"{list(DOC_KEYS)} or a retriever's rank_<r> / score_<r>",
+                             field=f"documents[{pos}].{unknown[0]}")
         text = doc.get("text")
         if not isinstance(text, str) or not text.strip():
             raise InputError(f"doc {doc_id!r} (position {pos}): expected a non-empty 'text' string, found "
                              f"{text!r}; its keys: {sorted(map(str, doc))}", field=f"documents[{pos}].text")
+        check_text(text, f"doc {doc_id!r} text", f"documents[{pos}].text")
         title = doc.get("title") or ""
         if not isinstance(title, str):
             raise InputError(f"doc {doc_id!r}: title must be a string, found {type(title).__name__}",
                              field=f"documents[{pos}].title")
+        check_text(title, f"doc {doc_id!r} title", f"documents[{pos}].title")
+        if isinstance(raw_id, str):
+            check_text(raw_id, f"doc {pos} id", f"documents[{pos}].id")
         rank = doc.get("rank", pos + 1)
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
             raise InputError(f"doc {doc_id!r}: rank must be a positive integer, found {rank!r}",

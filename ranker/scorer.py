@@ -131,8 +131,10 @@ class Scorer:
             raise MissingInputError(f"{model_dir}: no trained model (expected manifest.json); "
                                     "run `fusion-ltr run --config ...` or `fusion-ltr train` first")
         from . import cascade
+        from .integrity import verify
 
-        manifest = json.loads((model_dir / "manifest.json").read_text())
+        manifest = _read_json(model_dir / "manifest.json")
+        verify(model_dir, manifest)  # every file against its sha256, before a native library reads one
         stages = cascade.load(model_dir, manifest) if manifest.get("kind") == cascade.KIND else None
         booster = stages[-1].model if stages else LambdaMART.load(model_dir)
         manifest = manifest if stages else booster.manifest_
@@ -155,7 +157,7 @@ class Scorer:
         from .calibration import Calibrator
 
         return cls(booster, extractors, run_dir=model_dir.parent, manifest=manifest, stages=stages,
-                   calibrator=Calibrator.load(model_dir))
+                   calibrator=Calibrator.load(model_dir, required=bool(manifest.get("calibrated"))))
 
     # ------------------------------------------------------------------------------- serving
     def rerank(self, query: str, docs, *, top_k: int | None = None, explain: bool = False,
@@ -163,7 +165,9 @@ class Scorer:
         """Rerank ``docs`` (strings, :class:`Document`, or mappings with ``id``, ``text`` and optional
         ``title``, ``timestamp``, ``score``, ``rank``, ``rank_<r>``/``score_<r>``) for ``query``; best first.
 
-        ``top_k`` keeps the best k; ``min_score`` drops results scoring below it; ``explain`` adds each
+        ``top_k`` keeps the best k; ``min_score`` drops results below it, compared with P(relevant) when the
+        model is calibrated (``Result.probability``, as the service's ``relevance_score``), else with the
+        raw ``score``; ``explain`` adds each
         feature's value and SHAP contribution. An empty ``docs`` gives an empty :class:`Ranking`.
         """
         t0 = time.perf_counter()
@@ -278,7 +282,7 @@ class Scorer:
         prob = self.calibrator.predict(scores) if self.calibrator else None
         order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -scores))
         if min_score is not None:
-            order = order[scores[order] >= min_score]
+            order = order[self._thresholded(scores, prob)[order] >= min_score]
         if top_k is not None:
             order = order[:top_k]
         contrib = None
@@ -307,7 +311,7 @@ class Scorer:
         prob = self.calibrator.predict(key) if self.calibrator else None
         order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -key))
         if min_score is not None:
-            order = order[scores[order] >= min_score]
+            order = order[self._thresholded(scores, prob)[order] >= min_score]
         if top_k is not None:
             order = order[:top_k]
         results = []
@@ -320,6 +324,12 @@ class Scorer:
                 probability=float(prob[i]) if prob is not None else None))
         timing["total"] = time.perf_counter() - t0
         return Ranking(results, timing)
+
+    @staticmethod
+    def _thresholded(scores: np.ndarray, prob: np.ndarray | None) -> np.ndarray:
+        """What ``min_score`` is compared with, in Python and over HTTP alike: P(relevant) when the model
+        is calibrated (``Result.probability``, the service's ``relevance_score``), else the raw score."""
+        return prob if prob is not None else scores
 
     def _retrieve(self, query: str) -> pd.DataFrame:
         """The run's first stage for one query, through the same :class:`retrieval.FirstStage` that
@@ -349,6 +359,15 @@ class Scorer:
 
 
 # ----------------------------------------------------------------------------------- helpers
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc}); restore the model folder or retrain it") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
 
 
 def _root(run_dir: Path, manifest: dict) -> Path:

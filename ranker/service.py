@@ -24,7 +24,9 @@ shared by every request. With ``batching`` on (the default), a request's pairs f
 queue, and one worker thread per extractor computes, in one call, the pairs of every request that arrived
 within ``max_wait_ms`` (at most ``max_batch_pairs``); each request gets its own rows back. Off, each
 request computes its own pairs, one request at a time per extractor (models and tokenizers are not
-safe to call from two threads at once).
+safe to call from two threads at once). A request's pairs are checked by the extractor
+(``BaseExtractor.check``) before they join a batch, and a shared call that fails is computed again
+request by request: only the request at fault gets the error, never another client.
 """
 
 import logging
@@ -35,11 +37,12 @@ import traceback
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from retrieval.errors import FusionLTRError, InputError, MissingInputError
+from retrieval.errors import FusionLTRError, InputError, MissingInputError, UsageError
 
 log = logging.getLogger("fusion_ltr.service")
 INSTALL = "pip install 'fusion-ltr[serve]'  (fastapi, uvicorn, prometheus-client)"
@@ -51,6 +54,8 @@ class ServeLimits:
 
     max_documents: int = 1000
     max_chars: int = 2_000_000  # query + every document's text and title
+    max_body_bytes: int = 16_000_000  # the request body as sent, enforced while it is read
+    body_timeout_s: float = 30.0  # the whole body must arrive within this (a stalled upload gets a 408)
 
 
 # ------------------------------------------------------------------------------ shared extractors
@@ -88,6 +93,7 @@ class BatchedExtractor(_Shared):
         threading.Thread(target=self._loop, name=f"batch-{ext.name}", daemon=True).start()
 
     def compute(self, pairs):
+        self._ext.check(pairs)  # a request the extractor would refuse fails here, alone, before joining a batch
         done: Future = Future()
         self._queue.put((pairs, done))
         return done.result()
@@ -115,9 +121,17 @@ class BatchedExtractor(_Shared):
         try:
             frame = pd.concat([p for p, _ in batch], ignore_index=True) if len(batch) > 1 else batch[0][0]
             values = self._ext.compute(frame)
-        except BaseException as exc:  # every waiting request gets the error; the worker lives on
-            for _, done in batch:
-                done.set_exception(exc)
+        except BaseException as exc:
+            if len(batch) == 1:
+                batch[0][1].set_exception(exc)
+                return
+            # one request's pairs broke the shared call: each request again on its own, so that only the
+            # one at fault fails and no request sees another's error (the worker lives on either way)
+            for pairs, done in batch:
+                try:
+                    done.set_result(self._ext.compute(pairs))
+                except BaseException as own:
+                    done.set_exception(own)
             return
         start = 0
         for pairs, done in batch:
@@ -162,10 +176,99 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+# ------------------------------------------------------------------------------ before the framework
+class BodyGuard:
+    """ASGI middleware in front of the app: the API key (when set) before anything is read, then the body
+    read here with its size limit enforced while it arrives (a ``Content-Length`` past it is refused
+    before a byte is read) and a deadline for the whole of it; the app gets the body as read."""
+
+    def __init__(self, app, *, limits: ServeLimits, api_key: str | None, on_error):
+        self.app, self.limits, self.api_key, self.on_error = app, limits, api_key, on_error
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        import asyncio
+        import hmac
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        path = scope.get("path", "")
+        if self.api_key and path != "/healthz":
+            given = headers.get("authorization", "")
+            token = given[7:].strip() if given[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(token.encode("utf-8", "replace"), self.api_key.encode("utf-8")):
+                return await self.on_error(scope, send, 401, "unauthorized", "Authorization: expected 'Bearer <API "
+                                           "key>' with the server's key" + (", found another key" if token else ""),
+                                           "authorization")
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        limit = self.limits.max_body_bytes
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return await self.on_error(scope, send, 413, "too_large", f"body: {int(declared)} bytes, at most {limit} "
+                                       "(ServeLimits.max_body_bytes)", "body")
+        chunks, size = [], 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.body_timeout_s
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
+            except asyncio.TimeoutError:
+                return await self.on_error(scope, send, 408, "timeout", f"body: not received within "
+                                           f"{self.limits.body_timeout_s:g} s (ServeLimits.body_timeout_s)", "body")
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return await self.on_error(scope, send, 413, "too_large", f"body: more than {limit} bytes "
+                                           "(ServeLimits.max_body_bytes)", "body")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def api_key_from(env: dict, file: str | None = None) -> str | None:
+    """The API key: the first line of ``file``, else ``FUSION_LTR_API_KEY``; None when neither is set."""
+    from pathlib import Path
+
+    if file:
+        try:
+            key = Path(file).read_text(encoding="utf-8").strip().splitlines()
+        except OSError as exc:
+            raise MissingInputError(f"{file}: cannot read the API key file ({exc.strerror})") from None
+        if not key or not key[0].strip():
+            raise UsageError(f"{file}: the API key file is empty")
+        return key[0].strip()
+    return (env.get("FUSION_LTR_API_KEY") or "").strip() or None
+
+
 # ------------------------------------------------------------------------------ the app
 def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = True, max_wait_ms: float = 5.0,
-               max_batch_pairs: int = 256, model_name: str = ""):
-    """The FastAPI app serving ``scorer`` (see the module docstring)."""
+               max_batch_pairs: int = 256, model_name: str = "", api_key: str | None = None):
+    """The FastAPI app serving ``scorer`` (see the module docstring); with ``api_key``, every endpoint but
+    ``/healthz`` needs ``Authorization: Bearer <api_key>`` (compared in constant time)."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
@@ -174,44 +277,58 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
     except ImportError as exc:
         raise ImportError(f"the service needs FastAPI: run `{INSTALL}`") from exc
 
+    from typing import Annotated
+
+    from pydantic import Field, StrictBool, StrictInt
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
     from .documents import check_top_k
+
+    Finite = Annotated[float, Field(allow_inf_nan=False)]
 
     metrics = Metrics()
     share_extractors(scorer, batching=batching, metrics=metrics, max_wait_ms=max_wait_ms,
                      max_batch_pairs=max_batch_pairs)
-    name = model_name or str(scorer.run_dir or "fusion-ltr")
+    name = model_name or (scorer.run_dir.name if scorer.run_dir else "fusion-ltr")  # never a server path
 
     class DocumentIn(BaseModel):
-        model_config = ConfigDict(extra="allow")  # other keys (metadata) are kept out of the features
+        # other keys pass on to the Scorer, which takes a retriever's rank_<r> / score_<r> and refuses the rest
+        model_config = ConfigDict(extra="allow")
         text: str
-        id: str | int | None = None
+        id: str | StrictInt | None = None
         title: str | None = None
-        timestamp: str | float | int | None = None
-        timestamp_ms: float | int | None = None
-        score: float | None = None
-        rank: int | None = None
-        embedding: list[float] | None = None
+        timestamp: str | StrictInt | Finite | None = None
+        timestamp_ms: StrictInt | Finite | None = None
+        score: Finite | None = None
+        rank: StrictInt | None = None
+        embedding: list[Finite] | None = None
         embedding_model: str | None = None
 
     class RerankIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
         query: str
         documents: list[str | DocumentIn]
-        top_n: int | None = None
-        return_documents: bool = False
-        min_score: float | None = None
+        top_n: StrictInt | None = None
+        return_documents: StrictBool = False
+        min_score: Finite | None = None
         model: str | None = None  # accepted for client compatibility; this server serves one model
         max_chunks_per_doc: int | None = None  # Cohere v1 clients send it; documents are not chunked here
 
     class SearchIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
         query: str
-        top_n: int = 10
-        return_documents: bool = True
-        min_score: float | None = None
+        top_n: StrictInt = 10
+        return_documents: StrictBool = True
+        min_score: Finite | None = None
         model: str | None = None
 
     app = FastAPI(title="fusion-ltr rerank", version="1")
+
+    async def early_error(scope, send, status: int, kind: str, message: str, field: str):
+        metrics.requests.labels(scope.get("path", ""), str(status)).inc()
+        await error(status, kind, message, field)(scope, None, send)
+
+    app.add_middleware(BodyGuard, limits=limits, api_key=api_key, on_error=early_error)
 
     def error(status: int, kind: str, message: str, field: str = "", request_id: str | None = None):
         metrics.errors.labels(kind).inc()
@@ -220,9 +337,30 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
             body["request_id"] = request_id
         return JSONResponse({"error": body}, status_code=status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def framework_error(request: Request, exc: StarletteHTTPException):
+        # the framework's own answers (a body it cannot parse, e.g. nested too deep; an unknown path or method)
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+        metrics.requests.labels(request.url.path, str(exc.status_code)).inc()
+        message = {400: "body: not valid JSON (it could not be parsed, e.g. nested too deep)"}.get(
+            exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+        return error(exc.status_code, kind, message, "body" if exc.status_code == 400 else "")
+
     @app.exception_handler(RequestValidationError)
     async def bad_shape(request: Request, exc: RequestValidationError):
         errs = exc.errors()
+        ctype = request.headers.get("content-type", "")
+        main = ctype.split(";")[0].strip().lower()
+        if main and main != "application/json" and not main.endswith("+json"):
+            metrics.requests.labels(request.url.path, "415").inc()
+            return error(415, "unsupported_media_type", f"Content-Type: expected application/json, found "
+                         f"{ctype or 'none'!r}", "content-type")
+        bad_json = next((e for e in errs if e.get("type") == "json_invalid"), None)
+        if bad_json is not None:
+            metrics.requests.labels(request.url.path, "422").inc()
+            at = bad_json.get("loc", ("body", "?"))[-1]
+            return error(422, "invalid_request", f"body: not valid JSON ({bad_json.get('ctx', {}).get('error', 'invalid')}"
+                         f" at character {at})", "body")
         # a document object fails both members of "string or object": report the object's own error
         first = next((e for e in errs if [str(p) for p in e.get("loc", ())][-1:] != ["str"]), errs[0])
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
@@ -241,7 +379,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
             if isinstance(d, str):
                 docs.append(d)
             else:
-                doc = {k: v for k, v in d.model_dump().items() if v is not None and k in DocumentIn.model_fields}
+                doc = {k: v for k, v in d.model_dump().items() if v is not None}
                 docs.append(doc)
         return docs
 
@@ -259,14 +397,12 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
         """Cohere's result items (``index`` into the request's documents; ``id`` for search)."""
         out = []
         for r in ranking:
-            score = r.probability if r.probability is not None else r.score
-            if body.min_score is not None and score < body.min_score:
-                continue
+            score = r.probability if r.probability is not None else r.score  # what min_score compared
             item = ({"index": index[r.id]} if index is not None else {"id": r.id}) | {"relevance_score": score}
             if body.return_documents:
                 item["document"] = {"text": r.text} | ({"title": r.title} if r.title else {})
             out.append(item)
-        return out[:body.top_n] if body.top_n is not None else out
+        return out
 
     def observe(ranking) -> dict:
         for part, seconds in ranking.timing.items():
@@ -302,7 +438,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
         def work():
             check_limits(body)
             check_top_k(body.top_n, "top_n")
-            ranking = scorer.rerank(body.query, documents_of(body))
+            ranking = scorer.rerank(body.query, documents_of(body), top_k=body.top_n, min_score=body.min_score)
             index = {str(i if isinstance(d, str) or d.id is None else d.id): i for i, d in enumerate(body.documents)}
             return {"id": request_id, "model": name, "results": results_of(ranking, body, index),
                     "meta": {"calibrated": scorer.calibrator is not None, "documents": len(body.documents),
@@ -315,7 +451,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
 
         def work():
             check_top_k(body.top_n, "top_n")
-            ranking = scorer.search(body.query, top_k=None)
+            ranking = scorer.search(body.query, top_k=body.top_n, min_score=body.min_score)
             return {"id": request_id, "model": name, "results": results_of(ranking, body),
                     "meta": {"calibrated": scorer.calibrator is not None, "timing_ms": observe(ranking)}}
         return handle("/v1/search", request_id, work)
@@ -337,7 +473,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
                 "features": [{"name": n, "version": v} for n, v in zip(scorer.feature_names, scorer.feature_versions)],
                 "stages": [{"features": s.features, "keep": s.keep} for s in scorer.stages] if scorer.stages else None,
                 "extractors": {e.name: [s.name for s in e.specs] for e in scorer.extractors},
-                "dataset": m.get("dataset"), "train_queries": m.get("train_queries"), "guard": m.get("guard"),
+                "dataset": Path(str(m["dataset"])).name if m.get("dataset") else None, "train_queries": m.get("train_queries"), "guard": m.get("guard"),
                 "calibration": ({"kind": scorer.calibrator.kind, **scorer.calibrator.info}
                                 if scorer.calibrator else None),
                 "batching": batching, "limits": {f.name: getattr(limits, f.name) for f in fields(limits)}}
@@ -354,19 +490,27 @@ class LimitError(InputError):
 
 
 def serve(run_dir: str, *, model: str = "model", host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          batching: bool = True, max_wait_ms: float = 5.0, limits: ServeLimits = ServeLimits()) -> None:
-    """Load the Scorer once and serve it with uvicorn (``workers`` processes, each with its own models)."""
+          batching: bool = True, max_wait_ms: float = 5.0, limits: ServeLimits = ServeLimits(),
+          api_key_file: str | None = None) -> None:
+    """Load the Scorer once and serve it with uvicorn (``workers`` processes, each with its own models).
+
+    The API key is the first line of ``api_key_file``, else the ``FUSION_LTR_API_KEY`` environment
+    variable; binding beyond loopback without one is allowed, with a warning."""
     try:
         import uvicorn
     except ImportError as exc:
         raise ImportError(f"the service needs uvicorn: run `{INSTALL}`") from exc
     import os
 
+    key = api_key_from(os.environ, api_key_file)  # a bad key file is refused before the model loads
+    if key is None and not is_loopback(host):
+        log.warning("serving on %s without an API key: anyone who can reach this port can use the model; set "
+                    "FUSION_LTR_API_KEY or --api-key-file", host)
     os.environ.update({"FUSION_LTR_SERVE_RUN": str(run_dir), "FUSION_LTR_SERVE_MODEL": model,
                        "FUSION_LTR_SERVE_BATCHING": "1" if batching else "0",
                        "FUSION_LTR_SERVE_WAIT_MS": str(max_wait_ms),
-                       "FUSION_LTR_SERVE_MAX_DOCUMENTS": str(limits.max_documents),
-                       "FUSION_LTR_SERVE_MAX_CHARS": str(limits.max_chars)})
+                       "FUSION_LTR_SERVE_API_KEY_FILE": api_key_file or "",
+                       **{f"FUSION_LTR_SERVE_{f.name.upper()}": str(getattr(limits, f.name)) for f in fields(limits)}})
     if workers > 1:
         uvicorn.run("ranker.service:app_from_env", factory=True, host=host, port=port, workers=workers)
     else:
@@ -381,7 +525,9 @@ def app_from_env():
 
     env = os.environ
     scorer = Scorer.load(env["FUSION_LTR_SERVE_RUN"], model=env.get("FUSION_LTR_SERVE_MODEL", "model"))
-    limits = ServeLimits(int(env.get("FUSION_LTR_SERVE_MAX_DOCUMENTS", ServeLimits.max_documents)),
-                         int(env.get("FUSION_LTR_SERVE_MAX_CHARS", ServeLimits.max_chars)))
+    default = ServeLimits()
+    limits = ServeLimits(**{f.name: type(getattr(default, f.name))(env[k]) for f in fields(ServeLimits)
+                            if (k := f"FUSION_LTR_SERVE_{f.name.upper()}") in env})
     return create_app(scorer, limits=limits, batching=env.get("FUSION_LTR_SERVE_BATCHING", "1") == "1",
-                      max_wait_ms=float(env.get("FUSION_LTR_SERVE_WAIT_MS", 5.0)))
+                      max_wait_ms=float(env.get("FUSION_LTR_SERVE_WAIT_MS", 5.0)),
+                      api_key=api_key_from(env, env.get("FUSION_LTR_SERVE_API_KEY_FILE") or None))

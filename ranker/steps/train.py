@@ -13,6 +13,7 @@ from retrieval.data import hash_split
 from retrieval.errors import UsageError
 
 from ..lambdamart import LambdaMART, cross_val_predict
+from ..integrity import seal
 from ..layout import replaced_atomically
 from ..tuning import describe, guard, n_folds, settings, tune
 
@@ -151,6 +152,7 @@ def train(run) -> dict:
             depth, score, _ = cascade.apply(stages, data.valid)
             info["lambdamart"]["calibration"] = calibrate(run, "lambdamart", cascade.final_scores(depth, score),
                                                           data.valid, layout.model())
+        seal(layout.model())  # checksums last: Scorer.load verifies them before a booster is read
     for name, feats in run.models().items():
         if name == "lambdamart" and cfg.ranker.cascade:
             continue
@@ -179,6 +181,7 @@ def train(run) -> dict:
                 save_extractor_state(run, tmp)
             calibration = calibrate(run, name, served_scores(model, fit_valid, check) if fit_valid is not None else None,
                                     fit_valid, tmp)
+            seal(tmp)
         info[name] = {"path": str(path), "best_iteration": model.best_iteration_, "seconds": seconds,
                       "evals": model.evals_, "guard": check, "calibration": calibration}
         log(f"{name}: {len(feats)} features, {len(train_data.group)} train / "
