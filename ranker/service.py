@@ -363,10 +363,11 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
                          f" at character {at})", "body")
         # a document object fails both members of "string or object": report the object's own error
         first = next((e for e in errs if [str(p) for p in e.get("loc", ())][-1:] != ["str"]), errs[0])
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        # the path without pydantic's union-member tags ("str", "DocumentIn", "int", "constrained-float", ...)
+        union_tags = {"str", "int", "float", "bool", "DocumentIn"}
+        loc = [str(p) for p in first.get("loc", ()) if p != "body" and str(p) not in union_tags
+               and not any(c in str(p) for c in "[-")]
         path = "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc).lstrip(".")
-        # a document given as an object fails both union members; say what the object lacked
-        path = path.replace(".str", "").replace(".DocumentIn", "")
         found = first.get("input")
         message = f"{path or 'body'}: {first.get('msg', 'invalid')}" + (
             f", found {str(found)[:80]!r}" if found is not None and not isinstance(found, dict) else "")

@@ -124,3 +124,39 @@ def test_any_documents_rerank_to_a_permutation_or_raise_the_project_error(scorer
         assert sorted(r.id for r in results) == sorted(ids)
     assert all(np.isfinite(r.score) for r in results)
     assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+
+
+@pytest.mark.parametrize("docs, message", [
+    ([{"id": "a", "text": "x", "score": math.nan}], r"doc 'a': score must be finite, found nan; leave it out"),
+    ([{"id": "a", "text": "x", "rank_bm25": math.nan}], r"doc 'a': rank_bm25 must be finite, found nan"),
+    ([{"id": "a", "text": "x", "timestmap": "2020-01-01"}], r"doc 'a' \(position 0\): unknown key\(s\) \['timestmap'\]"),
+    ([{"id": "a", "text": "x", "timestamp": "0001-01-01"}], r"doc 'a': timestamp '0001-01-01' is outside 1900-2200"),
+    ([{"id": "a", "text": "x", "timestamp": "9999-12-31"}], r"doc 'a': timestamp '9999-12-31' is outside 1900-2200"),
+    ([{"id": "a", "text": "x", "timestamp": 10**400}], r"doc 'a': timestamp 1000.* is not a Unix time in seconds"),
+    ([{"id": "a", "text": "x", "timestamp_ms": 10**400}], r"doc 'a': timestamp_ms 1000.* is not a Unix time"),
+    ([{"id": "a", "text": "caf\ud800"}], r"doc 'a' text: not valid Unicode text \(a lone surrogate"),
+    ([{"id": "a", "text": "x", "title": "\udfff"}], r"doc 'a' title: not valid Unicode text"),
+    ([{"id": "\ud800", "text": "x"}], r"doc 0 id: not valid Unicode text"),
+])
+def test_bad_values_that_used_to_pass_or_crash_are_named(scorer, docs, message):
+    with pytest.raises(UsageError, match=message):
+        scorer.rerank("coffee", docs)
+
+
+def test_a_query_with_a_lone_surrogate_is_named(scorer):
+    with pytest.raises(UsageError, match=r"query: not valid Unicode text"):
+        scorer.rerank("coffee \ud800", DOCS)
+
+
+def test_min_score_compares_the_probability_when_the_model_is_calibrated(scorer):
+    """One meaning in Python and over HTTP: P(relevant) (Result.probability), not the raw score."""
+    assert scorer.calibrator is not None
+    docs = [{"id": f"d{i}", "text": t} for i, t in enumerate(["coffee bean roast", "roast coffee", "owl night",
+                                                              "bean soup", "coffee"])]
+    full = scorer.rerank("coffee bean roast", docs)
+    for cut in sorted({r.probability for r in full}):
+        kept = scorer.rerank("coffee bean roast", docs, min_score=cut)
+        assert [r.id for r in kept] == [r.id for r in full if r.probability >= cut]
+    # the raw score lives on another scale: at least one cut keeps another set than the raw score would
+    assert any([r.id for r in full if r.probability >= cut] != [r.id for r in full if r.score >= cut]
+               for cut in {r.probability for r in full})

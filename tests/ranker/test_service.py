@@ -1,6 +1,7 @@
 """The HTTP service on a tiny run (FastAPI's TestClient): Cohere's shape, the Scorer's answers, every bad
 input's 4xx, a bug's 500 that leaves the server serving, and micro-batching across requests."""
 
+import logging
 import threading
 
 import numpy as np
@@ -158,3 +159,162 @@ def test_the_report_gives_the_calibration_on_test_and_thresholds_chosen_on_valid
 def test_serve_refuses_a_folder_without_a_model_before_listening(tmp_path, capsys):
     assert main(["serve", "--run", str(tmp_path), "--port", "0"]) == 2
     assert "no trained model" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ isolation and strictness
+@pytest.fixture(scope="module")
+def batching_client(run_dir):
+    """A service whose micro-batches wait long enough that requests sent together share a model call."""
+    from fastapi.testclient import TestClient
+
+    from ranker.service import create_app
+
+    app = create_app(Scorer.load(run_dir), max_wait_ms=150)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def _together(client, bodies):
+    out = [None] * len(bodies)
+
+    def send(i):
+        out[i] = client.post("/v1/rerank", json=bodies[i])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+@pytest.mark.parametrize("bad_doc", [
+    {"text": "coffee", "id": "intruder", "embedding": [0.1] * 384, "embedding_model": "another/model"},  # check()
+    {"text": "coffee", "id": "intruder", "embedding": [0.1] * 7, "embedding_model": "all-MiniLM-L6-v2"},  # compute()
+])
+def test_one_clients_bad_request_in_a_batch_fails_alone(batching_client, bad_doc):
+    good = {"query": QUERY, "documents": DOCS}
+    alone = batching_client.post("/v1/rerank", json=good).json()["results"]
+    bodies = [good] * 12 + [{"query": QUERY, "documents": DOCS[:2] + [bad_doc]}] + [good] * 12
+    answers = _together(batching_client, bodies)
+    bad = answers[12]
+    assert bad.status_code == 422 and "intruder" in bad.json()["error"]["message"]
+    for r in answers[:12] + answers[13:]:
+        assert r.status_code == 200, r.text
+        assert r.json()["results"] == alone  # the same answer as sent alone: nothing of the other request
+    metrics = batching_client.get("/metrics").text
+    sizes = [line for line in metrics.splitlines() if line.startswith('fusion_ltr_batch_pairs_count{extractor="biencoder"}')]
+    assert sizes  # the bi-encoder was batched
+
+
+def _raw(client, content, content_type="application/json", **headers):
+    return client.post("/v1/rerank", content=content, headers={"content-type": content_type, **headers})
+
+
+@pytest.mark.parametrize("content, status, field, message", [
+    ('{"query": "coffee \\ud800", "documents": ["a"]}', 422, "query", "not valid Unicode"),
+    ('{"query": "q", "documents": [{"text": "caf\\udfff"}]}', 422, "documents[0].text", "not valid Unicode"),
+    ('{"query": "q", "documents": [{"text": "a", "timestamp": 1e400}]}', 422, "documents[0].timestamp", ""),
+    ('{"query": "q", "documents": ["a"], "min_score": NaN}', 422, "min_score", ""),
+    ('{"query": "q", "documents": ["a"], "min_score": Infinity}', 422, "min_score", ""),
+    ('{"query": "q", "documents": [{"text": "a", "score": NaN}]}', 422, "documents[0].score", ""),
+    ('{"query": "q", "documents": ["a"], "top_n": true}', 422, "top_n", ""),
+    ('{"query": "q", "documents": [{"text": "a", "timestmap": "2020-01-01"}]}', 422, "documents[0].timestmap",
+     "unknown key"),
+    ('{"query": "q", "documents": ["a"', 422, "body", "not valid JSON"),
+    ("[" * 5000 + "]" * 5000, 400, "body", "not valid JSON"),
+])
+def test_bad_bodies_get_the_error_shape_never_a_500(client, content, status, field, message):
+    r = _raw(client, content)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["field"] == field and message in err["message"]
+
+
+def test_a_wrong_content_type_is_named(client):
+    r = _raw(client, '{"query": "q", "documents": ["a"]}', "text/plain")
+    assert r.status_code == 415 and "text/plain" in r.json()["error"]["message"]
+    assert 'fusion_ltr_requests_total{endpoint="/v1/rerank",status="415"}' in client.get("/metrics").text
+
+
+def test_body_limits_apply_while_reading(run_dir):
+    from fastapi.testclient import TestClient
+
+    from ranker.service import ServeLimits, create_app
+
+    app = create_app(Scorer.load(run_dir), limits=ServeLimits(max_body_bytes=200))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = _raw(c, '{"query": "q", "documents": ["' + "a" * 300 + '"]}')
+        assert r.status_code == 413 and r.json()["error"]["field"] == "body"
+
+        def chunks():  # no Content-Length: refused as the bytes pass the limit
+            yield b'{"query": "q", "documents": ["'
+            for _ in range(50):
+                yield b"a" * 10
+            yield b'"]}'
+        r = c.post("/v1/rerank", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert _raw(c, '{"query": "coffee", "documents": ["coffee beans"]}').status_code == 200
+
+
+def test_a_stalled_body_times_out():
+    import asyncio
+
+    from ranker.service import BodyGuard, ServeLimits
+
+    sent = []
+
+    async def app(scope, receive, send):  # pragma: no cover - never reached
+        raise AssertionError("the app must not see a stalled body")
+
+    async def on_error(scope, send, status, kind, message, field):
+        sent.append((status, kind, field))
+
+    async def stalled():
+        await asyncio.sleep(3600)
+
+    guard = BodyGuard(app, limits=ServeLimits(body_timeout_s=0.2), api_key=None, on_error=on_error)
+    scope = {"type": "http", "method": "POST", "path": "/v1/rerank", "headers": []}
+    asyncio.run(asyncio.wait_for(guard(scope, stalled, None), 5))
+    assert sent == [(408, "timeout", "body")]
+
+
+def test_the_api_key_is_required_and_compared(run_dir):
+    from fastapi.testclient import TestClient
+
+    from ranker.service import create_app
+
+    app = create_app(Scorer.load(run_dir), api_key="s3cret")
+    body = {"query": QUERY, "documents": DOCS}
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert c.post("/v1/rerank", json=body).status_code == 401
+        wrong = c.post("/v1/rerank", json=body, headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "unauthorized"
+        assert c.get("/v1/model").status_code == 401
+        assert c.post("/v1/rerank", json=body, headers={"authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/healthz").status_code == 200  # health checks need no key
+
+
+def test_the_model_endpoint_shows_no_server_path(client, run_dir):
+    text = client.get("/v1/model").text + client.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}).text
+    assert str(run_dir.parent) not in text and str(run_dir.resolve().parent) not in text
+
+
+def test_serving_beyond_loopback_without_a_key_warns(run_dir, monkeypatch, caplog, tmp_path):
+    import uvicorn
+
+    from ranker import service
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.append(kw["host"]))  # do not listen
+    monkeypatch.delenv("FUSION_LTR_API_KEY", raising=False)
+    with caplog.at_level(logging.WARNING, logger="fusion_ltr.service"):
+        service.serve(str(run_dir), host="0.0.0.0", port=0)
+    assert "without an API key" in caplog.text and started == ["0.0.0.0"]
+    caplog.clear()
+    key = tmp_path / "key"
+    key.write_text("k3y\n")
+    with caplog.at_level(logging.WARNING, logger="fusion_ltr.service"):
+        service.serve(str(run_dir), host="0.0.0.0", port=0, api_key_file=str(key))
+    assert "without an API key" not in caplog.text
+    assert main(["serve", "--run", str(run_dir), "--api-key-file", str(tmp_path / "absent")]) == 2
