@@ -15,6 +15,7 @@ from retrieval import data
 from retrieval.errors import FusionLTRError
 
 from .config import load_config
+from .layout import locked
 
 
 def _step(step):
@@ -22,7 +23,8 @@ def _step(step):
         from .run import Run
 
         run = Run(load_config(args.config), progress=not getattr(args, "quiet", False)).preflight()
-        step.func(run, **{a.dest: getattr(args, a.dest) for a in step.args})
+        with locked(run.layout.root, step.name):  # one command at a time writes a run folder
+            step.func(run, **{a.dest: getattr(args, a.dest) for a in step.args})
     return call
 
 
@@ -30,7 +32,9 @@ def _run(args) -> None:
     from .run import Run
     from .steps import run_all
 
-    run_all(Run(load_config(args.config), progress=not args.quiet).preflight(), ablate=not args.no_ablation)
+    run = Run(load_config(args.config), progress=not args.quiet).preflight()
+    with locked(run.layout.root, "run"):
+        run_all(run, ablate=not args.no_ablation)
 
 
 def _data(args) -> None:

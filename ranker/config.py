@@ -240,6 +240,9 @@ def load_config(path: str | Path) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if not data:
+        raise ConfigError(f"{path}: the config is empty; expected at least a [dataset] table with the data's name "
+                          "(e.g. configs/demo.toml)")
     try:
         cfg = from_dict(Config, data)
     except ConfigError as exc:

@@ -193,17 +193,17 @@ def candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
             raise InputError(f"doc {pos}: id must be a string or an integer, found {type(raw_id).__name__} {raw_id!r}",
                              field=f"documents[{pos}].id")
         doc_id = str(pos if raw_id is None else raw_id)
+        text = doc.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"doc {doc_id!r} (position {pos}): expected a non-empty 'text' string, found "
+                             f"{text!r}; its keys: {sorted(map(str, doc))}", field=f"documents[{pos}].text")
+        check_text(text, f"doc {doc_id!r} text", f"documents[{pos}].text")
         unknown = sorted(str(k) for k in doc if k not in DOC_KEYS and not (isinstance(k, str) and
                                                                             k.startswith(("rank_", "score_"))))
         if unknown:
             raise InputError(f"doc {doc_id!r} (position {pos}): unknown key(s) {unknown[:5]}; expected "
                              f"{list(DOC_KEYS)} or a retriever's rank_<r> / score_<r>",
                              field=f"documents[{pos}].{unknown[0]}")
-        text = doc.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise InputError(f"doc {doc_id!r} (position {pos}): expected a non-empty 'text' string, found "
-                             f"{text!r}; its keys: {sorted(map(str, doc))}", field=f"documents[{pos}].text")
-        check_text(text, f"doc {doc_id!r} text", f"documents[{pos}].text")
         title = doc.get("title") or ""
         if not isinstance(title, str):
             raise InputError(f"doc {doc_id!r}: title must be a string, found {type(title).__name__}",

@@ -12,6 +12,7 @@ from the manifest raises :class:`FeatureMismatchError` listing the difference.
 from __future__ import annotations
 
 import dataclasses
+import math
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -55,6 +56,18 @@ class LambdaMARTParams:
         bad = {k: v for k, v in self.monotone.items() if v not in (-1, 0, 1)}
         if bad:
             raise ConfigError(f"ranker.monotone: values must be -1, 0 or 1, found {bad}")
+        ranges = {"n_estimators": (1, None), "learning_rate": (0, None), "num_leaves": (2, None),
+                  "min_data_in_leaf": (0, None), "feature_fraction": (0, 1), "bagging_fraction": (0, 1),
+                  "lambda_l2": (0, None), "early_stopping_rounds": (0, None), "eval_at": (1, None),
+                  "num_threads": (0, None)}
+        for name, (low, high) in ranges.items():
+            value = getattr(self, name)
+            open_low = name in ("learning_rate", "feature_fraction", "bagging_fraction")  # must be > low
+            if not math.isfinite(value) or (value <= low if open_low else value < low) or (high is not None and value > high):
+                want = (f"{'>' if open_low else '>='} {low}" + (f" and <= {high}" if high is not None else ""))
+                raise ConfigError(f"ranker.params.{name}: expected a finite number {want}, found {value!r}")
+        if self.max_depth < -1 or self.max_depth == 0:
+            raise ConfigError(f"ranker.params.max_depth: expected -1 (no limit) or a depth >= 1, found {self.max_depth}")
         return self
 
 

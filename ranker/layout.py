@@ -55,6 +55,44 @@ def replaced_atomically(path: str | Path, *, keep: bool = False):
     shutil.rmtree(old, ignore_errors=True)
 
 
+LOCK = ".lock"
+
+
+@contextmanager
+def locked(folder: str | Path, command: str):
+    """Hold ``<folder>/.lock`` (an OS file lock, released when the process ends, even by kill -9) while a
+    command writes the run folder; a second command on the same folder is refused, naming the first."""
+    import datetime as dt
+    import os
+
+    from retrieval.errors import UsageError
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    handle = open(path, "a+", encoding="utf-8")
+    try:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (said once per command)
+            fcntl = None
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise UsageError(f"{folder}: another fusion-ltr command is writing this run folder ({holder}); wait "
+                                 f"for it to finish, or stop it (the lock {path} is released when it exits)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"`fusion-ltr {command}`, pid {os.getpid()}, since {dt.datetime.now().isoformat(timespec='seconds')}")
+        handle.flush()
+        yield path
+    finally:
+        handle.close()
+
+
 def variant_of(name: str) -> str | None:
     """The variant a model name names: ``lambdamart[content]`` -> ``content``; None for any other name."""
     if name.startswith("lambdamart[") and name.endswith("]"):

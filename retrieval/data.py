@@ -133,7 +133,16 @@ def _lines(path: str | Path):
         raise MissingInputError(f"{path}: no such file")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+        lines = enumerate(fh, 1)
+        lineno = 0
+        while True:
+            try:
+                lineno, raw = next(lines)
+            except StopIteration:
+                return
+            except (EOFError, gzip.BadGzipFile, OSError) as exc:  # a truncated or damaged .gz
+                raise DataFormatError(f"{path}: the compressed file is damaged or truncated after line {lineno} "
+                                      f"({exc}); download or compress it again") from None
             try:
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -197,9 +206,17 @@ def load_corpus(path: str | Path) -> pd.DataFrame:
 
 
 def load_queries(path: str | Path) -> pd.DataFrame:
+    """Queries; one id with two texts is an error naming both lines (the same text twice is kept once)."""
     path = Path(path)
     rows = _read_jsonl(path, ("_id", "text"))
-    return pd.DataFrame({QID: [str(r["_id"]) for r in rows], QUERY: [str(r["text"]) for r in rows]})
+    seen: dict[str, tuple[int, str]] = {}
+    for n, r in enumerate(rows, 1):
+        qid, text = str(r["_id"]), str(r["text"])
+        if qid in seen and seen[qid][1] != text:
+            raise DataFormatError(f"{path}: query id {qid!r} has two texts: record {seen[qid][0]} {seen[qid][1][:60]!r} "
+                                  f"and record {n} {text[:60]!r}; expected one text per id")
+        seen.setdefault(qid, (n, text))
+    return pd.DataFrame({QID: list(seen), QUERY: [text for _, text in seen.values()]})
 
 
 def load_qrels(path: str | Path) -> pd.DataFrame:
@@ -221,11 +238,14 @@ def load_qrels(path: str | Path) -> pd.DataFrame:
             label = float(parts[2])
         except ValueError:
             raise DataFormatError(f"{path}:{lineno}: expected a numeric score, found {parts[2]!r}") from None
-        if not np.isfinite(label) or label != int(label):
-            raise DataFormatError(f"{path}:{lineno}: expected an integer relevance grade, found {parts[2]!r}")
+        if not np.isfinite(label) or label != int(label) or label < 0:
+            raise DataFormatError(f"{path}:{lineno}: expected an integer relevance grade >= 0, found {parts[2]!r}")
         qids.append(parts[0])
         docnos.append(parts[1])
         labels.append(int(label))
+    if not qids:
+        raise DataFormatError(f"{path}: no judgements (expected one 'query-id corpus-id score' line per judgement "
+                              "after the header)")
     return pd.DataFrame({QID: qids, DOCNO: docnos, LABEL: np.asarray(labels, dtype=np.int64)})
 
 

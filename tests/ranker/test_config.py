@@ -91,3 +91,15 @@ params = { num_leaves = 4, early_stopping_rounds = 0 }
         load_config(write(tmp_path, '[ranker.variants.bad]\nfeats = ["bm25"]\n'))
     with pytest.raises(ConfigError, match=r"ranker.variants.bad: expected a list of features or a table, found 'bm25'"):
         load_config(write(tmp_path, '[ranker.variants]\nbad = "bm25"\n'))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", r"the config is empty"),
+    ("# only a comment\n", r"the config is empty"),
+    ("[ranker.params]\nlearning_rate = nan\n", r"ranker.params.learning_rate: expected a finite number > 0, found nan"),
+    ("[ranker.params]\nn_estimators = -3\n", r"ranker.params.n_estimators: expected a finite number >= 1, found -3"),
+    ("[ranker.params]\nfeature_fraction = 1.5\n", r"ranker.params.feature_fraction: expected .* <= 1, found 1.5"),
+])
+def test_configs_that_used_to_start_or_fail_late_are_refused_at_load(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))

@@ -31,3 +31,20 @@ def test_a_failed_block_leaves_the_folder_as_it_was(tmp_path):
     with replaced_atomically(folder) as tmp:
         (tmp / "model.txt").write_text("new")
     assert [p.name for p in folder.iterdir()] == ["model.txt"] and (folder / "model.txt").read_text() == "new"
+
+
+def test_a_second_command_on_a_run_folder_is_refused_naming_the_first(tmp_path, capsys):
+    from ranker.cli import main
+    from ranker.layout import locked
+    from tests.ranker.conftest import generated_dataset, write_config
+
+    config = tmp_path / "gen.toml"
+    write_config(config, generated_dataset(tmp_path / "gen"), tmp_path / "run",
+                 extractors="[features.extractors.length]")
+    assert main(["retrieve", "--config", str(config)]) == 0
+    with locked(tmp_path / "run", "train"):  # as if another `fusion-ltr train` were writing it
+        assert main(["features", "--config", str(config), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "another fusion-ltr command is writing this run folder (`fusion-ltr train`, pid" in err
+        assert not (tmp_path / "run" / "features").exists()  # nothing was written
+    assert main(["features", "--config", str(config), "--quiet"]) == 0  # released: it runs

@@ -101,10 +101,13 @@ def test_rerank_of_app_docs_matches_the_offline_path(run):
     run_dir, folder = run
     query = load_beir(str(folder)).queries.set_index("qid").loc["q25", "query"]
     data, pairs, order = offline(run_dir, "q25")
-    docs = [{"id": p.docno, "text": p.text, "title": p.title, "rank": int(p.rank), "score": p.score,
+    def given(value):  # a retriever that did not return the doc: None ("not given"; a NaN is refused)
+        return None if value != value else value
+
+    docs = [{"id": p.docno, "text": p.text, "title": p.title, "rank": int(p.rank), "score": given(p.score),
              "timestamp": None if p.timestamp is None or p.timestamp != p.timestamp else p.timestamp.isoformat(),
-             "rank_bm25": p.rank_bm25, "score_bm25": p.score_bm25, "rank_dense": p.rank_dense,
-             "score_dense": p.score_dense}
+             "rank_bm25": given(p.rank_bm25), "score_bm25": given(p.score_bm25), "rank_dense": given(p.rank_dense),
+             "score_dense": given(p.score_dense)}
             for p in pairs.itertuples()]
     results = Scorer.load(run_dir).rerank(query, docs, explain=True)
     assert_same_features(results, data)

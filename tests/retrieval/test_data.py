@@ -212,3 +212,34 @@ def test_hash_sample_is_seeded_sorted_and_keeps_its_members_as_it_grows():
     assert set(ten) < set(hash_sample(qids, 20, seed=1))
     assert hash_sample(qids, 10, seed=2) != ten
     assert hash_sample(qids[:5], 10, seed=1) == sorted(qids[:5])
+
+
+@pytest.mark.parametrize("content", ["", "query-id\tcorpus-id\tscore\n"])
+def test_qrels_without_a_judgement_are_named(tiny_beir, content):
+    (tiny_beir / "qrels" / "train.tsv").write_text(content)
+    with pytest.raises(DataFormatError, match=r"train.tsv: no judgements"):
+        data.load_beir(str(tiny_beir))
+
+
+def test_a_negative_grade_is_named_by_file_and_line(tiny_beir):
+    (tiny_beir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td3\t-1\n")
+    with pytest.raises(DataFormatError, match=r"train.tsv:3: expected an integer relevance grade >= 0, found '-1'"):
+        data.load_beir(str(tiny_beir))
+
+
+def test_a_truncated_gzip_is_named(tiny_beir):
+    raw = gzip.compress((tiny_beir / "corpus.jsonl").read_bytes())
+    (tiny_beir / "corpus.jsonl").unlink()
+    (tiny_beir / "corpus.jsonl.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataFormatError, match=r"corpus.jsonl.gz: the compressed file is damaged or truncated"):
+        data.load_beir(str(tiny_beir))
+
+
+def test_a_query_id_with_two_texts_is_named_and_a_repeat_is_kept_once(tiny_beir):
+    lines = (tiny_beir / "queries.jsonl").read_text()
+    (tiny_beir / "queries.jsonl").write_text(lines + '{"_id": "q1", "text": "cat on a mat"}\n')
+    queries = data.load_beir(str(tiny_beir)).queries
+    assert queries["qid"].tolist().count("q1") == 1
+    (tiny_beir / "queries.jsonl").write_text(lines + '{"_id": "q1", "text": "dogs"}\n')
+    with pytest.raises(DataFormatError, match=r"query id 'q1' has two texts: record 1 'cat on a mat' and record 5 'dogs'"):
+        data.load_beir(str(tiny_beir))
