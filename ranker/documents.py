@@ -88,8 +88,12 @@ def check_top_k(top_k, name: str = "top_k") -> int | None:
 def check_min_score(min_score) -> float | None:
     if min_score is None:
         return None
-    if isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(min_score):
+    try:
+        finite = not isinstance(min_score, bool) and isinstance(min_score, (int, float, np.integer, np.floating)) \
+            and bool(np.isfinite(float(min_score)))
+    except OverflowError:  # an integer beyond any float
+        finite = False
+    if not finite:
         raise InputError(f"min_score: expected None or a finite number, found {type(min_score).__name__} "
                          f"{min_score!r}", field="min_score")
     return float(min_score)
