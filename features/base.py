@@ -74,7 +74,8 @@ def digest(obj, length: int = 10) -> str:
 
 
 #: Parameters that decide which pairs are computed or how they are batched, never a value.
-NON_VALUE_PARAMS = frozenset({"top_n", "batch_size", "device", "memory_cache", "disk_cache"})
+# new_head (cross-encoder) only allows loading a model with a random head; the weights decide the values
+NON_VALUE_PARAMS = frozenset({"top_n", "batch_size", "device", "memory_cache", "disk_cache", "new_head"})
 COST_PARAMS = NON_VALUE_PARAMS - {"top_n"}  # top_n changes which values are computed, not what they are
 
 

@@ -45,8 +45,48 @@ class CrossEncoderParams:
     # "int8": dynamic int8 quantization of the linear layers (CPU only; part of the version, so its
     # values never mix with fp32 ones in the store); "none": fp32 (bf16 autocast on CUDA)
     quantize: str = "none"
+    # a model folder whose classification head is not in its checkpoint (a bi-encoder or base model named by
+    # mistake) is refused: a freshly initialised head gives other values in every process. True: it is meant
+    new_head: bool = False
     top_n: int | None = None
     batch_size: int = 256
+
+
+def checkpoint_keys(folder: str) -> set[str] | None:
+    """The parameter names stored in a local model folder's checkpoint (read without loading a tensor), or
+    None when it is not a local folder with a checkpoint this function reads (a hub name: not checked)."""
+    import json
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        return set(json.loads(index.read_text())["weight_map"])
+    if (folder / "model.safetensors").exists():
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+            return set(f.keys())
+    if (folder / "pytorch_model.bin").exists():
+        torch = require("torch", INSTALL)
+        return set(torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True))
+    return None
+
+
+def newly_initialised(module, folder: str) -> list[str]:
+    """The loaded ``module``'s parameters that ``folder``'s checkpoint does not hold (with or without the
+    base model's prefix, e.g. ``bert.``): those transformers initialised at random."""
+    stored = checkpoint_keys(folder)
+    if stored is None:
+        return []
+    prefix = getattr(module, "base_model_prefix", "") or ""
+    missing = []
+    for name, _ in module.named_parameters():
+        short = name[len(prefix) + 1:] if prefix and name.startswith(prefix + ".") else name
+        if name not in stored and short not in stored and f"{prefix}.{name}" not in stored:
+            missing.append(name)
+    return missing
 
 
 def windows(text: str, size: int, stride: int) -> list[str]:
@@ -108,6 +148,13 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
                 f"cross-encoder {self.params.model!r} is neither a local model folder nor loadable from the "
                 f"hub ({type(exc).__name__}: {str(exc)[:200]}). Train one with `fusion-ltr finetune-ce "
                 "--config ...`, or name a hub model (needs a network)") from exc
+        missing = newly_initialised(model.model, resolve_model(name))
+        if missing and not self.params.new_head:
+            raise ConfigError(
+                f"cross-encoder {self.params.model!r}: its checkpoint has no weights for {missing[:4]}, so they were "
+                "newly initialised at random (a bi-encoder or base model, not a cross-encoder?): its scores would "
+                "differ from process to process. Name a trained cross-encoder (`fusion-ltr finetune-ce`), or set "
+                "features.extractors.crossencoder.new_head = true if a random head is meant")
         if self.params.quantize == "int8":
             if not self.device.startswith("cpu"):
                 raise ConfigError(f"features.crossencoder.quantize = 'int8' runs on the CPU only; the device "

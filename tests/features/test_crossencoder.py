@@ -136,3 +136,18 @@ def test_a_cross_fitted_models_version_follows_its_folds_weights(tiny_crossencod
     shutil.rmtree(tmp_path / "xfit" / "fold-1")
     with pytest.raises(FileNotFoundError, match="fold models that do not exist"):
         CrossEncoderExtractor(model=xfit).compute(pairs(ROWS[:1]))
+
+
+def test_a_folder_without_a_classification_head_is_refused_unless_meant(tiny_crossencoder):
+    from retrieval.models import resolve_model
+    from retrieval.params import ConfigError
+
+    frame = pairs([("q1", "coffee", "coffee beans"), ("q1", "coffee", "a chess opening")])
+    bi_encoder = resolve_model("sentence-transformers/all-MiniLM-L6-v2")  # a bi-encoder named by mistake
+    with pytest.raises(ConfigError, match=r"its checkpoint has no weights for \['classifier.weight', "
+                                          r"'classifier.bias'\], so they were newly initialised"):
+        CrossEncoderExtractor(model=bi_encoder, device="cpu").compute(frame)
+    meant = CrossEncoderExtractor(model=bi_encoder, device="cpu", new_head=True)
+    assert len(meant.compute(frame)["ce_score"]) == 2
+    assert meant.version == CrossEncoderExtractor(model=bi_encoder, device="cpu").version  # it changes no value
+    assert len(CrossEncoderExtractor(model=tiny_crossencoder, device="cpu").compute(frame)["ce_score"]) == 2
