@@ -251,8 +251,6 @@ def is_loopback(host: str) -> bool:
 
 def api_key_from(env: dict, file: str | None = None) -> str | None:
     """The API key: the first line of ``file``, else ``FUSION_LTR_API_KEY``; None when neither is set."""
-    from pathlib import Path
-
     if file:
         try:
             key = Path(file).read_text(encoding="utf-8").strip().splitlines()
