@@ -85,15 +85,19 @@ def check_top_k(top_k, name: str = "top_k") -> int | None:
     return int(top_k)
 
 
+def _as_float(value) -> float:
+    """``float(value)``, an integer beyond any float as infinity (which the callers refuse as not finite)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf")
+
+
 def check_min_score(min_score) -> float | None:
     if min_score is None:
         return None
-    try:
-        finite = not isinstance(min_score, bool) and isinstance(min_score, (int, float, np.integer, np.floating)) \
-            and bool(np.isfinite(float(min_score)))
-    except OverflowError:  # an integer beyond any float
-        finite = False
-    if not finite:
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(_as_float(min_score)):
         raise InputError(f"min_score: expected None or a finite number, found {type(min_score).__name__} "
                          f"{min_score!r}", field="min_score")
     return float(min_score)
@@ -106,10 +110,7 @@ def _number(value, doc_id: str, key: str, *, missing_ok: bool) -> float:
         return np.nan
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise UsageError(f"doc {doc_id!r}: {key} must be a number, found {type(value).__name__} {value!r}")
-    try:
-        value = float(value)
-    except OverflowError:
-        value = float("inf")
+    value = _as_float(value)
     if not np.isfinite(value):
         raise UsageError(f"doc {doc_id!r}: {key} must be finite, found {value!r}"
                          + ("; leave it out (or None) when unknown" if missing_ok else ""))
@@ -123,10 +124,7 @@ def parse_timestamp(value, doc_id: str, *, unit: str = "s") -> pd.Timestamp:
         return pd.NaT
     key = "timestamp_ms" if unit == "ms" else "timestamp"
     if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        try:
-            seconds = float(value) / (1000.0 if unit == "ms" else 1.0)
-        except OverflowError:  # an integer beyond any float
-            seconds = float("inf")
+        seconds = _as_float(value) / (1000.0 if unit == "ms" else 1.0)
         if not np.isfinite(seconds) or not SECONDS_RANGE[0] <= seconds <= SECONDS_RANGE[1]:
             hint = ("; it looks like milliseconds: pass it as 'timestamp_ms'"
                     if unit == "s" and np.isfinite(seconds) and SECONDS_RANGE[0] <= seconds / 1000 <= SECONDS_RANGE[1]

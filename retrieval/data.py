@@ -17,6 +17,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+import zlib
 import logging
 import zipfile
 from dataclasses import dataclass, field
@@ -132,22 +133,19 @@ def _lines(path: str | Path):
     if not path.is_file():
         raise MissingInputError(f"{path}: no such file")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        lines = enumerate(fh, 1)
-        lineno = 0
-        while True:
-            try:
-                lineno, raw = next(lines)
-            except StopIteration:
-                return
-            except (EOFError, gzip.BadGzipFile, OSError) as exc:  # a truncated or damaged .gz
-                raise DataFormatError(f"{path}: the compressed file is damaged or truncated after line {lineno} "
-                                      f"({exc}); download or compress it again") from None
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataFormatError(f"{path}:{lineno}: expected UTF-8 text, found byte 0x{raw[exc.start]:02x} at "
-                                      f"column {exc.start + 1}: {raw[max(0, exc.start - 30):exc.start + 10]!r}") from None
+    lineno = 0
+    try:
+        with opener(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataFormatError(f"{path}:{lineno}: expected UTF-8 text, found byte 0x{raw[exc.start]:02x} at "
+                                          f"column {exc.start + 1}: {raw[max(0, exc.start - 30):exc.start + 10]!r}") from None
+                yield lineno, text
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # a truncated or damaged .gz
+        raise DataFormatError(f"{path}: the compressed file is damaged or truncated after line {lineno} ({exc}); "
+                              "download or compress it again") from None
 
 
 def _find_file(folder: Path, stem: str) -> Path:
@@ -206,7 +204,7 @@ def load_corpus(path: str | Path) -> pd.DataFrame:
 
 
 def load_queries(path: str | Path) -> pd.DataFrame:
-    """Queries; one id with two texts is an error naming both lines (the same text twice is kept once)."""
+    """Queries; one id with two texts is an error naming both records (the same text twice is kept once)."""
     path = Path(path)
     rows = _read_jsonl(path, ("_id", "text"))
     seen: dict[str, tuple[int, str]] = {}
