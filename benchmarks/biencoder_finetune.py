@@ -1,7 +1,7 @@
 """In-domain bi-encoder (issue 13): fine-tune the packaged MiniLM on the cross-encoder's side of SciFact's
 training queries and measure dense and hybrid retrieval before and after.
 
-The training queries are split as the cross-encoder's are (`features.ce_training.split_queries`, the
+The training queries are split as the cross-encoder's are (`ranker.training.crossencoder.split_queries`, the
 config's ``ranker_fraction`` and seed): the bi-encoder learns from the CE side only; the ranker side is
 the validation set on which the settings (``--settings``: epochs) are compared. ``--test`` then reads the
 test split once for the base model and the chosen setting (the best hybrid nDCG@10 on validation). Hard
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features import be_training, ce_training
+from ranker.training import biencoder as be_training, crossencoder as ce_training
 from ranker import evaluate as ev
 from ranker.config import load_config
 from retrieval import BM25Retriever, DenseRetriever, read_trec_run, rrf

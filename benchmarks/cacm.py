@@ -21,7 +21,7 @@ from features import query_norm
 from features.store import FeatureStore
 from ranker import evaluate as ev
 from ranker.config import load_config
-from ranker.data import run_from_scores
+from ranker.data import ranking_from_scores
 from ranker.lambdamart import LambdaMARTParams, cross_val_predict
 from ranker.run import Run
 from retrieval import load_beir
@@ -58,7 +58,7 @@ def main() -> None:
         "small trees + query-level normalisation of bm25, coverage, cosine (issue 13)":
             (mono, names + query_norm.derived_names([n for n in ("bm25", "coverage", "cosine") if n in names])),
     }
-    rrf = ev.per_query(run_from_scores(data, -data.X[:, names.index("fs_rank")], "rrf"), qrels)
+    rrf = ev.per_query(ranking_from_scores(data, -data.X[:, names.index("fs_rank")], "rrf"), qrels)
     results = {"RRF (hybrid first stage)": {"nDCG@10": float(rrf["nDCG@10"].mean())}}
     print(f"CACM: {len(data.group)} queries, {len(data.y)} candidate pairs, features {names}")
     print(f"RRF: nDCG@10 {results['RRF (hybrid first stage)']['nDCG@10']:.4f}")
@@ -69,7 +69,7 @@ def main() -> None:
             fold_params = dataclasses.replace(params, seed=seed,
                                               monotone={k: v for k, v in params.monotone.items() if k in feats})
             scores = cross_val_predict(fold_params, sub, 5, seed=seed)
-            per_seed.append(ev.per_query(run_from_scores(sub, scores, "ltr"), qrels))
+            per_seed.append(ev.per_query(ranking_from_scores(sub, scores, "ltr"), qrels))
         mean_pq = sum(per_seed) / len(per_seed)
         cmp = ev.compare(rrf, mean_pq, "nDCG@10")
         results[label] = {"nDCG@10": float(mean_pq["nDCG@10"].mean()),

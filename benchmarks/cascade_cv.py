@@ -22,7 +22,7 @@ share of queries held out for early stopping).
     .venv/bin/python benchmarks/cascade_cv.py --config configs/demo-xfit.toml --settings 20/5@150 20/5@0 stage1
 
 ``--exclude-trained-by MODEL_DIR`` leaves out the queries a fine-tuned model learned from: a baseline on
-the same queries as a config whose extractor uses that model (its leakage guard leaves them out).
+the same queries as a config whose extractor uses that model (its leakage exclusion leaves them out).
 
 Each row keeps its per-query values; ``--baseline RESULTS:SETTING`` compares every setting with one of an
 earlier results file, paired by query: another config on the same training queries (the folds are drawn
@@ -41,12 +41,13 @@ import numpy as np
 import pandas as pd
 
 from features import query_norm
-from features.ce_training import trained_qids
+from features.model_folders import trained_qids
 from features.store import FeatureStore
 from ranker import cascade
+from ranker.model import RankingModel
 from ranker import evaluate as ev
 from ranker.config import load_config
-from ranker.data import run_from_scores
+from ranker.data import ranking_from_scores
 from ranker.lambdamart import LambdaMARTParams, query_folds
 from ranker.run import Run
 from ranker.tuning import settings as ranker_settings
@@ -122,7 +123,7 @@ def where_relevant_goes(data, scores: np.ndarray, depth: np.ndarray, qrels: pd.D
         at = depth >= k
         reach.append(float(((y > 0) & at).sum() / relevant))
         key = np.where(at, 100.0 + y, scores)  # cascade scores are below the number of stages + 1
-        ceiling.append(ev.mean(ev.per_query(run_from_scores(data, key, "ceiling"), qrels, [MEASURE]))[MEASURE])
+        ceiling.append(ev.mean(ev.per_query(ranking_from_scores(data, key, "ceiling"), qrels, [MEASURE]))[MEASURE])
     return {"relevant_reaching_stage": reach, "ceiling_by_stage": ceiling}
 
 
@@ -131,24 +132,25 @@ def cross_validate(run, folds: int, exclude: set[str] = frozenset()) -> tuple[np
     ``exclude``), their matrix, each fold's stage report and each row's depth (the 0-based stage it last
     reached)."""
     cfg = run.cfg
-    staged = cascade.stage_plan(run)
+    staged = run.stage_plan()
     params = ranker_settings(cfg.ranker, cfg.evaluate.measures[0])  # fixed, or chosen per stage (auto)
     data = run.matrices
     train_q = sorted((set(data.train.unique_qids) | set(data.valid.unique_qids if data.valid is not None else ()))
                      - set(exclude))
     seed = cfg.ranker.base_params.seed
+    source = run.feature_source()
     out, reports = {}, []
-    with FeatureStore(run.layout.store) as store:
-        for fold in query_folds(train_q, folds, seed):
-            held_out = set(fold)
-            rest = [q for q in train_q if q not in held_out]
-            _, valid_q = hash_split(rest, cfg.ranker.valid_fraction, seed, salt="valid:")
-            stages, report, *_ = cascade.fit(run, store, staged, rest, set(valid_q), fold, params)
+    for fold in query_folds(train_q, folds, seed):
+        held_out = set(fold)
+        rest = [q for q in train_q if q not in held_out]
+        _, valid_q = hash_split(rest, cfg.ranker.valid_fraction, seed, salt="valid:")
+        stages, report, *_ = cascade.fit(cfg.ranker, source, staged, rest, set(valid_q), fold, params, log=run.log)
+        with FeatureStore(run.layout.store, read_only=True) as store:
             held = store.matrix(staged.raw_specs, fold, retriever=cfg.features.candidates, top_n=run.top_n)
-            depth, score, _ = cascade.apply(stages, held)
-            out.update({(q, d): (s, k) for q, d, s, k in zip(held.qids, held.docnos, cascade.final_scores(depth, score),
-                                                             depth)})
-            reports.append(report)
+        scored = RankingModel(stages, cascade=True).score(held)
+        out.update({(q, d): (s, k) for q, d, s, k in zip(held.qids, held.docnos, scored.scores, scored.depth)})
+        reports.append(report)
+    with FeatureStore(run.layout.store, read_only=True) as store:
         every = store.matrix(staged.raw_specs, train_q, retriever=cfg.features.candidates, top_n=run.top_n)
     scores, depth = np.array([out[(q, d)] for q, d in zip(every.qids, every.docnos)]).T
     return scores, every, reports, depth
@@ -186,7 +188,7 @@ def main() -> None:
         scores, data, reports, depth = cross_validate(run, args.folds, exclude)
         qrels = run.dataset.qrels[base.dataset.splits[0]]
         qrels = qrels[qrels["qid"].isin(set(data.unique_qids))]  # per_query counts every judged query it is given
-        per_q[name] = ev.per_query(run_from_scores(data, scores, name), qrels, [MEASURE])
+        per_q[name] = ev.per_query(ranking_from_scores(data, scores, name), qrels, [MEASURE])
         row = {"setting": name, "queries": len(data.unique_qids), MEASURE: ev.mean(per_q[name])[MEASURE],
                "stage_train_queries": [int(np.median([r[k]["train_queries"] for r in reports]))
                                        for k in range(len(reports[0]))],

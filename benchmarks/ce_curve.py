@@ -2,7 +2,7 @@
 top-N of held-out queries, against training queries, pseudo-queries, loss, learning rate and epochs.
 
 Each point fine-tunes from the configured base model on the CE side of the training split (the
-leakage guard's split) and records wall time and hardware. Evaluation (``--eval-on``): ``valid``, a
+leakage exclusion's split) and records wall time and hardware. Evaluation (``--eval-on``): ``valid``, a
 seeded sample of the ranker's side of the training split (queries no cross-encoder learns from: where
 choices are made), ``ce-side``, the cross-encoder's side less every query an ``--existing`` model learned
 from (to compare a model of the ranker's side, a cross-fitted fold b, with one of the cross-encoder's side,
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features import ce_training
+from features import model_folders
+from ranker.training import crossencoder as ce_training
 from features.crossencoder import CrossEncoderExtractor
 from ranker import evaluate as ev
 from ranker.config import load_config
@@ -82,19 +83,19 @@ def main() -> None:
                                    max_length=args.max_length or base.max_length)
     train_q, train_qrels = ds.split("train")
     ce_qids, ranker_qids = ce_training.split_queries(train_q[QID], base.ranker_fraction, base.seed)
-    cands = read_trec_run(RunLayout(folder).retrieval_run(cfg.features.candidates, "train"))
+    cands = read_trec_run(RunLayout(folder).retrieval_trec(cfg.features.candidates, "train"))
     if args.eval_on == "valid":
         test_q, test_qrels = train_q[train_q[QID].isin(set(ranker_qids))], train_qrels
         test_run = cands
     elif args.eval_on == "ce-side":
         if args.points:
             raise SystemExit("--eval-on ce-side compares --existing models only (a new point learns from that side)")
-        seen = set().union(*(ce_training.trained_qids(Path(e.split("=", 1)[1])) for e in args.existing))
+        seen = set().union(*(model_folders.trained_qids(Path(e.split("=", 1)[1])) for e in args.existing))
         test_q, test_qrels = train_q[train_q[QID].isin(set(ce_qids) - seen)], train_qrels
         test_run = cands
     else:
         test_q, test_qrels = ds.split(cfg.dataset.test_split)
-        test_run = read_trec_run(RunLayout(folder).retrieval_run(cfg.features.candidates, cfg.dataset.test_split))
+        test_run = read_trec_run(RunLayout(folder).retrieval_trec(cfg.features.candidates, cfg.dataset.test_split))
     if args.eval_queries:
         test_q = test_q.sample(n=min(args.eval_queries, len(test_q)), random_state=0)
     test_qrels = test_qrels[test_qrels[QID].isin(set(test_q[QID]))]
@@ -108,7 +109,7 @@ def main() -> None:
     results = json.loads(out_json.read_text()) if out_json.exists() else {}
     fs = ev.per_query(test_run, test_qrels)
     results["first stage (hybrid)" + tag] = {"nDCG@10": float(fs["nDCG@10"].mean()), "eval_queries": len(test_q)}
-    bm25_run = read_trec_run(RunLayout(folder).retrieval_run("bm25", "train" if args.eval_on != "test"
+    bm25_run = read_trec_run(RunLayout(folder).retrieval_trec("bm25", "train" if args.eval_on != "test"
                                                              else cfg.dataset.test_split))
     bm25 = ev.per_query(bm25_run[bm25_run[QID].isin(set(test_q[QID]))], test_qrels)
     results["BM25" + tag] = {"nDCG@10": float(bm25["nDCG@10"].mean()), "eval_queries": len(test_q)}

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features import ce_training
+from features import model_folders
+from ranker.training import crossencoder as ce_training
 from features.crossencoder import CrossEncoderExtractor, windows
 from ranker import evaluate as ev
 from ranker.config import load_config
@@ -61,11 +62,11 @@ def main() -> None:
     queries, qrels = ds.split("train")
     fp = cfg.finetune.params
     _, ranker_q = ce_training.split_queries(queries[QID], fp.ranker_fraction, fp.seed)
-    seen = ce_training.trained_qids(args.model)
+    seen = model_folders.trained_qids(args.model)
     pool = queries[queries[QID].isin(set(ranker_q) - seen)]
     queries = pool.sample(n=min(args.eval_queries, len(pool)), random_state=0)
     qrels = qrels[qrels[QID].isin(set(queries[QID]))]
-    run = read_trec_run(RunLayout(Path(cfg.run.dir)).retrieval_run(cfg.features.candidates, "train"))
+    run = read_trec_run(RunLayout(Path(cfg.run.dir)).retrieval_trec(cfg.features.candidates, "train"))
     run = run[run[QID].isin(set(queries[QID]))]
     head = run[run[RANK] <= args.top]
     corpus = ds.corpus.set_index("docno")

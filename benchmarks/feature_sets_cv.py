@@ -2,7 +2,7 @@
 
 For a run config (its built features, its ranker settings and ``ranker.normalize``), each named feature
 set is trained and scored out of fold on the run's training queries (the training split minus the
-leakage guard's queries; the test split is never read), over every candidate of each query. Prints
+leakage exclusion's queries; the test split is never read), over every candidate of each query. Prints
 nDCG@10 per set and a paired t-test of each against the first; writes
 ``benchmarks/results/feature_sets_cv.json`` (or ``--out``).
 
@@ -23,7 +23,7 @@ import numpy as np
 from features.matrix import RankingData
 from ranker import evaluate as ev
 from ranker.config import load_config
-from ranker.data import run_from_scores
+from ranker.data import ranking_from_scores
 from ranker.lambdamart import cross_val_predict
 from ranker.run import Run
 
@@ -53,7 +53,7 @@ def main() -> None:
     for name, features in sets.items():
         scores = cross_val_predict(params, train.select(features.split(",")), args.folds,
                                    valid_fraction=cfg.ranker.valid_fraction, seed=params.seed)
-        per_q[name] = ev.per_query(run_from_scores(train, scores, name), qrels, [MEASURE])
+        per_q[name] = ev.per_query(ranking_from_scores(train, scores, name), qrels, [MEASURE])
     first = next(iter(sets))
     out = {"config": args.config, "normalize": list(cfg.ranker.normalize), "folds": args.folds,
            "queries": len(train.unique_qids), "sets": {}}

@@ -17,7 +17,7 @@ from pathlib import Path
 import ir_measures
 import numpy as np
 
-from ranker.data import from_letor, qrels_of, run_from_scores
+from ranker.data import from_letor, qrels_of, ranking_from_scores
 from ranker.lambdamart import LambdaMART
 from retrieval.data import load_letor_fold
 
@@ -42,7 +42,7 @@ def lightgbm_default(train, valid):
 
 
 def per_query(data, scores):
-    run = run_from_scores(data, scores, "m")
+    run = ranking_from_scores(data, scores, "m")
     qrels = qrels_of(data)
     rows = {}
     for m in ir_measures.iter_calc(MEASURES, qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"}),

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.ce_training import split_queries
+from ranker.training.crossencoder import split_queries
 from features.lm_likelihood import DEFAULT_LM, GEMMA_LM, LMLikelihoodExtractor, LMParams
 from ranker import evaluate as ev
 from ranker.config import load_config
@@ -53,10 +53,10 @@ def main() -> None:
     _, ranker_qids = split_queries(train_q[QID], p.ranker_fraction, p.seed)
     queries = train_q[train_q[QID].isin(set(ranker_qids))].sample(n=args.queries, random_state=0)
     qrels = train_qrels[train_qrels[QID].isin(set(queries[QID]))]
-    run = read_trec_run(layout.retrieval_run(cfg.features.candidates, "train"))
+    run = read_trec_run(layout.retrieval_trec(cfg.features.candidates, "train"))
     run = run[run[QID].isin(set(queries[QID]))]
     head = attach(run[run[RANK] <= args.top], queries, ds.corpus).sort_values([QID, RANK]).reset_index(drop=True)
-    bm25_run = read_trec_run(layout.retrieval_run("bm25", "train"))
+    bm25_run = read_trec_run(layout.retrieval_trec("bm25", "train"))
     first = ev.per_query(run, qrels)
     bm25 = ev.per_query(bm25_run[bm25_run[QID].isin(set(queries[QID]))], qrels)
     print(f"{len(queries)} validation queries, {len(head)} pairs; first stage {first['nDCG@10'].mean():.4f}, "

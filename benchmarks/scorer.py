@@ -19,7 +19,7 @@ import numpy as np
 from features.base import FeatureSpec
 from features.store import FeatureStore
 from ranker import Scorer
-from ranker.data import run_from_scores
+from ranker.data import ranking_from_scores
 from retrieval.data import load_beir
 
 
@@ -53,7 +53,7 @@ def main() -> None:
             both = np.isfinite(got) & np.isfinite(want)
             assert (np.isnan(got) == np.isnan(want)).all(), f"{qid}: NaN pattern differs"
             max_diff = max(max_diff, float(np.abs(got[both] - want[both]).max()))
-            offline = run_from_scores(data, scorer.model.predict(data), "m")["docno"].tolist()
+            offline = ranking_from_scores(data, scorer.model.predict(data), "m")["docno"].tolist()
             same_order += offline == [r.id for r in res]
             n_pairs += len(res)
     keys = list(timings[0])

@@ -25,7 +25,7 @@ from features import query_norm
 from features.matrix import RankingData
 from ranker import evaluate as ev
 from ranker.config import load_config
-from ranker.data import run_from_scores
+from ranker.data import ranking_from_scores
 from ranker.lambdamart import LambdaMART
 from ranker.run import Run
 from retrieval.data import hash_split
@@ -73,7 +73,7 @@ def main() -> None:
                 else:
                     model = LambdaMART.from_params(params).fit(sub)
                 held = query_norm.add(test, feats)
-                per_q = ev.per_query(run_from_scores(held, model.predict(held), "m"), qrels, ["nDCG@10"])
+                per_q = ev.per_query(ranking_from_scores(held, model.predict(held), "m"), qrels, ["nDCG@10"])
                 scores.append(float(per_q["nDCG@10"].mean()))
             key = f"{set_name} | {label}"
             results["rows"][key] = {"mean": float(np.mean(scores)), "spread": float(np.ptp(scores)),

@@ -31,7 +31,7 @@ checked when the class is created, with an error naming what is missing:
   part of the version) and that serving needs (``save_state(folder)`` / ``load_state(folder)``; a
   trained model keeps them beside its booster). Example: BM25's document frequencies.
 - :class:`TrainedOnQueries`: the extractor's model learned from some queries' judgments;
-  ``trained_qids()`` lists them, and the leakage guard keeps every such query away from the ranker
+  ``trained_qids()`` lists them, and the leakage exclusion keeps every such query away from the ranker
   (and refuses a test query). Example: the fine-tuned cross-encoder.
 
 A feature's **version** is derived from the extractor's code version, its parameters (except
@@ -261,7 +261,7 @@ class BaseExtractor:
 
 
 def trained_qids(extractors) -> set[str]:
-    """Every query some extractor's model learned from (the leakage guard's input)."""
+    """Every query some extractor's model learned from (the leakage exclusion's input)."""
     return {q for e in extractors if isinstance(e, TrainedOnQueries) for q in e.trained_qids()}
 
 

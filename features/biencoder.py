@@ -21,10 +21,10 @@ from .base import BaseExtractor, TrainedOnQueries
 
 @dataclass(frozen=True)
 class BiEncoderParams:
-    model: str = DEFAULT_BIENCODER
-    max_length: int | None = None
-    device: str = "auto"
-    encode_batch_size: int = 32
+    model: str = DEFAULT_BIENCODER  # the sentence-transformers encoder: packaged alias, local folder or hub name
+    max_length: int | None = None  # tokens per text; None: the model's own max_seq_length
+    device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda", "mps": never changes a value
+    encode_batch_size: int = 32  # texts per encoder call
     cache: str = ""  # embedding cache folder ("" = the user cache), shared with dense retrieval
     # documents outside the fitted corpus, once encoded, are kept in memory by text hash (the most
     # recently used this many; 0: none), so a document an app sends again is never encoded again
@@ -32,8 +32,8 @@ class BiEncoderParams:
     # a SQLite file where those embeddings are also kept (keyed by the encoder setting and the text hash),
     # so another process or a restart never encodes them again either; "": memory only
     disk_cache: str = ""
-    top_n: int | None = None
-    batch_size: int = 1024
+    top_n: int | None = None  # compute only for each query's first-stage top-N (none: every candidate; the rest NaN)
+    batch_size: int = 1024  # pairs per batch of the feature build (stored as each batch completes)
 
 
 class BiEncoderExtractor(TrainedOnQueries, BaseExtractor):
@@ -61,8 +61,8 @@ class BiEncoderExtractor(TrainedOnQueries, BaseExtractor):
 
     def trained_qids(self) -> set[str]:
         """Queries an in-domain model learned from (``finetune-be``'s manifest; none for a packaged or hub
-        model): the leakage guard keeps them from the ranker."""
-        from .ce_training import trained_qids
+        model): the leakage exclusion keeps them from the ranker."""
+        from .model_folders import trained_qids
 
         model = self.local_path(self.params.model)
         return trained_qids(model) if model and Path(model).exists() else set()

@@ -27,13 +27,13 @@ from .base import BaseExtractor, CorpusState, digest
 
 @dataclass(frozen=True)
 class BM25FeatureParams:
-    k1: float = 0.9
-    b: float = 0.4
+    k1: float = 0.9  # term-frequency saturation
+    b: float = 0.4  # document-length normalisation (0: none, 1: full)
     method: str = "lucene"  # lucene or robertson (bm25s' variants of the same name)
-    stemmer: str | None = "english"
-    stopwords: str | None = "en"
-    top_n: int | None = None
-    batch_size: int = 4096
+    stemmer: str | None = "english"  # a PyStemmer language, or none
+    stopwords: str | None = "en"  # a bm25s stopword list, or none
+    top_n: int | None = None  # compute only for each query's first-stage top-N (none: every candidate; the rest NaN)
+    batch_size: int = 4096  # pairs per batch of the feature build (stored as each batch completes)
 
 
 class BM25Extractor(CorpusState, BaseExtractor):

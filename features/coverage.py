@@ -16,9 +16,9 @@ from .base import BaseExtractor
 @dataclass(frozen=True)
 class CoverageParams:
     stemmer: str | None = "english"  # the same analysis as BM25
-    stopwords: str | None = "en"
-    top_n: int | None = None
-    batch_size: int = 4096
+    stopwords: str | None = "en"  # a bm25s stopword list, or none
+    top_n: int | None = None  # compute only for each query's first-stage top-N (none: every candidate; the rest NaN)
+    batch_size: int = 4096  # pairs per batch of the feature build (stored as each batch completes)
 
 
 class CoverageExtractor(BaseExtractor):

@@ -37,19 +37,19 @@ DEFAULT_CROSSENCODER = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 class CrossEncoderParams:
     model: str = DEFAULT_CROSSENCODER  # a local folder (e.g. from `fusion-ltr finetune-ce`) or a hub name
     max_length: int = 256  # tokens of query + document
-    model_batch_size: int = 32
+    model_batch_size: int = 32  # pairs per model call
     maxp: bool = False  # score overlapping windows of the body (each after the title) and keep the best
-    window_words: int = 150
-    stride_words: int = 75
-    device: str = "auto"
+    window_words: int = 150  # maxp: words per window of the body
+    stride_words: int = 75  # maxp: words between window starts (<= window_words)
+    device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda", "mps": never changes a value
     # "int8": dynamic int8 quantization of the linear layers (CPU only; part of the version, so its
     # values never mix with fp32 ones in the store); "none": fp32 (bf16 autocast on CUDA)
     quantize: str = "none"
     # a model folder whose classification head is not in its checkpoint (a bi-encoder or base model named by
     # mistake) is refused: a freshly initialised head gives other values in every process. True: it is meant
     new_head: bool = False
-    top_n: int | None = None
-    batch_size: int = 256
+    top_n: int | None = None  # compute only for each query's first-stage top-N (none: every candidate; the rest NaN)
+    batch_size: int = 256  # pairs per batch of the feature build (stored as each batch completes)
 
 
 def checkpoint_keys(folder: str) -> set[str] | None:
@@ -124,7 +124,7 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
 
     def folds(self) -> list[Path] | None:
         """The fold model folders of a cross-fitted model (None for a plain model or a hub name)."""
-        from .ce_training import cross_fit_folds
+        from .model_folders import cross_fit_folds
 
         model = self.local_path(self.params.model)
         return cross_fit_folds(model) if Path(model).is_dir() else None
@@ -205,7 +205,7 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
         """Queries the model learned from (from its fine-tuning manifest): never scored, to keep the
         ranker from learning on leaked scores. For a cross-fitted model, the queries every fold learned from."""
         if self._trained is None:
-            from .ce_training import trained_qids
+            from .model_folders import trained_qids
 
             model = self.local_path(self.params.model)
             self._trained = trained_qids(model) if Path(model).exists() else set()
@@ -214,7 +214,7 @@ class CrossEncoderExtractor(TrainedOnQueries, BaseExtractor):
     def fold_trained_qids(self) -> list[set[str]]:
         """The queries each of :attr:`models` learned from (one set for a plain model)."""
         if self._fold_trained is None:
-            from .ce_training import trained_qids
+            from .model_folders import trained_qids
 
             folds = self.folds()
             self._fold_trained = [trained_qids(f) for f in folds] if folds else [self.trained_qids()]

@@ -16,8 +16,8 @@ from .base import BaseExtractor
 class FirstStageParams:
     retrievers: tuple[str, ...] = ("bm25", "dense")  # members whose own rank/score become features
     missing_rank: float | None = None  # rank given to a document absent from a member's list (None: NaN)
-    top_n: int | None = None
-    batch_size: int = 100_000
+    top_n: int | None = None  # compute only for each query's first-stage top-N (none: every candidate; the rest NaN)
+    batch_size: int = 100_000  # pairs per batch of the feature build (stored as each batch completes)
 
 
 class FirstStageExtractor(BaseExtractor):

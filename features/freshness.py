@@ -23,10 +23,10 @@ from .base import BaseExtractor
 @dataclass(frozen=True)
 class FreshnessParams:
     reference_time: str = "now"  # an ISO date/time, or "now" (resolved to today, UTC, when built)
-    half_life_days: float = 365.0
+    half_life_days: float = 365.0  # a document this many days old scores 0.5, twice as old 0.25
     newer: str = "clamp"  # a document dated after reference_time: "clamp" (age 0) or "refuse" (an error)
-    top_n: int | None = None
-    batch_size: int = 4096
+    top_n: int | None = None  # compute only for each query's first-stage top-N (none: every candidate; the rest NaN)
+    batch_size: int = 4096  # pairs per batch of the feature build (stored as each batch completes)
 
 
 def today() -> pd.Timestamp:

@@ -21,8 +21,8 @@ def n_words(texts) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LengthParams:
-    top_n: int | None = None
-    batch_size: int = 4096
+    top_n: int | None = None  # compute only for each query's first-stage top-N (none: every candidate; the rest NaN)
+    batch_size: int = 4096  # pairs per batch of the feature build (stored as each batch completes)
 
 
 class LengthExtractor(BaseExtractor):

@@ -102,10 +102,10 @@ def kept_logits(model, ids, mask, keep):
 class LMParams:
     model: str = DEFAULT_LM  # the packaged SmolLM2, a local folder, or a hub name
     doc_tokens: int = 192  # document budget in LM tokens
-    model_batch_size: int = 8
-    device: str = "auto"
-    top_n: int | None = None
-    batch_size: int = 64
+    model_batch_size: int = 8  # pairs per model call
+    device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda", "mps": never changes a value
+    top_n: int | None = None  # compute only for each query's first-stage top-N (none: every candidate; the rest NaN)
+    batch_size: int = 64  # pairs per batch of the feature build (stored as each batch completes)
 
 
 class LMLikelihoodExtractor(BaseExtractor):

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from features import query_norm
-from features.build import UNSEEN, UNSEEN_SAMPLE, build, measure_unseen
+from features.build import build
 from features.matrix import RankingData
 from features.store import FeatureStore
 from retrieval.data import hash_sample
@@ -35,105 +35,37 @@ from retrieval.errors import UsageError
 
 from .lambdamart import LambdaMART, cross_val_predict
 from .layout import replaced_atomically
+from .model import CASCADE, FORMAT, Stage, entry_stage, narrow, rows
 
-KIND = "fusion-ltr cascade"
-# 2: each stage after the first boosts from the previous stage's score. A cascade of another format is
-# refused (its stage scores combine differently); `run` retrains it (the format is in the train step's key).
-FORMAT = 2
 TRAINING_DEPTH = "training_depth.tsv.gz"
 
 
-def rows(data: RankingData, mask: np.ndarray, base: np.ndarray | None = None, names=None) -> RankingData:
-    """The rows of ``data`` where ``mask`` holds (order kept); ``base``: their starting scores (one per
-    row of ``data``; default: the data's own); ``names``: the columns to keep, a derived feature
-    (:mod:`features.query_norm`) computed over these rows: the documents that reach the stage."""
-    base = data.base if base is None else base
-    part = RankingData.from_arrays(data.X[mask], data.y[mask], data.qids[mask], data.docnos[mask],
-                                   data.feature_names, data.feature_versions, None if base is None else base[mask])
-    return part if names is None else query_norm.add(part, names)
-
-
-def keep_top(group, scores: np.ndarray, keep: int) -> np.ndarray:
-    """Per query (``group``: rows per query, in order), the ``keep`` best rows by score; ties go to the
-    earlier row (the better first-stage rank)."""
-    mask = np.zeros(len(scores), dtype=bool)
-    start = 0
-    for g in np.asarray(group, dtype=int):
-        order = np.argsort(-scores[start:start + g], kind="stable")[:keep]
-        mask[start + order] = True
-        start += g
-    return mask
-
-
-def narrow(reach: np.ndarray, group, scores: np.ndarray, keep: int) -> np.ndarray:
-    """The rows that reach the next stage: of the rows in ``reach`` (scored by ``scores`` in their order,
-    ``group`` their rows per query), the ``keep`` best per query."""
-    idx = np.flatnonzero(reach)
-    out = np.zeros_like(reach)
-    out[idx[keep_top(group, scores, keep)]] = True
-    return out
-
-
-def entry_stage(features, stage_features) -> int:
-    """The (0-based) stage an extractor runs in: the first stage naming one of its ``features`` (or a
-    feature derived from one); 0 when any of them is in no stage (it is built with the cheap ones)."""
-    stage_features = [query_norm.raw_names(names) for names in stage_features]
-    stages = [next((k for k, names in enumerate(stage_features) if f in names), None) for f in features]
-    return 0 if not stages or None in stages else min(stages)
-
-
-def final_scores(depth: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """One sortable number per document: deeper stages first, then the stage's score."""
-    return depth + 1.0 / (1.0 + np.exp(-np.clip(score, -50, 50)))
-
-
 @dataclass
-class Stage:
-    model: LambdaMART
-    features: list[str]  # cumulative: every feature of this stage and the ones before
-    keep: int  # documents passed on (0: the last stage)
+class FeatureSource:
+    """Where a cascade's features come from (what training reads besides the matrices): the feature
+    ``store``, the ``candidates`` list, the fitted ``extractors`` (those named in ``deferred`` run only for
+    the documents that reach their stage, computed here into the store), ``top_n`` masks of stored values
+    (feature -> its extractor's ``top_n``), and whether to show progress."""
+
+    store: Path
+    candidates: str
+    extractors: list
+    deferred: list[str]
+    top_n: dict[str, int] = field(default_factory=dict)
+    progress: bool = True
 
 
-def apply(stages: list[Stage], data: RankingData) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Run ``data`` (the stored features of the cascade's, see :func:`rows`) through the stages: each row's depth (0-based stage
-    it last reached), its score there, and the mask of rows reaching each stage. A stage after the first
-    starts from the previous stage's score and adds its own model's (it was trained on top of it)."""
-    reach = np.ones(len(data.y), dtype=bool)
-    depth, score, masks = np.zeros(len(data.y)), np.full(len(data.y), np.nan), []
-    for k, stage in enumerate(stages):
-        masks.append(reach.copy())
-        part = rows(data, reach, score if k else None, stage.features)
-        s = stage.model.predict(part)
-        depth[reach], score[reach] = k, s
-        if stage.keep and k < len(stages) - 1:
-            reach = narrow(reach, part.group, s, stage.keep)
-    return depth, score, masks
-
-
-def load(path: str | Path, manifest: dict | None = None) -> list[Stage]:
-    """The stages of the cascade folder ``path`` (``manifest``: its manifest.json, when already read)."""
-    manifest = manifest or json.loads((Path(path) / "manifest.json").read_text())
-    if manifest.get("format") != FORMAT:
-        raise UsageError(f"{path}: a cascade of format {manifest.get('format', 1)}, this version reads format "
-                         f"{FORMAT} (later stages boost from the earlier stage's score); retrain it with "
-                         "`fusion-ltr train --config ...`")
-    return [Stage(LambdaMART.load(Path(path) / s["folder"]), s["features"], s["keep"]) for s in manifest["stages"]]
-
-
-def plan(run, stages_cfg) -> tuple[list[list[str]], list[int], dict]:
-    """The features each stage adds and the keep values: as configured, or, with ``ranker.budget_ms``,
-    planned to fit it by the store's costs for ``ranker.documents`` (:func:`place`, then
-    :func:`choose_keeps`). Also what was planned, for the manifest (empty without a budget)."""
-    rcfg = run.cfg.ranker
-    added = [list(s.features) for s in stages_cfg]
-    keeps = [s.keep for s in stages_cfg]
-    if rcfg.budget_ms <= 0:
+def plan(ranker, feature_set, n_docs: float, log=print) -> tuple[list[list[str]], list[int], dict]:
+    """The features each stage adds and the keep values of ``ranker.cascade`` (a :class:`RankerConfig`):
+    as configured, or, with ``ranker.budget_ms``, planned to fit it by ``feature_set``'s costs for
+    ``ranker.documents`` (:func:`place`, then :func:`choose_keeps`), for ``n_docs`` candidates a query.
+    Also what was planned, for the manifest (empty without a budget)."""
+    added = [list(s.features) for s in ranker.cascade]
+    keeps = [s.keep for s in ranker.cascade]
+    if ranker.budget_ms <= 0:
         return added, keeps, {}
-    if rcfg.documents == "unseen":
-        measure_unseen_costs(run, {f for names in added for f in names})
-    fs = run.feature_set
-    cost = fs.cost_for(rcfg.documents)  # feature -> its extractor's s per 1,000 pairs = ms per pair
-    ext_of = fs.extractor_of
+    cost = feature_set.cost_for(ranker.documents)  # feature -> its extractor's s per 1,000 pairs = ms per pair
+    ext_of = feature_set.extractor_of
     entry = {}  # extractor -> the stage it runs in (where its first feature enters)
     for k, names in enumerate(added):
         for f in names:
@@ -141,13 +73,13 @@ def plan(run, stages_cfg) -> tuple[list[list[str]], list[int], dict]:
     stage_exts = [[e for e, k0 in entry.items() if k0 == k] for k in range(len(added))]
     ms = {ext_of[f]: cost.get(f) for names in added for f in names}
     if any(not c for c in ms.values()):
-        run.log("ranker.budget_ms: no stored cost yet for " + ", ".join(e for e, c in ms.items() if not c)
-                + "; using the configured stages and keeps")
+        log("ranker.budget_ms: no stored cost yet for " + ", ".join(e for e, c in ms.items() if not c)
+            + "; using the configured stages and keeps")
         return added, keeps, {}
-    n = float(np.median(run.matrices.test.group))
-    placed = place(stage_exts, ms, [n] + keeps[:-1], rcfg.budget_ms)
+    n = float(n_docs)
+    placed = place(stage_exts, ms, [n] + keeps[:-1], ranker.budget_ms)
     per_doc = [sum(ms[e] for e in exts) for exts in placed]
-    keeps = choose_keeps(keeps[:-1], per_doc[1:], per_doc[0] * n, rcfg.budget_ms) + [0]
+    keeps = choose_keeps(keeps[:-1], per_doc[1:], per_doc[0] * n, ranker.budget_ms) + [0]
     placed_at = {e: k for k, exts in enumerate(placed) for e in exts}
     moved = {e: k + 1 for e, k in placed_at.items() if k != entry[e]}
     moved_added = [[] for _ in added]
@@ -156,27 +88,11 @@ def plan(run, stages_cfg) -> tuple[list[list[str]], list[int], dict]:
             moved_added[max(k, placed_at[ext_of[f]])].append(f)
     added = moved_added
     predicted = predicted_ms(keeps[:-1], per_doc[1:], per_doc[0] * n)
-    run.log(f"ranker.budget_ms = {rcfg.budget_ms:g} ({rcfg.documents} documents): "
-            + (", ".join(f"{e} moved to stage {k}" for e, k in moved.items()) + "; " if moved else "")
-            + f"keeps {keeps[:-1]} (predicted {predicted:.1f} ms per query by the stored costs)")
-    return added, keeps, {"budget_ms": rcfg.budget_ms, "documents": rcfg.documents, "moved": moved,
+    log(f"ranker.budget_ms = {ranker.budget_ms:g} ({ranker.documents} documents): "
+        + (", ".join(f"{e} moved to stage {k}" for e, k in moved.items()) + "; " if moved else "")
+        + f"keeps {keeps[:-1]} (predicted {predicted:.1f} ms per query by the stored costs)")
+    return added, keeps, {"budget_ms": ranker.budget_ms, "documents": ranker.documents, "moved": moved,
                           "ms_per_doc": ms, "predicted_ms": predicted}
-
-
-def measure_unseen_costs(run, features: set[str]) -> None:
-    """Measure the "unseen" path cost of the extractors of ``features`` that compute more for unseen
-    documents and have none stored yet (a store built before path costs existed)."""
-    exts = [e for e in run.extractors if e.costs_more_unseen and features & set(e.FEATURES)]
-    if not exts:
-        return
-    with FeatureStore(run.layout.store) as store:
-        todo = [e for e in exts if len(store.path_cost(e.specs, UNSEEN)) < len(e.specs)]
-        if todo:
-            pairs = store.pairs(sorted(run.test_qids), retriever=run.cfg.features.candidates)
-            for ext in [e for e in run.fitted_extractors if e in todo]:
-                run.log(f"measuring {ext.name}'s cost for unseen documents on {min(len(pairs), UNSEEN_SAMPLE)} pairs")
-                measure_unseen(store, pairs, ext)
-            run.__dict__.pop("feature_set", None)  # read the costs again
 
 
 #: A move must save at least this share of the budget: moving an extractor that costs little strips the
@@ -230,39 +146,42 @@ class StagePlan:
     raw_specs: list
 
 
-def stage_plan(run) -> StagePlan:
-    """The run's cascade plan (see :func:`plan`); a stage naming an unbuilt feature is refused."""
-    fs = run.feature_set
-    spec = {s.name: s for s in fs.specs}
-    unknown = [n for s in run.cfg.ranker.cascade for n in s.features if n not in spec]
+def stage_plan(ranker, feature_set, n_docs: float, log=print) -> StagePlan:
+    """The cascade plan (see :func:`plan`) over ``feature_set``; a stage naming an unbuilt feature is refused."""
+    spec = {s.name: s for s in feature_set.specs}
+    unknown = [n for s in ranker.cascade for n in s.features if n not in spec]
     if unknown:
-        raise UsageError(f"ranker.cascade names {unknown}, not in the built feature set {fs.names}")
-    added, keeps, planned = plan(run, run.cfg.ranker.cascade)
+        raise UsageError(f"ranker.cascade names {unknown}, not in the built feature set {feature_set.names}")
+    added, keeps, planned = plan(ranker, feature_set, n_docs, log)
     cumulative, names = [], []
     for features in added:
         names += features
         cumulative.append(list(names))
-    raw = {s.name: s for s in fs.raw_specs}
+    raw = {s.name: s for s in feature_set.raw_specs}
     return StagePlan(added, keeps, planned, cumulative, [spec[n] for n in names],
                      [raw[n] for n in query_norm.raw_names(names)])  # derived features: computed per stage
 
 
-def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, params):
-    """Train the stages on ``train_q`` (``valid_q`` among them: early stopping only) and pass ``test_q``
-    through them as they are trained, computing the deferred extractors' values (into ``store``) for the
-    documents of either that reach their stage. Returns the stages, the per-stage report, the training
-    matrix, each training row's depth and the score its deepest stage started from. ``params``: a
-    :class:`LambdaMARTParams`, or a function of a stage's training rows that returns them (as
-    :func:`ranker.tuning.settings` gives). :func:`train` calls it on the run's split;
-    ``benchmarks/cascade_cv.py`` on folds of training queries."""
-    cfg, log = run.cfg, run.log
-    stages_cfg, added, keeps, cumulative = cfg.ranker.cascade, staged.added, staged.keeps, staged.cumulative
-    folds = max(2, min(cfg.ranker.tune_folds, len(train_q)))
-    extractors = {e.name: e for e in run.fitted_extractors}
+def fit(ranker, source: FeatureSource, staged: StagePlan, train_q, valid_q, test_q, params, log=print):
+    """Train the stages of ``ranker.cascade`` (a :class:`RankerConfig`) on ``train_q`` (``valid_q`` among
+    them: early stopping only) and pass ``test_q`` through them as they are trained, computing the deferred
+    extractors' values (into ``source.store``) for the documents of either that reach their stage. Returns
+    the stages, the per-stage report, the training matrix, each training row's depth and the score its
+    deepest stage started from. ``params``: a :class:`LambdaMARTParams`, or a function of a stage's training
+    rows that returns them (as :func:`ranker.tuning.settings` gives). The train step calls it on the run's
+    split; ``benchmarks/cascade_cv.py`` on folds of training queries."""
+    with FeatureStore(source.store) as store:
+        return _fit(ranker, source, store, staged, list(train_q), set(valid_q), list(test_q), params, log)
+
+
+def _fit(ranker, source, store, staged, train_q, valid_q, test_q, params, log):
+    stages_cfg, added, keeps, cumulative = ranker.cascade, staged.added, staged.keeps, staged.cumulative
+    folds = max(2, min(ranker.tune_folds, len(train_q)))
+    extractors = {e.name: e for e in source.extractors}
     stages, report = [], []
 
     def read(qids):
-        return store.matrix(staged.raw_specs, qids, retriever=cfg.features.candidates, top_n=run.top_n)
+        return store.matrix(staged.raw_specs, qids, retriever=source.candidates, top_n=source.top_n)
 
     train, test = read(train_q), read(test_q)
     reach_tr, reach_te = np.ones(len(train.y), bool), np.ones(len(test.y), bool)
@@ -275,16 +194,17 @@ def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, p
     for k, stage_cfg in enumerate(stages_cfg):
         t = time.perf_counter()
         if stage_cfg.max_train_queries and len(learners) > stage_cfg.max_train_queries:
-            learners = hash_sample(learners, stage_cfg.max_train_queries, cfg.ranker.base_params.seed)
+            learners = hash_sample(learners, stage_cfg.max_train_queries, ranker.base_params.seed)
             reach_tr &= np.isin(train.qids.astype(str), learners)
         depth_tr[reach_tr] = k
-        new = [extractors[e.name] for e in run.deferred if entry_stage(list(e.FEATURES), added) == k]
+        new = [extractors[name] for name in source.deferred
+               if entry_stage(list(extractors[name].FEATURES), added) == k]
         if new:  # compute the deferred extractors for the documents that reach this stage only
             reached = {(q, d) for data_, m in ((train, reach_tr), (test, reach_te))
                        for q, d in zip(data_.qids[m], data_.docnos[m])}
-            pairs = store.pairs(train_q + test_q, retriever=cfg.features.candidates)
+            pairs = store.pairs(train_q + test_q, retriever=source.candidates)
             pairs = pairs[[(q, d) in reached for q, d in zip(pairs["qid"], pairs["docno"])]]
-            build(store, pairs, new, progress=run.progress)
+            build(store, pairs, new, progress=source.progress)
             train, test = read(train_q), read(test_q)
         part = rows(train, reach_tr, base_tr if k else None, cumulative[k])
         fit_q = [q for q in part.unique_qids if q not in valid_q]
@@ -297,7 +217,7 @@ def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, p
                 "computed_here": [e.name for e in new]}
         keep = keeps[k]
         if keep and k < len(stages_cfg) - 1:
-            oof = cross_val_predict(stage_params, part, folds, valid_fraction=cfg.ranker.valid_fraction,
+            oof = cross_val_predict(stage_params, part, folds, valid_fraction=ranker.valid_fraction,
                                     seed=stage_params.seed)
             base_tr[reach_tr] = oof
             reach_tr = narrow(reach_tr, part.group, oof, keep)  # cross-fitted membership
@@ -313,34 +233,24 @@ def fit(run, store: FeatureStore, staged: StagePlan, train_q, valid_q, test_q, p
     return stages, report, train, depth_tr, base_tr
 
 
-def train(run, params, extra: dict, save_state) -> dict:
-    """Train the configured cascade on the run's training queries (see the module docstring); builds the
-    deferred extractors' values for the documents that reach their stage; saves ``model/``. ``params``:
-    as :func:`fit` takes them."""
-    cfg = run.cfg
-    staged = stage_plan(run)
-    data = run.matrices
-    if data.train is None:
-        raise UsageError(f"{cfg.source}: ranker.cascade needs a training split")
-    train_q = list(data.train.unique_qids) + (list(data.valid.unique_qids) if data.valid is not None else [])
-    valid_q = set(data.valid.unique_qids) if data.valid is not None else set()
-    with FeatureStore(run.layout.store) as store:
-        stages, report, train, depth_tr, base_tr = fit(run, store, staged, train_q, valid_q,
-                                                       list(data.test.unique_qids), params)
-    path = run.layout.model()
+def train(ranker, source: FeatureSource, staged: StagePlan, train_q, valid_q, test_q, params, path: Path,
+          extra: dict, save_state, log=print) -> dict:
+    """Train the configured cascade (see :func:`fit`) and save it as the model folder ``path``; ``extra``
+    goes into its manifest and ``save_state(folder)`` adds the extractors' corpus statistics."""
+    stages, report, train_data, depth_tr, base_tr = fit(ranker, source, staged, train_q, valid_q, test_q, params, log)
     with replaced_atomically(path) as tmp:
         for k, stage in enumerate(stages):
             stage.model.save(tmp / f"stage{k + 1}")
-        manifest = {"kind": KIND, "format": FORMAT,
+        manifest = {"kind": CASCADE, "format": FORMAT,
                     "features": [{"name": s.name, "version": s.version} for s in staged.specs],
                     "stages": [{"folder": f"stage{k + 1}", "features": s.features, "keep": s.keep}
                                for k, s in enumerate(stages)], "report": report, "planned": staged.planned, **extra}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
         # which training rows each stage learned from, and the score the deepest one started from
-        pd.DataFrame({"qid": train.qids, "docno": train.docnos, "depth": depth_tr,
+        pd.DataFrame({"qid": train_data.qids, "docno": train_data.docnos, "depth": depth_tr,
                       "base": np.where(depth_tr > 0, base_tr, np.nan)}).to_csv(
             tmp / TRAINING_DEPTH, sep="\t", index=False)
-        save_state(run, tmp)
+        save_state(tmp)
     return {"path": str(path), "stages": report}
 
 

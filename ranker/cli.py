@@ -1,5 +1,5 @@
 """`fusion-ltr` command line: one subcommand per step of :data:`ranker.steps.STEPS`, plus `run` (all
-of them, cached) and `data`.
+of them, cached), `init` (a config for your own data), `serve`, `config-docs` and `data`.
 
 Exit codes: 0 done; 2 a problem with the input (config, data, files, arguments: any
 :class:`retrieval.errors.FusionLTRError`), printed as one line; anything else is a bug and keeps its
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from retrieval import data
 from retrieval.errors import FusionLTRError
@@ -54,6 +55,22 @@ def _serve(args) -> None:
           api_key_file=args.api_key_file)
 
 
+def _init(args) -> None:
+    from .init import write_config
+
+    path, summary = write_config(args.data, args.output, run_dir=args.run_dir, budget_ms=args.budget_ms,
+                                 force=args.force)
+    judged = ", ".join(f"{k} ({v} queries)" for k, v in sorted(summary.splits.items()))
+    print(f"wrote {path}: {summary.documents} documents, {summary.queries} queries, judged splits {judged}")
+    print(f"run it:  fusion-ltr run --config {path}")
+
+
+def _config_docs(args) -> None:
+    from .config_docs import write
+
+    print(write(args.output))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .steps import STEPS
 
@@ -89,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-file", help="a file whose first line is the API key (default: $FUSION_LTR_API_KEY; "
                    "none: no access control)")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("init", help="write a config for your own data (a BEIR-form folder: corpus.jsonl, "
+                                    "queries.jsonl, qrels/<split>.tsv) and print the command that runs it")
+    p.add_argument("data", help="the dataset folder (or a dataset name on the data search path)")
+    p.add_argument("--output", help="the config file to write (default: configs/<folder name>.toml)")
+    p.add_argument("--run-dir", help="the run folder it trains into (default: runs/<folder name>)")
+    p.add_argument("--budget-ms", type=float, default=1000.0,
+                   help="the cascade's latency budget per query, planned by measured costs (default: 1000)")
+    p.add_argument("--force", action="store_true", help="replace the config file if it exists")
+    p.set_defaults(func=_init)
+
+    p = sub.add_parser("config-docs", help="write the configuration reference (docs/configuration.md) from the "
+                                           "config dataclasses")
+    p.add_argument("--output", type=Path, default=Path("docs/configuration.md"))
+    p.set_defaults(func=_config_docs)
 
     p = sub.add_parser("data", help="find or download a dataset")
     p.add_argument("action", choices=["where", "download"])

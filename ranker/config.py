@@ -12,11 +12,12 @@ import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from retrieval.first_stage import FirstStageConfig
 from features.base import extractor_class
-from features.be_training import BETrainingParams
-from features.ce_training import CETrainingParams
+from .training.biencoder import BETrainingParams
+from .training.crossencoder import CETrainingParams
 from .distributed import ComputeConfig
 from .lambdamart import LambdaMARTParams
 from retrieval.params import ConfigError, from_dict
@@ -27,7 +28,7 @@ from .evaluate import DEFAULT_MEASURES
 @dataclass(frozen=True)
 class DatasetConfig:
     name: str = "scifact"  # a dataset name on the data search path, or a folder
-    format: str = "beir"  # "beir" (documents and queries) or "letor" (precomputed features, S1..S5 folds)
+    format: Literal["beir", "letor"] = "beir"  # "beir" (documents and queries) or "letor" (precomputed features, S1..S5 folds)
     splits: tuple[str, ...] = ("train", "test")  # splits to retrieve candidates for
     test_split: str = "test"  # the split `evaluate` reports
     fold: int = 1  # letor: the fold (1-5) trained, early-stopped and evaluated
@@ -52,7 +53,7 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """[finetune]: `fusion-ltr finetune-ce` (see features.ce_training.CETrainingParams)."""
+    """[finetune]: `fusion-ltr finetune-ce` (see ranker.training.crossencoder.CETrainingParams)."""
 
     output: str = ""  # model folder parent; empty: <run.dir>/crossencoder
     params: CETrainingParams = field(default_factory=CETrainingParams)
@@ -60,7 +61,7 @@ class FinetuneConfig:
 
 @dataclass(frozen=True)
 class FinetuneBiencoderConfig:
-    """[finetune_biencoder]: `fusion-ltr finetune-be`, the in-domain bi-encoder (features.be_training)."""
+    """[finetune_biencoder]: `fusion-ltr finetune-be`, the in-domain bi-encoder (ranker.training.biencoder)."""
 
     output: str = ""  # model folder parent; empty: <run.dir>/biencoder
     params: BETrainingParams = field(default_factory=BETrainingParams)
@@ -71,7 +72,7 @@ class CascadeStage:
     """One ``[[ranker.cascade]]`` stage: the features it adds to the previous stages' and how many
     documents per query it passes on (see :mod:`ranker.cascade`)."""
 
-    features: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()  # the features this stage adds to the previous stages' (a derived <f>_qz etc. too)
     keep: int = 0  # documents passed to the next stage; 0 on the last stage
     # > 0: this stage and the later ones learn from a seeded sample of at most this many training queries,
     # so the costly features they add are computed for those training queries only (a CPU budget: the
@@ -85,11 +86,11 @@ class RankerConfig:
 
     # "auto": settings chosen per dataset by cross-validation on the training queries (ranker.tuning);
     # a [ranker.params] table: fixed settings, used as they are
-    params: LambdaMARTParams | str = "auto"
+    params: LambdaMARTParams | Literal["auto"] = "auto"
     tune_folds: int = 3  # folds of the tuning's cross-validation (params = "auto")
     # a model not better than the first stage on held-out training queries serves: "fallback" (the first
     # stage), "blend" (RRF of the model's and the first stage's orders) or "warn" (the model, with a warning)
-    guard: str = "fallback"
+    guard: Literal["fallback", "blend", "warn"] = "fallback"
     valid_fraction: float = 0.2  # training queries held out for early stopping
     features: tuple[str, ...] = ()  # features to learn from; empty: the whole feature set
     # score features to normalise per query (features.query_norm): each adds <f>_qrank, <f>_qz and <f>_qgap to
@@ -110,7 +111,7 @@ class RankerConfig:
     # the documents the cascade is planned (budget_ms) to serve: "corpus" (this run's, as search() serves
     # them: the costs the build measured) or "unseen" (an app's own documents: an extractor that computes
     # more for them, such as the bi-encoder encoding each one, costs what it then costs)
-    documents: str = "corpus"
+    documents: Literal["corpus", "unseen"] = "corpus"
 
     @property
     def auto(self) -> bool:
@@ -137,8 +138,8 @@ class RankerConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    measures: tuple[str, ...] = DEFAULT_MEASURES
-    test: str = "t"  # paired test: "t" or "wilcoxon"
+    measures: tuple[str, ...] = DEFAULT_MEASURES  # ir-measures names; the first is the one the guard, tuning and tests use
+    test: Literal["t", "wilcoxon"] = "t"  # the paired test of the evaluation tables
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,6 @@ class Config:
     source: str = ""  # the file it was read from (set by load_config)
 
     def validate(self) -> "Config":
-        if self.dataset.format not in ("beir", "letor"):
-            raise ConfigError(f"{self.source}: dataset.format must be 'beir' or 'letor', found {self.dataset.format!r}")
         if self.dataset.format == "letor" and not 1 <= self.dataset.fold <= 5:
             raise ConfigError(f"{self.source}: dataset.fold must be 1..5 for LETOR, found {self.dataset.fold}")
         r = self.retrieval
@@ -180,8 +179,6 @@ class Config:
             from_dict(cls.Params, params, f"features.extractors.{name}")
         self.finetune.params.check()
         self.finetune_biencoder.params.check()
-        if isinstance(self.ranker.params, str) and not self.ranker.auto:
-            raise ConfigError(f"{self.source}: ranker.params must be \"auto\" or a table, found {self.ranker.params!r}")
         self.ranker.base_params.check()
         for name, v in self.ranker.variants.items():
             where = f"{self.source}: ranker.variants.{name}"
@@ -202,9 +199,6 @@ class Config:
             self.compute.check()
         except ConfigError as exc:
             raise ConfigError(f"{self.source}: {exc}") from None
-        if self.ranker.guard not in ("fallback", "blend", "warn"):
-            raise ConfigError(f"{self.source}: ranker.guard must be 'fallback', 'blend' or 'warn', found "
-                              f"{self.ranker.guard!r}")
         stages = self.ranker.cascade
         if stages:
             keeps = [s.keep for s in stages[:-1]]
@@ -219,15 +213,10 @@ class Config:
             if any(s.max_train_queries < 0 for s in stages):
                 raise ConfigError(f"{self.source}: ranker.cascade: max_train_queries must be >= 0 (0: no cap), found "
                                   f"{[s.max_train_queries for s in stages]}")
-        if self.ranker.documents not in ("corpus", "unseen"):
-            raise ConfigError(f"{self.source}: ranker.documents must be 'corpus' or 'unseen', found "
-                              f"{self.ranker.documents!r}")
         if self.ranker.tune_folds < 2:
             raise ConfigError(f"{self.source}: ranker.tune_folds must be >= 2, found {self.ranker.tune_folds}")
         if not 0 <= self.ranker.valid_fraction < 1:
             raise ConfigError(f"{self.source}: ranker.valid_fraction must be in [0, 1), found {self.ranker.valid_fraction}")
-        if self.evaluate.test not in ("t", "wilcoxon"):
-            raise ConfigError(f"{self.source}: evaluate.test must be 't' or 'wilcoxon', found {self.evaluate.test!r}")
         return self
 
 

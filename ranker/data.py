@@ -13,7 +13,7 @@ from features.store import RankingData
 from retrieval.data import LetorData
 from retrieval.frames import DOCNO, LABEL, QID, RANK, RETRIEVER, SCORE
 
-__all__ = ["RankingData", "from_letor", "run_from_scores", "qrels_of"]
+__all__ = ["RankingData", "from_letor", "ranking_from_scores", "qrels_of"]
 
 
 def from_letor(data: LetorData) -> RankingData:
@@ -21,7 +21,7 @@ def from_letor(data: LetorData) -> RankingData:
     return RankingData.from_arrays(data.X, data.y, data.qids, data.docids, data.feature_names)
 
 
-def run_from_scores(data: RankingData, scores: np.ndarray, name: str) -> pd.DataFrame:
+def ranking_from_scores(data: RankingData, scores: np.ndarray, name: str) -> pd.DataFrame:
     """A run frame ranking each query's rows by score (descending); NaN scores go last, and ties keep
     the data's order (the first-stage order, for store data)."""
     scores = np.asarray(scores, dtype=np.float64)

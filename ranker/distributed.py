@@ -12,6 +12,7 @@ best validation score (the local trainer stops 50 rounds after that best).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Literal
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,10 +33,10 @@ INSTALL = "pip install 'dask[dataframe]' distributed"
 class ComputeConfig:
     """``[compute]``: where features are built and rankers trained."""
 
-    engine: str = "local"  # "local" (one process) or "dask"
+    engine: Literal["local", "dask"] = "local"  # "local" (one process) or "dask" (a cluster, [compute] below)
     scheduler: str = "local"  # "local": a LocalCluster started and stopped by the command; or an address
     workers: int = 2  # LocalCluster workers (processes)
-    threads_per_worker: int = 1
+    threads_per_worker: int = 1  # threads of each LocalCluster worker
     partitions: int = 0  # pair partitions of a feature build (0: 4 per worker)
     parts_dir: str = ""  # where workers write Parquet parts (shared storage on a cluster); empty: <run>/features/parts
 

@@ -23,7 +23,7 @@ import pandas as pd
 from features.store import RankingData
 
 from . import evaluate as ev
-from .data import run_from_scores
+from .data import ranking_from_scores
 from .lambdamart import LambdaMART
 
 MEASURE = "nDCG@10"
@@ -80,7 +80,7 @@ def ablation(model: LambdaMART, train: RankingData, valid: RankingData | None, t
     A negative delta means the ranking got worse without them: they were worth keeping.
     """
     params = model.get_params()
-    base = ev.per_query(run_from_scores(test, model.predict(test), "full"), qrels, [MEASURE])[MEASURE]
+    base = ev.per_query(ranking_from_scores(test, model.predict(test), "full"), qrels, [MEASURE])[MEASURE]
     rows = []
     for label, drop in groups.items():
         keep = [n for n in model.feature_names_ if n not in set(drop)]
@@ -88,7 +88,7 @@ def ablation(model: LambdaMART, train: RankingData, valid: RankingData | None, t
             continue
         kept = {**params, "monotone": {k: v for k, v in (params.get("monotone") or {}).items() if k in keep}}
         m = LambdaMART(**kept).fit(train.select(keep), valid.select(keep) if valid is not None else None)
-        per_q = ev.per_query(run_from_scores(test, m.predict(test.select(keep)), f"-{label}"), qrels, [MEASURE])[MEASURE]
+        per_q = ev.per_query(ranking_from_scores(test, m.predict(test.select(keep)), f"-{label}"), qrels, [MEASURE])[MEASURE]
         deltas = (per_q - base).to_numpy()
         lo, hi = _t_interval(deltas)
         rows.append({"dropped": label, "features": list(drop), "ndcg10_without": float(per_q.mean()),
@@ -106,7 +106,7 @@ def ablation_cv(params, data: RankingData, qrels: pd.DataFrame, groups: dict[str
     def per_query(names):
         kept = dataclasses.replace(params, monotone={f: v for f, v in params.monotone.items() if f in names})
         scores = cross_val_predict(kept, data.select(names), k, valid_fraction=valid_fraction, seed=seed)
-        return ev.per_query(run_from_scores(data, scores, "cv"), qrels, [MEASURE])[MEASURE]
+        return ev.per_query(ranking_from_scores(data, scores, "cv"), qrels, [MEASURE])[MEASURE]
 
     base = per_query(data.feature_names)
     rows = []

@@ -35,18 +35,18 @@ class FeatureMismatchError(UsageError):
 class LambdaMARTParams:
     """Booster parameters shared by every backend (each maps them to its library's names)."""
 
-    backend: str = "lightgbm"
-    n_estimators: int = 300
-    learning_rate: float = 0.05
-    num_leaves: int = 15
+    backend: str = "lightgbm"  # the booster library
+    n_estimators: int = 300  # boosting rounds (trees), at most: early stopping may keep fewer
+    learning_rate: float = 0.05  # shrinkage of each tree
+    num_leaves: int = 15  # leaves per tree
     max_depth: int = -1  # -1: no limit (LightGBM); XGBoost gets 0 (no limit) with lossguide
-    min_data_in_leaf: int = 20
-    feature_fraction: float = 1.0
-    bagging_fraction: float = 1.0
-    lambda_l2: float = 1.0
+    min_data_in_leaf: int = 20  # rows a leaf needs at least
+    feature_fraction: float = 1.0  # share of the features each tree may split on
+    bagging_fraction: float = 1.0  # share of the rows each tree learns from
+    lambda_l2: float = 1.0  # L2 regularisation of leaf values
     early_stopping_rounds: int = 50  # on the validation queries, when given
-    eval_at: int = 10
-    seed: int = 42
+    eval_at: int = 10  # the cut-off of the nDCG that early stopping watches
+    seed: int = 42  # seeds the booster (and the fold and validation splits that use it)
     num_threads: int = 0  # 0: the library's default
     monotone: dict[str, int] = field(default_factory=dict)  # feature name -> +1 / -1
 

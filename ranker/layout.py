@@ -151,7 +151,7 @@ class RunLayout:
     def retrieval_manifest(self) -> Path:
         return self.retrieval / "manifest.json"
 
-    def retrieval_run(self, system: str, split: str) -> Path:
+    def retrieval_trec(self, system: str, split: str) -> Path:
         return self.retrieval / f"{system}.{split}.trec"
 
     # ------------------------------------------------------------------ features
@@ -205,7 +205,7 @@ class RunLayout:
     def eval(self, split: str) -> Path:
         return self.root / "eval" / split
 
-    def eval_run(self, split: str, name: str) -> Path:
+    def eval_trec(self, split: str, name: str) -> Path:
         return self.eval(split) / "runs" / f"{slug(name)}.trec"
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -59,7 +60,7 @@ class FeatureSet:
 
 @dataclass
 class Matrices:
-    """The ranker's data: train (minus the leakage guard's queries), valid (early stopping), test."""
+    """The ranker's data: train (minus the queries excluded for leakage), valid (early stopping), test."""
 
     train: RankingData | None
     valid: RankingData | None
@@ -74,9 +75,23 @@ class Run:
     def __init__(self, cfg: Config, *, log=print, progress: bool = True):
         self.cfg = cfg
         self.layout = RunLayout.of(cfg)
-        self.log = log
+        self._log = log
+        self._muted = 0
         self.progress = progress
-        self.ablate = True  # `run --no-ablation` turns the report's drop-one retraining off
+
+    def log(self, *args) -> None:
+        """Say something (to the ``log`` the Run was made with), unless inside :meth:`muted`."""
+        if not self._muted:
+            self._log(*args)
+
+    @contextmanager
+    def muted(self):
+        """Nothing is said inside (``run`` prints a step's result itself)."""
+        self._muted += 1
+        try:
+            yield self
+        finally:
+            self._muted -= 1
 
     @property
     def letor(self) -> bool:
@@ -187,12 +202,12 @@ class Run:
             ext.fit(self.dataset.corpus)
         return self.extractors
 
-    def leakage_guard(self, test_qids) -> set[str]:
+    def leaked_queries(self, test_qids) -> set[str]:
         """Queries the ranker must not learn from: those any extractor's model was trained on (a
         :class:`features.base.TrainedOnQueries` extractor). A test query among them is an error."""
         trained = fbase.trained_qids(self.extractors)
         if not self.letor:  # an in-domain dense retriever's queries: its lists feed the first-stage features
-            from features.ce_training import trained_qids
+            from features.model_folders import trained_qids
 
             dense = Path(self.cfg.retrieval.dense.model)
             trained |= trained_qids(dense) if dense.exists() else set()
@@ -208,7 +223,7 @@ class Run:
 
     def stage_of(self, ext) -> int:
         """The cascade stage (0-based) an extractor runs in; 0 without a cascade."""
-        from .cascade import entry_stage
+        from .model import entry_stage
 
         return entry_stage(list(ext.FEATURES), [s.features for s in self.cfg.ranker.cascade])
 
@@ -253,6 +268,76 @@ class Run:
             raise UsageError(f"{self.cfg.source}: the feature set in {self.layout.features} was built otherwise than "
                              f"configured ({'; '.join(changes)}); run `fusion-ltr features --config "
                              f"{self.cfg.source}` (values already stored are reused)")
+
+    def features_changed(self) -> None:
+        """Values or costs were written to the store since the feature set and matrices were read (a
+        feature build, a cascade computing its deferred extractors): read them again on next use."""
+        for name in ("feature_set", "matrices"):
+            self.__dict__.pop(name, None)
+
+    # ------------------------------------------------------------------ the cascade's inputs
+    def feature_source(self):
+        """Where a cascade of this run reads and computes its features (:class:`ranker.cascade.FeatureSource`)."""
+        from .cascade import FeatureSource
+
+        return FeatureSource(self.layout.store, self.cfg.features.candidates, self.fitted_extractors,
+                             [e.name for e in self.deferred], self.top_n, self.progress)
+
+    def stage_plan(self):
+        """The cascade plan of this config (:func:`ranker.cascade.stage_plan`) over the built feature set, for
+        the test split's median number of candidates. With a budget, the costs it needs are measured first
+        where the store has none: a deferred extractor's on a sample of pairs, and with ``ranker.documents =
+        "unseen"`` the unseen path's."""
+        import numpy as np
+
+        from .cascade import stage_plan
+
+        rcfg = self.cfg.ranker
+        if rcfg.budget_ms > 0:
+            self._measure_deferred_costs()
+        if rcfg.budget_ms > 0 and rcfg.documents == "unseen":
+            self._measure_unseen_costs({f for s in rcfg.cascade for f in s.features})
+        n_docs = float(np.median(self.matrices.test.group))
+        return stage_plan(rcfg, self.feature_set, n_docs, self.log)
+
+    def _measure_deferred_costs(self) -> None:
+        """Compute each deferred extractor without a stored cost (a first run: the feature build skipped it)
+        for a sample of the test queries' best-ranked pairs, the documents a later stage reaches, so the
+        budget is planned with its cost (the values are stored, as the cascade would store them)."""
+        from features.build import UNSEEN_SAMPLE, build
+
+        deferred = {e.name for e in self.deferred}
+        if not deferred:
+            return
+        with FeatureStore(self.layout.store) as store:
+            todo = [e for e in self.fitted_extractors if e.name in deferred and store.cost(e.specs)["pairs"].sum() == 0]
+            if not todo:
+                return
+            pairs = store.pairs(sorted(self.test_qids), retriever=self.cfg.features.candidates)
+            sample = pairs.sort_values(["rank", "qid"], kind="stable").iloc[:UNSEEN_SAMPLE]
+            for ext in todo:
+                self.log(f"ranker.budget_ms: measuring {ext.name}'s cost on {len(sample)} pairs (none stored yet)")
+                ext.compute(sample.iloc[:8])  # untimed: a model loaded on first use, first-call overheads
+                build(store, sample, [ext], progress=False)
+        self.__dict__.pop("feature_set", None)  # read the costs again
+
+    def _measure_unseen_costs(self, features: set[str]) -> None:
+        """Measure the "unseen" path cost of the extractors of ``features`` that compute more for unseen
+        documents and have none stored yet (a store built before path costs existed)."""
+        from features.build import UNSEEN_SAMPLE, measure_unseen
+
+        exts = [e for e in self.extractors if e.costs_more_unseen and features & set(e.FEATURES)]
+        if not exts:
+            return
+        with FeatureStore(self.layout.store) as store:
+            todo = [e for e in exts if len(store.path_cost(e.specs, UNSEEN)) < len(e.specs)]
+            if todo:
+                pairs = store.pairs(sorted(self.test_qids), retriever=self.cfg.features.candidates)
+                for ext in [e for e in self.fitted_extractors if e in todo]:
+                    self.log(f"measuring {ext.name}'s cost for unseen documents on "
+                             f"{min(len(pairs), UNSEEN_SAMPLE)} pairs")
+                    measure_unseen(store, pairs, ext)
+                self.__dict__.pop("feature_set", None)  # read the costs again
 
     # ------------------------------------------------------------------ ranker data
     @cached_property
@@ -312,7 +397,7 @@ class Run:
             return Matrices(train, valid, test, qrels_of(test), [])
         cfg = self.cfg
         test_q, test_qrels = self.dataset.split(cfg.dataset.test_split)
-        leaked = self.leakage_guard(test_q[QID])
+        leaked = self.leaked_queries(test_q[QID])
         train = valid = None
         raw = self.feature_set.raw_specs
         columns = query_norm.raw_names(names) + [n for n in names if query_norm.split(n)]

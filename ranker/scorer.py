@@ -22,7 +22,6 @@ retriever's list in training.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 import warnings
@@ -42,8 +41,7 @@ from retrieval.frames import DOCNO, QID, QUERY, RANK, SCORE, TEXT, TITLE
 
 from .documents import QUERY_ID, candidate_frame, check_docs, check_min_score, check_query, check_top_k
 
-from .lambdamart import LambdaMART
-from .tuning import blended
+from .model import RankingModel, Scored
 
 log = logging.getLogger("fusion_ltr.scorer")
 
@@ -69,7 +67,8 @@ class Result:
 
 class Ranking(list):
     """A list of :class:`Result`, best first, with ``timing``: seconds per extractor (each computes
-    the features listed in :attr:`Scorer.features_by_extractor`), ``ranker``, ``explain``, ``total``."""
+    the features listed in :attr:`Scorer.features_by_extractor`), ``ranker`` (the models), ``explain``,
+    ``total``, and for a cascade ``stageN`` (computing stage N's features for the documents that reach it)."""
 
     def __init__(self, results: Iterable[Result] = (), timing: dict[str, float] | None = None):
         super().__init__(results)
@@ -77,46 +76,54 @@ class Ranking(list):
 
 
 class Scorer:
-    """A trained LambdaMART and the extractors of its features, ready to rerank."""
+    """A trained ranking model (:class:`ranker.model.RankingModel`) and the extractors of its features,
+    ready to rerank."""
 
-    def __init__(self, model: LambdaMART, extractors: list, *, run_dir: Path | None = None,
-                 manifest: dict | None = None, stages: list | None = None, calibrator=None):
+    def __init__(self, model: RankingModel, extractors: list, *, run_dir: Path | None = None):
+        #: The ranking model: its stages, the first-stage guard's decision and its calibrator.
         self.model = model
-        #: The map from the served score to P(relevant) (:class:`ranker.calibration.Calibrator`), or None.
-        self.calibrator = calibrator
-        #: A cascade's stages (``ranker.cascade.Stage``; ``model`` is then the last one), else None.
-        self.stages = stages
         self.extractors = extractors
         self.run_dir = Path(run_dir) if run_dir else None
-        self.manifest = manifest or model.manifest_
+        self.manifest = model.manifest
         self.candidates = self.manifest.get("candidates", "hybrid")
         specs = {s.name: s for s in feature_specs(extractors)}
         self._raw_version = {n: s.version for n, s in specs.items()}
-        specs |= {n: query_norm.spec(n, specs[query_norm.split(n)[0]]) for n in model.feature_names_
+        names = model.feature_names
+        specs |= {n: query_norm.spec(n, specs[query_norm.split(n)[0]]) for n in names
                   if query_norm.split(n) and query_norm.split(n)[0] in specs}  # derived from a computed one
-        missing = [n for n in model.feature_names_ if n not in specs]
+        missing = [n for n in names if n not in specs]
         if missing:
             raise fbase.ConfigError(f"the model uses feature(s) {missing} that none of its extractors "
                                     f"({[e.name for e in extractors]}) produces")
-        self.feature_names = list(model.feature_names_)
+        self.feature_names = list(names)
         self.feature_versions = [specs[n].version for n in self.feature_names]
-        model.check_features(self.feature_names, self.feature_versions)  # refuses a changed feature
+        model.last.check_features(self.feature_names, self.feature_versions)  # refuses a changed feature
         self.features_by_extractor = {e.name: [s.name for s in e.specs] for e in extractors}
-        if stages:  # each extractor runs in the stage its features first enter
-            from .cascade import entry_stage
-
-            names = [stage.features for stage in stages]  # cumulative: a feature's first stage is where it enters
-            self.stage_extractors = [[e for e in extractors if entry_stage([s.name for s in e.specs], names) == k]
-                                     for k in range(len(stages))]
-        #: What the first-stage guard decided at training time (see ranker.tuning): "model"; "first stage"
-        #: (documents keep their first-stage order, each scored minus its first-stage rank); or "blend" (the
-        #: RRF score of the model's and the first stage's orders). Features are computed either way.
-        self.serves = (self.manifest.get("guard") or {}).get("serves", "model")
-        if self.serves != "model":
+        #: Per stage, the extractors that run there (each where its features first enter; one stage for a
+        #: plain model).
+        self.stage_extractors = model.stage_extractors(extractors)
+        if model.serves != "model":
             log.warning("this model was not better than the first stage on held-out training queries; it serves "
-                        "the %s order (ranker.guard)", self.serves)
+                        "the %s order (ranker.guard)", model.serves)
         self._search = None
         self._warned = False  # the missing first-stage features warning is given once per Scorer
+
+    @property
+    def calibrator(self):
+        """The map from the served score to P(relevant) (:class:`ranker.calibration.Calibrator`), or None."""
+        return self.model.calibrator
+
+    @property
+    def stages(self):
+        """A cascade's stages (:class:`ranker.model.Stage`), else None."""
+        return self.model.stages if self.model.cascade else None
+
+    def map_extractors(self, wrap) -> None:
+        """Replace each extractor ``e`` by ``wrap(e)`` (e.g. the service's shared, micro-batched ones),
+        in every stage; ``wrap`` returns an object that computes the same features."""
+        wrapped = {id(e): wrap(e) for e in self.extractors}
+        self.extractors = [wrapped[id(e)] for e in self.extractors]
+        self.stage_extractors = [[wrapped[id(e)] for e in exts] for exts in self.stage_extractors]
 
     # ------------------------------------------------------------------------------- loading
     @classmethod
@@ -127,17 +134,8 @@ class Scorer:
         """
         run_dir = Path(run_dir)
         model_dir = run_dir if (run_dir / "manifest.json").exists() else run_dir / model
-        if not (model_dir / "manifest.json").exists():
-            raise MissingInputError(f"{model_dir}: no trained model (expected manifest.json); "
-                                    "run `fusion-ltr run --config ...` or `fusion-ltr train` first")
-        from . import cascade
-        from .integrity import verify
-
-        manifest = _read_json(model_dir / "manifest.json")
-        verify(model_dir, manifest)  # every file against its sha256, before a native library reads one
-        stages = cascade.load(model_dir, manifest) if manifest.get("kind") == cascade.KIND else None
-        booster = stages[-1].model if stages else LambdaMART.load(model_dir)
-        manifest = manifest if stages else booster.manifest_
+        ranking = RankingModel.load(model_dir)  # its files checked first, before a native library reads one
+        manifest = ranking.manifest
         if "extractors" not in manifest:
             raise UsageError(f"{model_dir}: the manifest names no extractors, so its features cannot be "
                              "computed at serving time (a model trained on precomputed features, e.g. LETOR)")
@@ -152,12 +150,9 @@ class Scorer:
             if ext.has_corpus_state:
                 ext.load_state(model_dir / "extractors")
             extractors.append(ext)
-        used = set(booster.feature_names_)
+        used = set(ranking.feature_names)
         extractors = [e for e in extractors if used & {s.name for s in e.specs}]
-        from .calibration import Calibrator
-
-        return cls(booster, extractors, run_dir=model_dir.parent, manifest=manifest, stages=stages,
-                   calibrator=Calibrator.load(model_dir, required=bool(manifest.get("calibrated"))))
+        return cls(ranking, extractors, run_dir=model_dir.parent)
 
     # ------------------------------------------------------------------------------- serving
     def rerank(self, query: str, docs, *, top_k: int | None = None, explain: bool = False,
@@ -230,99 +225,80 @@ class Scorer:
         return query_norm.add(data, names)  # the model checks the names and versions again
 
     # ------------------------------------------------------------------------------- internals
-    def _cascade(self, frame: pd.DataFrame, explain: bool):
-        """Stage by stage: each stage's extractors on the documents that reached it, its model, its keep.
-        Returns the sort key, each doc's score and 1-based stage, the feature values, the contributions
-        of each doc's deepest stage (explain) and the timing per extractor and stage."""
-        from .cascade import final_scores, keep_top
-
+    def score_frame(self, frame: pd.DataFrame) -> tuple[Scored, dict, dict]:
+        """Score candidate rows (one query or several, each query's rows together and queries in id order,
+        as :func:`features.store.FeatureStore.pairs` gives them) the way the model serves them: each stage's
+        extractors on the documents that reach it (:meth:`RankingModel.run`). Returns the scores, every
+        feature's values (NaN where not computed; a derived one as its stage saw it) and the seconds per
+        extractor and stage."""
         n = len(frame)
-        values = {name: np.full(n, np.nan) for name in self.feature_names + query_norm.raw_names(self.feature_names)}
-        timing, depth, score = {}, np.zeros(n), np.full(n, np.nan)
-        contrib = {} if explain else None
-        survivors = np.arange(n)
-        for k, (stage, exts) in enumerate(zip(self.stages, self.stage_extractors)):
+        names = self.feature_names + query_norm.raw_names(self.feature_names)
+        values = {name: np.full(n, np.nan) for name in names}
+        timing = {}
+        cascade = self.model.cascade
+        spent = [0.0]  # seconds in stage_data: computing features, not the models
+
+        def stage_data(k: int, mask: np.ndarray, base: np.ndarray | None) -> RankingData:
             t = time.perf_counter()
-            computed, seconds = compute(frame.iloc[survivors], exts)
+            rows = np.flatnonzero(mask)
+            computed, seconds = compute(frame.iloc[rows], self.stage_extractors[k])
             for name, arr in computed.items():
                 if name in values:
-                    values[name][survivors] = arr
-            for name, s in seconds.items():
-                timing[name] = timing.get(name, 0.0) + s
-            base = score[survivors] if k else None  # a later stage adds to the previous stage's score
-            data = self._matrix(frame, values, survivors, stage.features, base)
-            for j, name in enumerate(stage.features):  # derived ones as this stage saw them (explain)
-                values[name][survivors] = data.X[:, j]
-            s = stage.model.predict(data)
-            depth[survivors], score[survivors] = k, s
-            if contrib is not None:
-                c = stage.model.contributions(data)
-                for j, i in enumerate(survivors):
-                    contrib[i] = {f: float(c[j, m]) for m, f in enumerate(stage.features)} | {"bias": float(c[j, -1])}
-                    if k:
-                        contrib[i]["previous stages"] = float(base[j])
-            timing[f"stage{k + 1}"] = time.perf_counter() - t
-            if stage.keep and k < len(self.stages) - 1:
-                survivors = survivors[keep_top([len(survivors)], s, stage.keep)]
-        return final_scores(depth, score), score, depth.astype(int) + 1, values, contrib, timing
+                    values[name][rows] = arr
+            for name, sec in seconds.items():
+                timing[name] = timing.get(name, 0.0) + sec
+            data = self._matrix(frame, values, rows, self.model.stages[k].features, base)
+            for j, name in enumerate(data.feature_names):  # derived ones as this stage saw them (explain)
+                values[name][rows] = data.X[:, j]
+            spent[0] += time.perf_counter() - t
+            if cascade:
+                timing[f"stage{k + 1}"] = time.perf_counter() - t
+            return data
+
+        t = time.perf_counter()
+        scored = self.model.run(stage_data, n, -frame[RANK].to_numpy(np.float64))
+        timing["ranker"] = time.perf_counter() - t - spent[0]
+        return scored, values, timing
+
+    def _contributions(self, scored: Scored) -> dict[int, dict[str, float]]:
+        """SHAP per feature of each row's deepest stage, plus "bias" (and "previous stages": the score a
+        later stage started from)."""
+        out = {}
+        for k, (stage, mask, part) in enumerate(zip(self.model.stages, scored.masks, scored.parts)):
+            c = stage.model.contributions(part)
+            for j, i in enumerate(np.flatnonzero(mask)):
+                out[int(i)] = {f: float(c[j, m]) for m, f in enumerate(stage.features)} | {"bias": float(c[j, -1])}
+                if k:
+                    out[int(i)]["previous stages"] = float(part.base[j])
+        return out
 
     def _score(self, frame: pd.DataFrame, t0: float, top_k, explain: bool, min_score) -> Ranking:
-        if self.stages:
-            return self._score_cascade(frame, t0, top_k, explain, min_score)
-        values, timing = compute(frame, self.extractors)
-        t = time.perf_counter()
-        data = self._matrix(frame, values, np.arange(len(frame)), self.feature_names)
-        X = data.X
-        scores = self.model.predict(data)  # checks names and versions again
-        if self.serves == "first stage":
-            scores = -frame[RANK].to_numpy(np.float64)
-        elif self.serves == "blend":
-            scores = blended(scores, -frame[RANK].to_numpy(np.float64), [len(frame)])
-        timing["ranker"] = time.perf_counter() - t
-        prob = self.calibrator.predict(scores) if self.calibrator else None
-        order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -scores))
+        scored, values, timing = self.score_frame(frame)
+        key, shown = scored.scores, scored.shown
+        prob = self.model.probability(key)
+        order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -key))
         if min_score is not None:
-            order = order[self._thresholded(scores, prob)[order] >= min_score]
+            order = order[self._thresholded(shown, prob)[order] >= min_score]
         if top_k is not None:
             order = order[:top_k]
         contrib = None
-        if explain and self.serves == "model":
+        if explain and self.model.serves == "model":
             t = time.perf_counter()
-            contrib = self.model.contributions(data)
+            contrib = self._contributions(scored)
             timing["explain"] = time.perf_counter() - t
+        stage = scored.depth + 1 if self.model.cascade else None
         results = []
         for new_rank, i in enumerate(order, start=1):
             row = frame.iloc[i]
             results.append(Result(
-                id=row[DOCNO], score=float(scores[i]), rank=new_rank, original_rank=int(row[RANK]),
-                text=row[TEXT], title=row[TITLE],
-                features={n: float(X[i, j]) for j, n in enumerate(self.feature_names)} if explain else None,
-                contributions=({n: float(contrib[i, j]) for j, n in enumerate(self.feature_names)}
-                               | {"bias": float(contrib[i, -1])}) if contrib is not None else None,
-                probability=float(prob[i]) if prob is not None else None,
-            ))
+                id=row[DOCNO], score=float(shown[i]), rank=new_rank, original_rank=int(row[RANK]), text=row[TEXT],
+                title=row[TITLE], features={n: float(values[n][i]) for n in self.feature_names} if explain else None,
+                contributions=contrib.get(int(i)) if contrib is not None else None,
+                stage=int(stage[i]) if stage is not None else None,
+                probability=float(prob[i]) if prob is not None else None))
         timing["total"] = time.perf_counter() - t0
         log.debug("reranked %d docs in %.3fs: %s", len(frame), timing["total"],
                   ", ".join(f"{k} {v * 1000:.1f}ms" for k, v in timing.items()))
-        return Ranking(results, timing)
-
-    def _score_cascade(self, frame: pd.DataFrame, t0: float, top_k, explain: bool, min_score) -> Ranking:
-        key, scores, stage, values, contrib, timing = self._cascade(frame, explain)
-        prob = self.calibrator.predict(key) if self.calibrator else None
-        order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -key))
-        if min_score is not None:
-            order = order[self._thresholded(scores, prob)[order] >= min_score]
-        if top_k is not None:
-            order = order[:top_k]
-        results = []
-        for new_rank, i in enumerate(order, start=1):
-            row = frame.iloc[i]
-            results.append(Result(
-                id=row[DOCNO], score=float(scores[i]), rank=new_rank, original_rank=int(row[RANK]), text=row[TEXT],
-                title=row[TITLE], features={n: float(values[n][i]) for n in self.feature_names} if explain else None,
-                contributions=contrib[i] if contrib is not None else None, stage=int(stage[i]),
-                probability=float(prob[i]) if prob is not None else None))
-        timing["total"] = time.perf_counter() - t0
         return Ranking(results, timing)
 
     @staticmethod
@@ -359,17 +335,6 @@ class Scorer:
 
 
 # ----------------------------------------------------------------------------------- helpers
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path}: not valid JSON ({exc}); restore the model folder or retrain it") from None
-    if not isinstance(value, dict):
-        raise UsageError(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value
-
-
-
 def _root(run_dir: Path, manifest: dict) -> Path:
     """The directory the run was made from: the run folder minus its configured relative path when it
     ends with it (the project moved or is used from elsewhere), else the recorded working directory."""

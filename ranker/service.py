@@ -142,14 +142,13 @@ class BatchedExtractor(_Shared):
 def share_extractors(scorer, *, batching: bool, metrics=None, max_wait_ms: float = 5.0,
                      max_batch_pairs: int = 256) -> None:
     """Wrap the Scorer's model extractors (those with a ``device`` parameter) for concurrent requests."""
-    wrapped = {}
-    for ext in scorer.extractors:
-        if "device" in {f.name for f in fields(ext.params)}:
-            wrapped[id(ext)] = (BatchedExtractor(ext, metrics, max_wait_ms=max_wait_ms, max_batch_pairs=max_batch_pairs)
-                                if batching else LockedExtractor(ext, metrics))
-    scorer.extractors = [wrapped.get(id(e), e) for e in scorer.extractors]
-    if scorer.stages:
-        scorer.stage_extractors = [[wrapped.get(id(e), e) for e in exts] for exts in scorer.stage_extractors]
+    def share(ext):
+        if "device" not in {f.name for f in fields(ext.params)}:
+            return ext
+        return (BatchedExtractor(ext, metrics, max_wait_ms=max_wait_ms, max_batch_pairs=max_batch_pairs)
+                if batching else LockedExtractor(ext, metrics))
+
+    scorer.map_extractors(share)
 
 
 # ------------------------------------------------------------------------------ metrics
@@ -468,7 +467,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
     def model_info():
         m = scorer.manifest
         metrics.requests.labels("/v1/model", "200").inc()
-        return {"model": name, "kind": "cascade" if scorer.stages else "lambdamart",
+        return {"model": name, "kind": scorer.model.kind,
                 "features": [{"name": n, "version": v} for n, v in zip(scorer.feature_names, scorer.feature_versions)],
                 "stages": [{"features": s.features, "keep": s.keep} for s in scorer.stages] if scorer.stages else None,
                 "extractors": {e.name: [s.name for s in e.specs] for e in scorer.extractors},

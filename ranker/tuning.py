@@ -11,7 +11,8 @@ The guard (:func:`guard`) then compares the trained model with the first-stage o
 training queries (the tuning's out-of-fold scores, else the validation split, else a cross-validation
 of the chosen settings) with a paired test. When the model is not better, training says so, and
 ``ranker.guard`` decides what is served: ``"fallback"`` (the first-stage order), ``"blend"`` (the
-reciprocal rank fusion of the model's order and the first stage's) or ``"warn"`` (the model).
+reciprocal rank fusion of the model's order and the first stage's) or ``"warn"`` (the model); the
+policy itself is the ranking model's (:mod:`ranker.model`), which applies it wherever it scores.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import numpy as np
 from features.matrix import RankingData
 
 from . import evaluate as ev
-from .data import qrels_of, run_from_scores
+from .data import qrels_of, ranking_from_scores
 from .lambdamart import LambdaMARTParams, cross_val_predict
+from .model import SERVES, first_stage_scores
 
 #: Capacity levels, most regularised first: (num_leaves, min_data_in_leaf, lambda_l2).
 CAPACITY = ((4, 50, 10.0), (7, 30, 3.0), (15, 20, 1.0))
@@ -80,7 +82,7 @@ class Tuning:
 
 def per_query(data: RankingData, scores: np.ndarray, measure: str):
     """Per-query ``measure`` of a ranking by ``scores``, judged by the data's own labels."""
-    return ev.per_query(run_from_scores(data, scores, "s"), qrels_of(data), [measure])[measure]
+    return ev.per_query(ranking_from_scores(data, scores, "s"), qrels_of(data), [measure])[measure]
 
 
 def one_standard_error(scores: list) -> tuple[int, int]:
@@ -134,15 +136,6 @@ def tune(base: LambdaMARTParams, data: RankingData, *, folds: int = 3, valid_fra
     return Tuning(settings[chosen], table, oofs[chosen], k, time.perf_counter() - t0)
 
 
-def first_stage_scores(data: RankingData) -> np.ndarray:
-    """The first-stage order as scores: minus ``fs_rank`` when present, else minus the row's position in
-    its query (store data keeps each query's rows in first-stage rank order)."""
-    if "fs_rank" in data.feature_names:
-        return -data.X[:, data.feature_names.index("fs_rank")]
-    starts = np.repeat(np.cumsum(np.r_[0, data.group[:-1]]), data.group)
-    return -(np.arange(len(data.y)) - starts).astype(float)
-
-
 def guard(data: RankingData, scores: np.ndarray, *, measure: str, action: str, where: str) -> dict:
     """Compare ``scores`` (held out from training) with the first-stage order on ``data``'s queries."""
     model_q = per_query(data, scores, measure)
@@ -153,24 +146,3 @@ def guard(data: RankingData, scores: np.ndarray, *, measure: str, action: str, w
             "first_stage": comparison.mean_a, "delta": comparison.delta, "p_value": comparison.p_value,
             "wins": comparison.wins, "losses": comparison.losses, "fired": bool(fired),
             "serves": SERVES[action] if fired else "model", "action": action}
-
-
-SERVES = {"fallback": "first stage", "blend": "blend", "warn": "model"}
-
-
-def blended(model: np.ndarray, first: np.ndarray, group, k: int = 60) -> np.ndarray:
-    """Per query, the reciprocal rank fusion of the model's order and the first stage's:
-    ``1 / (k + rank_model) + 1 / (k + rank_first)`` (``group``: rows per query, in order)."""
-
-    def ranks(scores: np.ndarray) -> np.ndarray:
-        out = np.empty(len(scores))
-        out[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
-        return out
-
-    fused = np.empty(len(model))
-    start = 0
-    for g in np.asarray(group, dtype=int):
-        rows = slice(start, start + g)
-        fused[rows] = 1.0 / (k + ranks(model[rows])) + 1.0 / (k + ranks(first[rows]))
-        start += g
-    return fused

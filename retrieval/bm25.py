@@ -21,8 +21,8 @@ INSTALL = "pip install bm25s PyStemmer"
 class BM25Params:
     """BM25 parameters. Defaults follow Pyserini/Anserini's flat BEIR baseline (k1=0.9, b=0.4)."""
 
-    k1: float = 0.9
-    b: float = 0.4
+    k1: float = 0.9  # term-frequency saturation
+    b: float = 0.4  # document-length normalisation (0: none, 1: full)
     method: str = "lucene"  # bm25s variants: robertson, lucene, atire, bm25l, bm25+
     stemmer: str | None = "english"  # a PyStemmer language, or None
     stopwords: str | None = "en"  # bm25s stopword list name, or None

@@ -26,9 +26,9 @@ INSTALL = "pip install 'fusion-ltr[neural]'"
 @dataclass(frozen=True)
 class DenseParams:
     model: str = DEFAULT_BIENCODER  # packaged alias, local path, or hub name
-    batch_size: int = 32
+    batch_size: int = 32  # texts per encoder call
     max_length: int | None = None  # None: the model's own max_seq_length
-    device: str = "auto"
+    device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda", "mps"
     normalize: bool = True  # cosine similarity as inner product
 
 

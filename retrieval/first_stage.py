@@ -38,7 +38,7 @@ class FirstStageConfig:
     systems: tuple[str, ...] = ("bm25", "dense", "hybrid")  # `hybrid` fuses the others with RRF
     k: int = 100  # candidates kept per query
     depth: int = 100  # depth of each member's list before fusion
-    rrf_k: int = 60
+    rrf_k: int = 60  # hybrid: each list contributes 1 / (rrf_k + rank)
     bm25: BM25Params = field(default_factory=BM25Params)
     dense: DenseParams = field(default_factory=DenseParams)
 

@@ -1,7 +1,8 @@
 """Parameters declared as data: build frozen dataclasses from plain dicts (TOML tables), strictly.
 
 Used by the config loader and by the feature-extractor registry: an unknown key is an error that
-lists the allowed keys, and a value of the wrong type names the key and both types.
+lists the allowed keys, and a value of the wrong type names the key and both types. A field typed
+``Literal[...]`` takes only those values (the error lists them; so does ``docs/configuration.md``).
 """
 
 from __future__ import annotations
@@ -20,19 +21,28 @@ class ConfigError(UsageError):
 def _check_type(value, tp, where: str):
     """Verify (and lightly coerce: int -> float, list -> tuple) a value against a field type."""
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:  # a closed set of values: the config reference lists them
+        allowed = typing.get_args(tp)
+        if not any(value == a and type(value) is type(a) for a in allowed):
+            raise ConfigError(f"{where}: expected one of {', '.join(map(repr, allowed))}, found {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors = {}
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _check_type(value, arg, where)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0])
+                errors[arg] = exc
+        table = [e for a, e in errors.items() if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and table:  # a table with a wrong key or value inside: say which
+            raise table[0]
+        raise ConfigError(f"{where}: expected {' or '.join(_describe(a) for a in args)}, found "
+                          f"{type(value).__name__} {value!r}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, found {type(value).__name__} {value!r}")
@@ -51,6 +61,17 @@ def _check_type(value, tp, where: str):
             raise ConfigError(f"{where}: expected a table [{where}], found {type(value).__name__}")
         return from_dict(tp, value, where)
     return value
+
+
+def _describe(tp) -> str:
+    """A field type in words, for errors and the config reference."""
+    if tp is type(None):
+        return "nothing"
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return getattr(tp, "__name__", str(tp))
 
 
 def from_dict(cls, data: dict, where: str = ""):

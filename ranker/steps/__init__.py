@@ -2,7 +2,7 @@
 
 A :class:`Step` names its function (``func(run, **options)``, one module each in this package), its
 CLI arguments, and for ``run``: whether it applies to a config, and what keys its cache (``key``:
-the inputs; ``outputs``: the files it leaves). A step with no ``key`` always runs in ``run`` and
+the inputs, of the run and the step's options; ``outputs``: the files it leaves). A step with no ``key`` always runs in ``run`` and
 caches inside (the feature store computes only what it lacks; ``finetune-ce`` skips a model trained
 with the same parameters). The CLI parser and ``run`` both read :data:`STEPS`.
 
@@ -52,7 +52,7 @@ class Step:
     help: str
     args: tuple[Arg, ...] = ()
     applies: Callable = lambda run: True  # does `run` do this step for this config?
-    key: Callable | None = None  # run -> the JSON-able inputs that key the step's cache in `run`
+    key: Callable | None = None  # (run, options) -> the JSON-able inputs that key the step's cache in `run`
     outputs: Callable = lambda run: []  # run -> files that must exist for a cached step to count as done
     silent_in_run: bool = False  # `run` prints the step's result itself
 
@@ -77,7 +77,7 @@ STEPS: list[Step] = [
          args=(Arg(("--split",), {"action": "append", "help": "split(s) to retrieve for (default: the config's)"}),),
          applies=lambda run: not run.letor and not run.reuses_features,
          # a local dense model's content too: a retrained bi-encoder retrieves again
-         key=lambda run: [run.cfg.dataset.name, list(run.cfg.dataset.splits), dataclasses.asdict(run.cfg.retrieval),
+         key=lambda run, options: [run.cfg.dataset.name, list(run.cfg.dataset.splits), dataclasses.asdict(run.cfg.retrieval),
                           model_fingerprint(run.cfg.retrieval.dense.model)],
          outputs=lambda run: [run.layout.retrieval_manifest]),
     Step("finetune-ce", finetune.finetune_ce, "fine-tune the cross-encoder (resumes from its last checkpoint)",
@@ -88,7 +88,7 @@ STEPS: list[Step] = [
          args=(Arg(("--split",), {"action": "append", "help": "split(s) to build for (default: the config's)"}), QUIET),
          applies=lambda run: not run.letor and not run.reuses_features),
     Step("train", train.train, "train the LambdaMART ranker (and its variants) on the feature store",
-         key=_train_key, outputs=lambda run: [run.layout.model() / "manifest.json"]),
+         key=lambda run, options: _train_key(run), outputs=lambda run: [run.layout.model() / "manifest.json"]),
     Step("evaluate", evaluate.evaluate,
          "evaluate first-stage runs, and the ranker against baselines when one is trained",
          args=(Arg(("--split",), {"help": "split to evaluate (default: dataset.test_split)"}),
@@ -97,7 +97,8 @@ STEPS: list[Step] = [
          silent_in_run=True),
     Step("report", report.report, "feature importance: gain, split, SHAP, ablation, cost vs benefit",
          args=(Arg(("--query",), {"help": "query id to explain (default: the first test query)"}), NO_ABLATION),
-         key=lambda run: [_train_key(run), run.ablate],
+         # `run --no-ablation` turns the report's drop-one retraining off: another report
+         key=lambda run, options: [_train_key(run), not options["no_ablation"]],
          outputs=lambda run: [run.layout.report / "importance.json"], silent_in_run=True),
 ]
 BY_NAME = {s.name: s for s in STEPS}
@@ -114,7 +115,6 @@ def run_all(run, *, ablate: bool = True) -> dict:
     folder = run.folder()
     log(f"run folder: {folder.resolve()}")
     t0 = time.perf_counter()
-    run.ablate = ablate
     results = {}
     for step in STEPS:
         if not step.applies(run):
@@ -122,19 +122,17 @@ def run_all(run, *, ablate: bool = True) -> dict:
         options = {a.dest: a.default for a in step.args}
         if "no_ablation" in options:
             options["no_ablation"] = not ablate
-        digest_ = digest(step.key(run), 16) if step.key else None
+        digest_ = digest(step.key(run, options), 16) if step.key else None
         if digest_ and _stamps(run.layout.steps).get(step.name) == digest_ and all(p.exists() for p in step.outputs(run)):
             log(f"== {step.name}: cached (inputs unchanged since the last run; delete {run.layout.steps} to force)")
             continue
         log(f"== {step.name}")
         t = time.perf_counter()
-        quiet = step.silent_in_run
-        if quiet:
-            run.log = lambda *_: None
-        try:
+        if step.silent_in_run:
+            with run.muted():
+                results[step.name] = step.func(run, **options)
+        else:
             results[step.name] = step.func(run, **options)
-        finally:
-            run.log = log
         if digest_:
             stamps = _stamps(run.layout.steps)
             stamps[step.name] = digest_

@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from retrieval import read_trec_run, write_trec_run
-from retrieval.frames import QID, RANK
+from features.matrix import RankingData
+from retrieval.frames import DOCNO, QID, RANK
 
-from .. import cascade
 from .. import evaluate as ev
-from ..data import qrels_of, run_from_scores
-from ..lambdamart import LambdaMART, cross_val_predict, query_folds
-from ..tuning import blended, first_stage_scores, settings
+from ..data import qrels_of, ranking_from_scores
+from ..lambdamart import cross_val_predict, query_folds
+from ..model import RankingModel
+from ..tuning import settings
 
 MAX_SINGLE_ROWS = 12  # single-feature baselines printed in the evaluation table (all are in the JSON)
 
@@ -46,7 +47,7 @@ def evaluate_first_stage(run, split: str | None = None) -> dict:
     _, qrels = ds.split(split)
     per_q, means = {}, {}
     for system in cfg.retrieval.systems:
-        path = layout.retrieval_run(system, split)
+        path = layout.retrieval_trec(system, split)
         if not path.exists():
             raise run.missing(path, "retrieve")
         per_q[system] = ev.per_query(read_trec_run(path), qrels, cfg.evaluate.measures,
@@ -59,7 +60,7 @@ def evaluate_first_stage(run, split: str | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result = {"dataset": ds.name, "split": split, "n_queries": int(qrels[QID].nunique()), "means": means,
               "tests": tests, "per_query": {s: v.to_dict(orient="index") for s, v in per_q.items()},
-              "run_files": {s: str(layout.retrieval_run(s, split)) for s in cfg.retrieval.systems}}
+              "run_files": {s: str(layout.retrieval_trec(s, split)) for s in cfg.retrieval.systems}}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     lines = [f"{ds.name} {split} ({result['n_queries']} queries)", "",
              ev.markdown_table(means, cfg.evaluate.measures), ""]
@@ -113,7 +114,7 @@ def best_baseline(names: list[str], ref, measure: str) -> str:
     """The baseline with the best mean ``measure`` on the training queries ``ref`` (judged by their
     candidates' labels); the first stage wins ties."""
     qrels = qrels_of(ref)
-    means = {n: ev.mean(ev.per_query(run_from_scores(ref, s, n), qrels, [measure]))[measure]
+    means = {n: ev.mean(ev.per_query(ranking_from_scores(ref, s, n), qrels, [measure]))[measure]
              for n, s in baseline_scores(names, ref, ref).items()}
     return max(means, key=lambda n: (means[n], n == FIRST_STAGE))
 
@@ -150,33 +151,27 @@ def evaluate_ranker(run) -> dict:
     test, qrels = data.test, data.qrels
     measures = cfg.evaluate.measures
     base_scores, best_scores, choice = baselines(run, data, measures[0])
-    runs = {n: run_from_scores(test, s, n) for n, s in base_scores.items()}
+    runs = {n: ranking_from_scores(test, s, n) for n, s in base_scores.items()}
     picked = set(choice.get("best_per_fold", [choice.get("best")]))
     if len(picked) == 1:  # one baseline chosen (every fold chose the same): it is its own row
         best = picked.pop()
     else:
         best = "best baseline (per fold)"
-        runs[best] = run_from_scores(test, best_scores, best)
+        runs[best] = ranking_from_scores(test, best_scores, best)
     learned, notes = [], []
     for name, feats in run.models().items():
         if cfg.ranker.cv_folds:
             scores = cross_val_predict(run.model_params(name) or settings(cfg.ranker, measures[0]),
                                        test.select(feats), cfg.ranker.cv_folds,
                                        valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.base_params.seed)
-        elif name == "lambdamart" and cfg.ranker.cascade:  # stage by stage, as the Scorer serves it
-            stages = cascade.load(layout.model(name))
-            depth, stage_score, _ = cascade.apply(stages, test)
-            scores = cascade.final_scores(depth, stage_score)
-        else:
-            model = LambdaMART.load(layout.model(name))
-            scores = model.predict(test.select(feats))
-            check = model.manifest_.get("guard") or {}
-            if check.get("serves") in ("first stage", "blend"):  # what the Scorer serves for this model
-                first = first_stage_scores(test)
-                scores = first if check["serves"] == "first stage" else blended(scores, first, test.group)
-                notes.append(f"{name}: the first-stage guard serves the {check['serves']} order (on held-out "
+        else:  # as the Scorer serves it: stage by stage, the first-stage guard's policy applied
+            model = RankingModel.load(layout.model(name))
+            scores = model.predict(test)
+            if model.serves != "model":
+                check = model.manifest["guard"]
+                notes.append(f"{name}: the first-stage guard serves the {model.serves} order (on held-out "
                              f"training queries the model scored {check['delta']:+.4f} {check['measure']} against it)")
-        runs[name] = run_from_scores(test, scores, name)
+        runs[name] = ranking_from_scores(test, scores, name)
         learned.append(name)
     ignore = cfg.dataset.ignore_identical_ids
     per_q = {n: ev.per_query(r, qrels, measures, ignore_identical_ids=ignore) for n, r in runs.items()}
@@ -195,7 +190,7 @@ def evaluate_ranker(run) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     run_files = {}
     for name, frame in runs.items():
-        path = write_trec_run(strict_scores(frame), layout.eval_run(split, name), tag=name.replace(" ", "_"))
+        path = write_trec_run(strict_scores(frame), layout.eval_trec(split, name), tag=name.replace(" ", "_"))
         run_files[name] = str(path)
     rows, left_out = ev.ranked_rows(means, learned, measures[0], keep=(FIRST_STAGE, best), max_singles=MAX_SINGLE_ROWS)
     table = ev.markdown_table({n: means[n] for n in rows}, measures)
@@ -227,7 +222,6 @@ def evaluate_transfer(run, model_path) -> dict:
     candidates, against this run's first stage: does it carry over, before there are judgements to
     train on? Its extractors are rebuilt from its manifest with their saved corpus statistics, as the
     Scorer does; query ids are namespaced so that no extractor mistakes them for its training queries."""
-    from features.build import compute
     from features.store import FeatureStore
 
     from ..scorer import Scorer
@@ -242,21 +236,19 @@ def evaluate_transfer(run, model_path) -> dict:
     with FeatureStore(layout.store, read_only=True) as store:
         pairs = store.pairs(test_q[QID], retriever=cfg.features.candidates)
     if pairs.empty:
-        raise run.missing(layout.retrieval_run(cfg.features.candidates, split), "features")
+        raise run.missing(layout.retrieval_trec(cfg.features.candidates, split), "features")
     frame = pairs.assign(**{QID: "transfer:" + pairs[QID].astype(str)})
     for ext in scorer.extractors:
         if not ext.has_corpus_state:  # e.g. the bi-encoder reads this corpus' cached embeddings (no values change)
             ext.fit(run.dataset.corpus)
-    values, _ = compute(frame, scorer.extractors)
-    # pairs are sorted by qid: the row order is kept
-    data = scorer._matrix(pairs, values, np.arange(len(pairs)), scorer.feature_names)
-    scores, first = scorer.model.predict(data), -pairs[RANK].to_numpy(np.float64)
-    if scorer.serves != "model":  # the model's own first-stage guard: serve what the Scorer would
-        scores = first if scorer.serves == "first stage" else blended(scores, first, data.group)
+    # pairs are sorted by qid, each query's rows together: the Scorer's path, stage by stage (a cascade's
+    # costly features only for the documents that reach their stage)
+    scores = scorer.score_frame(frame)[0].scores
+    data = RankingData.from_arrays(np.empty((len(pairs), 0)), np.zeros(len(pairs)), pairs[QID], pairs[DOCNO], [])
     trained_on = Path(str(scorer.manifest.get("dataset", "?"))).name  # a dataset name, or a folder's
     name = f"transfer: {trained_on} model"
-    runs = {FIRST_STAGE: run_from_scores(data, -pairs[RANK].to_numpy(np.float64), FIRST_STAGE),
-            name: run_from_scores(data, scores, name)}
+    runs = {FIRST_STAGE: ranking_from_scores(data, -pairs[RANK].to_numpy(np.float64), FIRST_STAGE),
+            name: ranking_from_scores(data, scores, name)}
     measures = cfg.evaluate.measures
     per_q = {n: ev.per_query(r, qrels, measures, ignore_identical_ids=cfg.dataset.ignore_identical_ids)
              for n, r in runs.items()}
@@ -271,7 +263,9 @@ def evaluate_transfer(run, model_path) -> dict:
     out = layout.eval(split)
     out.mkdir(parents=True, exist_ok=True)
     (out / "transfer.md").write_text(text + "\n")
+    run_file = write_trec_run(strict_scores(runs[name]), layout.eval_trec(split, "transfer"), tag="transfer")
     result = {"model": str(model_path), "trained_on": trained_on, "means": means, "tests": tests,
+              "run_file": str(run_file),
               "per_query": {n: p.to_dict(orient="index") for n, p in per_q.items()}}
     (out / "transfer.json").write_text(json.dumps(result, indent=2, default=float))
     run.log(text)

@@ -15,7 +15,7 @@ def load_candidates(run, store: FeatureStore, splits: list[str]) -> None:
     """Copy each retriever's TREC runs of ``splits`` into the store's candidates table."""
     for system in run.cfg.retrieval.systems:
         for split in splits:
-            path = run.layout.retrieval_run(system, split)
+            path = run.layout.retrieval_trec(system, split)
             if not path.exists():
                 raise run.missing(path, "retrieve")
             store.put_candidates(read_trec_run(path).assign(retriever=system))
@@ -46,7 +46,7 @@ def features(run, split: list[str] | None = None, quiet: bool = False) -> dict:
             store.put_qrels(ds.split(s)[1])
         load_candidates(run, store, splits)
         all_qids = set(run.qids(splits))
-        leaked = run.leakage_guard(run.test_qids) & all_qids  # the ranker never learns from these: no features
+        leaked = run.leaked_queries(run.test_qids) & all_qids  # the ranker never learns from these: no features
         qids = sorted(all_qids - leaked)
         if leaked:
             log(f"skipping {len(leaked)} queries a fine-tuned model of this run learned from (the ranker never uses them)")
@@ -86,8 +86,7 @@ def features(run, split: list[str] | None = None, quiet: bool = False) -> dict:
         "sql_view": view, "seconds": seconds, "reports": [vars(r) for r in reports],
     }
     layout.features_manifest.write_text(json.dumps(manifest, indent=2, default=str))
-    run.__dict__.pop("feature_set", None)  # built anew: read again by the steps after this one
-    run.__dict__.pop("matrices", None)
+    run.features_changed()  # built anew: read again by the steps after this one
     text = table.to_markdown(index=False, floatfmt=".4g")
     layout.features_summary.write_text(text + "\n")
     log(text)

@@ -1,5 +1,5 @@
 """``fusion-ltr finetune-ce``: fine-tune the cross-encoder on the CE side of the training queries
-(see :mod:`features.ce_training`), optionally with synthetic queries (:mod:`features.synthetic`)."""
+(see :mod:`ranker.training.crossencoder`), optionally with synthetic queries (:mod:`ranker.training.synthetic`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features import ce_training
+from features import model_folders
+from ..training import crossencoder as ce_training
 from features.store import FeatureStore
 from retrieval import BM25Retriever, DenseRetriever, read_trec_run, rrf
 from retrieval.errors import UsageError
@@ -31,7 +32,7 @@ def trained_with(out: Path, params, *, plain: bool = False) -> bool:
     """A fine-tuned model exists in ``out`` and its manifest records ``params``: a cross-fitted one's index
     and every fold's model, unless ``plain`` (one model folder, e.g. a fold's)."""
     if getattr(params, "cross_fit", False) and not plain:
-        if not (out / "model" / ce_training.CROSS_FIT_FILE).exists() or \
+        if not (out / "model" / model_folders.CROSS_FIT_FILE).exists() or \
                 not all(trained_with(out / f"fold-{f}", params, plain=True) for f in FOLDS):
             return False
     elif not (out / "model" / "config.json").exists():
@@ -72,7 +73,7 @@ def capped(qids: list[str], p) -> list[str]:
 
 def synthetic_groups(run, ce_queries: pd.DataFrame, qrels: pd.DataFrame):
     """Generate (cached), filter and turn synthetic queries into training groups with hard negatives."""
-    from features import synthetic as syn
+    from ranker.training import synthetic as syn
 
     cfg, ds = run.cfg, run.dataset
     p = cfg.finetune.params
@@ -103,7 +104,7 @@ def no_titles(table: str, n_docs: int, dataset: str) -> UsageError:
 def title_groups(run, n_docs: int):
     """Training groups of title pseudo-queries: a document's title as the query, its body the positive, the
     bodies of the title's BM25 top ``negatives_from`` (the run's index) as hard negatives."""
-    from features import synthetic as syn
+    from ranker.training import synthetic as syn
 
     p = run.cfg.finetune.params
     queries, bodies = syn.title_queries(run.dataset.corpus, n_docs, p.seed)
@@ -134,7 +135,7 @@ def finetune_ce(run, quiet: bool = False, force: bool = False) -> dict | None:
         sides["b"] = capped(ranker_qids, p)
     cands = None
     if p.use_real:
-        paths = [layout.retrieval_run(cfg.features.candidates, s) for s in train]
+        paths = [layout.retrieval_trec(cfg.features.candidates, s) for s in train]
         for path in paths:
             if not path.exists():
                 raise run.missing(path, "retrieve")
@@ -172,7 +173,7 @@ def finetune_ce(run, quiet: bool = False, force: bool = False) -> dict | None:
         return manifests["a"]
     index = out / "model"
     index.mkdir(parents=True, exist_ok=True)
-    (index / ce_training.CROSS_FIT_FILE).write_text(json.dumps({"folds": [f"../fold-{f}/model" for f in FOLDS]}))
+    (index / model_folders.CROSS_FIT_FILE).write_text(json.dumps({"folds": [f"../fold-{f}/model" for f in FOLDS]}))
     manifest = {"params": dataclasses.asdict(p), "cross_fit": {f: str(out / f"fold-{f}") for f in FOLDS},
                 "steps": sum(m["steps"] for m in manifests.values()),
                 "train_seconds": sum(m["train_seconds"] for m in manifests.values()),
@@ -195,9 +196,9 @@ def be_is_trained(run) -> bool:
 
 
 def finetune_be(run, quiet: bool = False, force: bool = False) -> dict | None:
-    """Fine-tune the bi-encoder in domain (:mod:`features.be_training`) on the cross-encoder's side of the
+    """Fine-tune the bi-encoder in domain (:mod:`ranker.training.biencoder`) on the cross-encoder's side of the
     training queries; skipped when a model trained with the same parameters exists (unless ``force``)."""
-    from features import be_training
+    from ranker.training import biencoder as be_training
     from retrieval import BM25Retriever
 
     run.builds_features("finetune-be")

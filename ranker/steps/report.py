@@ -7,8 +7,9 @@ from pathlib import Path
 from retrieval.errors import UsageError
 
 from .. import importance
-from ..lambdamart import LambdaMART, LambdaMARTParams
+from ..lambdamart import LambdaMARTParams
 from ..layout import replaced_atomically
+from ..model import RankingModel
 
 
 def report(run, query: str | None = None, no_ablation: bool = False) -> Path:
@@ -20,7 +21,7 @@ def report(run, query: str | None = None, no_ablation: bool = False) -> Path:
         return cascade_report(run, query, no_ablation)
     data = run.matrices
     fs = run.feature_set
-    model = LambdaMART.load(run.layout.model())
+    model = RankingModel.load(run.layout.model()).last  # a plain model: its one booster
     if data.train is None and not cfg.ranker.cv_folds:
         raise UsageError("report needs a training split or ranker.cv_folds")
     if cfg.ranker.cv_folds:
@@ -45,20 +46,20 @@ def cascade_report(run, query: str | None, no_ablation: bool) -> Path:
     cascade itself. Its measure and ablation (the last stage retrained without each extractor, membership
     fixed) rank those documents only."""
     from .. import cascade
+    from ..model import rows
 
     data, fs = run.matrices, run.feature_set
-    stages = cascade.load(run.layout.model())
+    model = RankingModel.load(run.layout.model())
+    stages = model.stages
     last, n = stages[-1], len(stages)
 
     def reached(part):
         if part is None:
             return None
         depth, base = cascade.training_depth(run.layout.model(), part)
-        return cascade.rows(part, depth == n - 1, base, last.features)
+        return rows(part, depth == n - 1, base, last.features)
 
-    # the test rows that reach the last stage, starting from the stage before's score, as in serving
-    test = cascade.rows(data.test, cascade.apply(stages, data.test)[2][-1], cascade.apply(stages[:-1], data.test)[1],
-                        last.features)
+    test = model.score(data.test).parts[-1]  # the test rows that reach the last stage, as served
     keep = stages[-2].keep
     rep = importance.build_report(
         last.model, reached(data.train), reached(data.valid), test, data.qrels, extractor_of=fs.extractor_of,
@@ -84,28 +85,13 @@ def write(run, rep: dict, model, test) -> Path:
 def calibration_report(run, folder: Path) -> None:
     """The main model's calibration on validation and test queries (:func:`ranker.calibration.write_report`),
     when it has a calibrator and the run a validation split."""
-    from .. import cascade
-    from ..calibration import Calibrator, write_report
-    from .train import served_scores
+    from ..calibration import write_report
 
-    cal = Calibrator.load(run.layout.model())
+    model = RankingModel.load(run.layout.model())
     data = run.matrices
-    if cal is None or data.valid is None:
+    if model.calibrator is None or data.valid is None:
         return
-
-    if run.cfg.ranker.cascade:
-        stages = cascade.load(run.layout.model())
-
-        def scores(part):  # served: deeper stages first; before calibration: the deepest stage's own score
-            depth, score, _ = cascade.apply(stages, part)
-            return cascade.final_scores(depth, score), score
-    else:
-        model = LambdaMART.load(run.layout.model())
-        check = model.manifest_.get("guard")
-
-        def scores(part):
-            served = served_scores(model, part.select(model.feature_names_), check)
-            return served, served
-
-    (vs, _), (ts, raw) = scores(data.valid), scores(data.test)
-    write_report(cal, (vs, data.valid.y, data.valid.qids), (ts, data.test.y, data.test.qids), raw, folder)
+    valid, test = model.score(data.valid), model.score(data.test)
+    # served scores; before calibration, what a result shows (a cascade: the deepest stage's own score)
+    write_report(model.calibrator, (valid.scores, data.valid.y, data.valid.qids),
+                 (test.scores, data.test.y, data.test.qids), test.shown, folder)

@@ -32,7 +32,7 @@ def retrieve(run, split: list[str] | None = None) -> dict:
         for system, frame in runs.items():
             for s in splits:
                 split_q = set(ds.split(s)[0][QID])
-                write_trec_run(frame[frame[QID].isin(split_q)], out / layout.retrieval_run(system, s).name)
+                write_trec_run(frame[frame[QID].isin(split_q)], out / layout.retrieval_trec(system, s).name)
         (out / layout.retrieval_manifest.name).write_text(json.dumps(manifest, indent=2))
     for key, value in timing.items():
         log(f"  {key}: {value:.1f}" if isinstance(value, float) else f"  {key}: {value}")

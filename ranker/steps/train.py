@@ -15,6 +15,7 @@ from retrieval.errors import UsageError
 from ..lambdamart import LambdaMART, cross_val_predict
 from ..integrity import seal
 from ..layout import replaced_atomically
+from ..model import RankingModel
 from ..tuning import describe, guard, n_folds, settings, tune
 
 
@@ -93,18 +94,6 @@ def fit(run, params, train, valid) -> LambdaMART:
         return fit_dask(LambdaMART.from_params(params), train, valid, client, partitions=compute.n_partitions)
 
 
-def served_scores(model, data: RankingData, check: dict | None):
-    """What the Scorer serves for ``data``: the model's scores, or the first-stage guard's order."""
-    from ..tuning import blended, first_stage_scores
-
-    scores = model.predict(data)
-    serves = (check or {}).get("serves", "model")
-    if serves in ("first stage", "blend"):
-        first = first_stage_scores(data)
-        scores = first if serves == "first stage" else blended(scores, first, data.group)
-    return scores
-
-
 def calibrate(run, name: str, scores, valid: RankingData | None, folder: Path) -> dict | None:
     """Fit P(relevant) on the validation queries' served scores (:mod:`ranker.calibration`) and save it in
     ``folder``; None (said in the log) without validation queries or judged relevant documents there."""
@@ -119,6 +108,32 @@ def calibrate(run, name: str, scores, valid: RankingData | None, folder: Path) -
     run.log(f"{name}: calibrated ({cal.kind}, held-out log loss " + ", ".join(
         f"{k} {v:.4f}" for k, v in cal.info["heldout_log_loss"].items()) + f" on {cal.info['queries']} validation queries)")
     return {"kind": cal.kind, **cal.info}
+
+
+def train_cascade(run, serving: dict) -> dict:
+    """Train the configured cascade on the run's training queries (:func:`ranker.cascade.train`), then
+    calibrate it as it is served, on the validation queries, and seal the folder."""
+    from .. import cascade
+
+    cfg, layout = run.cfg, run.layout
+    data = run.matrices
+    if data.train is None:
+        raise UsageError(f"{cfg.source}: ranker.cascade needs a training split")
+    staged = run.stage_plan()
+    train_q = list(data.train.unique_qids) + (list(data.valid.unique_qids) if data.valid is not None else [])
+    valid_q = set(data.valid.unique_qids) if data.valid is not None else set()
+    extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
+             "leaked_queries_excluded": len(data.leaked)}
+    info = cascade.train(cfg.ranker, run.feature_source(), staged, train_q, valid_q, list(data.test.unique_qids),
+                         settings(cfg.ranker, cfg.evaluate.measures[0]), layout.model(), extra,
+                         lambda folder: save_extractor_state(run, folder), log=run.log)
+    run.features_changed()  # the deferred features now have values, and costs (the report reads both)
+    data = run.matrices
+    if data.valid is not None:  # the cascade as served: deeper stages first, then the stage's score
+        model = RankingModel.load(layout.model(), verify=False)  # sealed below, once calibrated
+        info["calibration"] = calibrate(run, "lambdamart", model.predict(data.valid), data.valid, layout.model())
+    seal(layout.model())  # checksums last: Scorer.load verifies them before a booster is read
+    return info
 
 
 def train(run) -> dict:
@@ -137,22 +152,8 @@ def train(run) -> dict:
     serving = serving_info(run)
     info = {}
     if cfg.ranker.cascade:  # the main model is a cascade of stage models (ranker.cascade)
-        from .. import cascade
-
-        extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
-                 "excluded_queries_leakage_guard": len(data.leaked)}
-        info["lambdamart"] = cascade.train(run, settings(cfg.ranker, cfg.evaluate.measures[0]), extra,
-                                           save_extractor_state)
-        # the deferred features now have values, and costs: read both again (`run` goes on to the report)
-        run.__dict__.pop("matrices", None)
-        run.__dict__.pop("feature_set", None)
-        data = run.matrices
-        if data.valid is not None:  # the cascade as served: deeper stages first, then the stage's score
-            stages = cascade.load(layout.model())
-            depth, score, _ = cascade.apply(stages, data.valid)
-            info["lambdamart"]["calibration"] = calibrate(run, "lambdamart", cascade.final_scores(depth, score),
-                                                          data.valid, layout.model())
-        seal(layout.model())  # checksums last: Scorer.load verifies them before a booster is read
+        info["lambdamart"] = train_cascade(run, serving)
+        data = run.matrices  # read again: the deferred features now have values, and costs
     for name, feats in run.models().items():
         if name == "lambdamart" and cfg.ranker.cascade:
             continue
@@ -172,15 +173,15 @@ def train(run) -> dict:
         check = first_stage_guard(run, model, params, fit_data, fit_valid, tuning)
         seconds = time.perf_counter() - t
         extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
-                 "train_queries": len(train_data.group), "excluded_queries_leakage_guard": len(data.leaked),
+                 "train_queries": len(train_data.group), "leaked_queries_excluded": len(data.leaked),
                  "fit_seconds": seconds, "tuning": tuning.as_dict() if tuning else None, "guard": check}
         path = layout.model(name)
         with replaced_atomically(path) as tmp:  # a failure keeps the previous model whole
             model.save(tmp, extra=extra)
             if not run.letor:
                 save_extractor_state(run, tmp)
-            calibration = calibrate(run, name, served_scores(model, fit_valid, check) if fit_valid is not None else None,
-                                    fit_valid, tmp)
+            served = RankingModel.plain(model, guard=check).predict(fit_valid) if fit_valid is not None else None
+            calibration = calibrate(run, name, served, fit_valid, tmp)
             seal(tmp)
         info[name] = {"path": str(path), "best_iteration": model.best_iteration_, "seconds": seconds,
                       "evals": model.evals_, "guard": check, "calibration": calibration}

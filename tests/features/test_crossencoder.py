@@ -117,7 +117,7 @@ def test_a_cross_fitted_model_scores_each_query_with_the_folds_that_never_saw_it
     np.testing.assert_allclose(got[q == "q3"], (a[q == "q3"] + b[q == "q3"]) / 2, rtol=1e-4, atol=1e-5)
     assert ext.trained_qids() == set()  # no query is scored by a model that saw it: the ranker keeps all
 
-    # a query both folds learned from is not scored, and the leakage guard keeps it from the ranker
+    # a query both folds learned from is not scored, and the leakage exclusion keeps it from the ranker
     both = CrossEncoderExtractor(model=cross_fitted(tmp_path / "overlap", [(tiny_crossencoder, ["q1"]),
                                                                            (second_crossencoder, ["q1", "q2"])]))
     got = both.compute(frame)["ce_score"]

@@ -15,8 +15,9 @@ TOPICS = ["volcano magma eruption", "chess knight opening", "sourdough bread sta
           "robot arm sensor", "cheese milk culture", "kite wind string"]
 
 
-def generated_dataset(folder):
-    """32 topics: one relevant document per topic (with a date), four distractors sharing one word."""
+def generated_dataset(folder, *, graded: bool = False):
+    """32 topics: one relevant document per topic (with a date), four distractors sharing one word
+    (``graded``: the relevant document judged 2 and the first distractor 1, which BM25 ranks anywhere)."""
     rng = np.random.default_rng(0)
     docs, queries, qrels = [], [], {"train": [], "test": []}
     vocab = sorted({w for t in TOPICS for w in t.split()})
@@ -29,7 +30,10 @@ def generated_dataset(folder):
             docs.append({"_id": f"dis{i}_{j}", "title": "", "text": f"{words[j % 3]} {filler} {words[j % 3]} " * 2,
                          "metadata": {"date": f"{1995 + j + i % 7}-01-15"} if j % 2 else {}})
         queries.append({"_id": f"q{i}", "text": " ".join(words[:2] + [words[2]])})
-        qrels["train" if i < 22 else "test"].append((f"q{i}", f"rel{i}", 1))
+        split = qrels["train" if i < 22 else "test"]
+        split.append((f"q{i}", f"rel{i}", 2 if graded else 1))
+        if graded:
+            split.append((f"q{i}", f"dis{i}_0", 1))
     return write_beir(folder, docs=docs, queries=queries, qrels=qrels)
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from features.store import FeatureStore
 from ranker import Scorer
-from ranker.cascade import keep_top
+from ranker.model import RankingModel, keep_top
 from ranker.cli import main
 from ranker.lambdamart import LambdaMARTParams, cross_val_predict, query_folds
 from retrieval.data import load_beir, read_trec_run
@@ -161,7 +161,6 @@ def test_placement_moves_a_dear_extractor_to_a_later_stage_only_when_that_pays()
 
 
 def test_the_plan_uses_the_cost_of_the_documents_served_and_moves_derived_features_with_their_source():
-    from types import SimpleNamespace
 
     from features.base import FeatureSpec
     from ranker.cascade import plan
@@ -177,11 +176,8 @@ def test_the_plan_uses_the_cost_of_the_documents_served_and_moves_derived_featur
               CascadeStage(("lm",)))
     logged = []
 
-    def planned(documents):
-        run = SimpleNamespace(cfg=SimpleNamespace(ranker=RankerConfig(budget_ms=2000, documents=documents)),
-                              feature_set=fs, matrices=SimpleNamespace(test=SimpleNamespace(group=[100, 100])),
-                              log=logged.append, extractors=[])
-        return plan(run, stages)
+    def planned(documents):  # 100 candidates a query
+        return plan(RankerConfig(budget_ms=2000, documents=documents, cascade=stages), fs, 100, logged.append)
 
     added, keeps, info = planned("corpus")
     assert added == [["bm25", "cosine", "cosine_qrank"], ["ce_score"], ["lm"]] and keeps == [20, 5, 0]
@@ -214,7 +210,6 @@ def test_the_report_explains_the_last_stage_on_the_documents_that_reach_it(run):
 def test_a_cascade_of_another_format_is_refused(run, tmp_path):
     import shutil
 
-    from ranker.cascade import load
     from retrieval.errors import UsageError
 
     run_dir, _, _ = run
@@ -225,7 +220,7 @@ def test_a_cascade_of_another_format_is_refused(run, tmp_path):
     (old / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UsageError, match="format 1, this version reads format 2"):
         Scorer.load(old)
-    assert len(load(run_dir / "model")) == 2
+    assert len(RankingModel.load(run_dir / "model").stages) == 2
 
 
 def test_after_training_the_run_knows_the_cost_of_what_the_cascade_computed(tmp_path):
@@ -249,22 +244,25 @@ def test_fit_learns_from_its_training_queries_alone_and_computes_what_the_held_o
 
     r = copied_run(run, tmp_path)  # fit writes the held-out queries' values into the store
     cfg = r.cfg
-    staged = cascade.stage_plan(r)
+    staged = r.stage_plan()
     params = LambdaMARTParams(n_estimators=30, min_data_in_leaf=5, num_leaves=5)
     train_q, held = [f"q{i}" for i in range(16)], {"a": ["q16", "q17", "q18"], "b": ["q19", "q20", "q21"]}
     fitted = {}
+    for name, qids in held.items():
+        fitted[name] = cascade.fit(cfg.ranker, r.feature_source(), staged, train_q, set(), qids, lambda part: params,
+                                   log=lambda *a: None)
     with FeatureStore(tmp_path / "run" / "features.duckdb") as store:
-        for name, qids in held.items():
-            fitted[name] = cascade.fit(r, store, staged, train_q, set(), qids, lambda part: params)
         ranked = store.matrix(staged.raw_specs, held["a"] + held["b"], retriever=cfg.features.candidates, top_n=r.top_n)
         coverage = store.sql("SELECT qid, count(*) AS n FROM features WHERE feature = 'coverage' GROUP BY qid")
     stages_a, report_a, train_a, *_ = fitted["a"]
     assert sorted(train_a.unique_qids) == sorted(train_q)
     assert [s["train_queries"] for s in report_a] == [16, 10]  # stage 2's cap: max_train_queries = 10
     # which queries are held out changes nothing the stages learn
-    depth_a, score_a, _ = cascade.apply(stages_a, ranked)
-    depth_b, score_b, _ = cascade.apply(fitted["b"][0], ranked)
-    assert depth_a.tolist() == depth_b.tolist() and score_a == pytest.approx(score_b)
+    scored_a = RankingModel(stages_a, cascade=True).score(ranked)
+    scored_b = RankingModel(fitted["b"][0], cascade=True).score(ranked)
+    depth_a = scored_a.depth
+    assert depth_a.tolist() == scored_b.depth.tolist()
+    assert scored_a.stage_scores == pytest.approx(scored_b.stage_scores)
     # each held-out query's 5 documents that reach stage 2 got their deferred values, and apply finds them
     n = coverage.set_index("qid")["n"]
     assert all(n[q] == 5 for q in held["a"] + held["b"])
@@ -272,9 +270,40 @@ def test_fit_learns_from_its_training_queries_alone_and_computes_what_the_held_o
 
 
 def test_a_deferred_extractor_configured_otherwise_since_the_feature_build_is_refused(run, tmp_path):
-    from ranker import cascade
     from retrieval.errors import UsageError
 
     r = copied_run(run, tmp_path, coverage={"stopwords": "english"})  # another version of coverage
     with pytest.raises(UsageError, match=r"coverage: stopwords 'en' -> 'english'\).*fusion-ltr features"):
-        cascade.stage_plan(r)  # before any value of the new version is computed that no stage would read
+        r.stage_plan()  # before any value of the new version is computed that no stage would read
+
+
+
+# Small trees with no early stopping, which also order the documents the first stage ranks alike: the
+# last stage alone, without the first stage's membership and starting scores, orders them otherwise.
+VARIED = CASCADE.replace("n_estimators = 30\nmin_data_in_leaf = 5\nnum_leaves = 5",
+                         "n_estimators = 40\nmin_data_in_leaf = 1\nnum_leaves = 6\nearly_stopping_rounds = 0")
+
+
+def test_evaluate_with_a_cascade_model_ranks_as_the_scorer_serves(tmp_path):
+    """`evaluate --model` scores a cascade stage by stage, as the Scorer does (not with its last stage alone)."""
+    folder = generated_dataset(tmp_path / "gen", graded=True)
+    config = tmp_path / "gen.toml"
+    write_config(config, folder, tmp_path / "run", ranker=VARIED, extractors="[features.extractors.bm25]\n"
+                 "[features.extractors.length]\n[features.extractors.coverage]")
+    for argv in (["retrieve"], ["features", "--quiet"], ["train"]):
+        assert main([argv[0], "--config", str(config), *argv[1:]]) == 0
+    assert main(["evaluate", "--config", str(config), "--model", str(tmp_path / "run" / "model")]) == 0
+    transfer = read_trec_run(tmp_path / "run" / "eval" / "test" / "runs" / "transfer.trec")
+    queries = load_beir(str(folder)).queries.set_index("qid")["query"]
+    scorer = Scorer.load(tmp_path / "run")
+    last = RankingModel(scorer.model.stages[-1:])  # the last stage alone, on every candidate
+    assert transfer["qid"].nunique() == 10
+    differs = 0
+    for qid, ranked in transfer.groupby("qid"):
+        served = scorer.search(queries[qid], top_k=None)
+        assert ranked.sort_values("rank")["docno"].tolist() == [r.id for r in served]
+        docs = [{"id": r.id, "text": r.text, "title": r.title, "rank": r.original_rank} for r in served]
+        alone = scorer.features(queries[qid], docs)  # NaN where the search gave list features: not used here
+        alone = alone.index[np.argsort(-last.last.predict(alone.to_numpy()), kind="stable")].tolist()
+        differs += alone != [r.id for r in served]
+    assert differs  # the test can tell the two apart

@@ -62,11 +62,11 @@ def test_feature_extractor_tables_are_checked_at_load(tmp_path):
 def test_ranker_params_auto_guard_and_compute_are_checked(tmp_path):
     assert load_config(write(tmp_path, "[ranker]\n")).ranker.auto  # the default for a config without a table
     assert not load_config(write(tmp_path, "[ranker.params]\nnum_leaves = 7\n")).ranker.auto
-    with pytest.raises(ConfigError, match=r'ranker.params must be "auto" or a table, found \'tuned\''):
+    with pytest.raises(ConfigError, match=r"ranker.params: expected a table or one of 'auto', found str 'tuned'"):
         load_config(write(tmp_path, '[ranker]\nparams = "tuned"\n'))
-    with pytest.raises(ConfigError, match=r"ranker.guard must be 'fallback', 'blend' or 'warn', found 'off'"):
+    with pytest.raises(ConfigError, match=r"ranker.guard: expected one of 'fallback', 'blend', 'warn', found 'off'"):
         load_config(write(tmp_path, '[ranker]\nguard = "off"\n'))
-    with pytest.raises(ConfigError, match=r"compute.engine: expected 'local' or 'dask', found 'ray'"):
+    with pytest.raises(ConfigError, match=r"compute.engine: expected one of 'local', 'dask', found 'ray'"):
         load_config(write(tmp_path, '[compute]\nengine = "ray"\n'))
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from features.ce_training import split_queries
+from ranker.training.crossencoder import split_queries
 from ranker.cli import main
 from ranker.config import load_config
 from ranker.run import Run
@@ -72,7 +72,7 @@ cache = "{tmp_path / 'emb'}"
 def test_a_model_trained_before_a_parameter_existed_counts_as_trained_with_its_default(tmp_path):
     import dataclasses
 
-    from features.be_training import BETrainingParams
+    from ranker.training.biencoder import BETrainingParams
     from ranker.steps.finetune import trained_with
 
     (tmp_path / "model").mkdir()

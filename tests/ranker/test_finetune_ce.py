@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from features.ce_training import split_queries, trained_qids
+from features.model_folders import trained_qids
+from ranker.training.crossencoder import split_queries
 from features.crossencoder import CrossEncoderExtractor
 from features.store import FeatureStore
 from ranker.cli import main
@@ -51,7 +52,7 @@ cross_fit = true""")
     run = Run(load_config(config), log=lambda *a: None)
     assert not run.matrices.leaked  # the ranker learns from every training query
     manifest = json.loads((run_dir / "model" / "manifest.json").read_text())
-    assert manifest["excluded_queries_leakage_guard"] == 0
+    assert manifest["leaked_queries_excluded"] == 0
 
     with FeatureStore(run_dir / "features.duckdb", read_only=True) as store:
         pairs = store.sql("SELECT f.qid, q.query, d.title, d.text, f.value FROM features f JOIN queries q USING (qid) "

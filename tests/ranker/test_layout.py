@@ -9,7 +9,7 @@ def test_paths_of_a_run_and_of_a_run_that_reuses_another(tmp_path):
     own = RunLayout(tmp_path / "a")
     assert own.store == tmp_path / "a" / "features.duckdb" and own.model("lambdamart[content]").name == "model-content"
     reuse = RunLayout(tmp_path / "b", source=tmp_path / "a")
-    assert reuse.store == own.store and reuse.retrieval_run("bm25", "test") == own.retrieval_run("bm25", "test")
+    assert reuse.store == own.store and reuse.retrieval_trec("bm25", "test") == own.retrieval_trec("bm25", "test")
     assert reuse.model() == tmp_path / "b" / "model" and reuse.eval("test") == tmp_path / "b" / "eval" / "test"
     assert slug("lambdamart[content]") == "lambdamart-content" and slug("bm25 alone") == "bm25_alone"
     with pytest.raises(ValueError, match="model name must be"):

@@ -65,7 +65,7 @@ def test_leakage_guard_keeps_cross_encoder_training_queries_from_the_ranker(gene
     out = capsys.readouterr().out
     assert "skipping 4 queries a fine-tuned model of this run learned from" in out
     manifest = json.loads((run / "model" / "manifest.json").read_text())
-    assert manifest["excluded_queries_leakage_guard"] == 4
+    assert manifest["leaked_queries_excluded"] == 4
     from features.store import FeatureStore
 
     with FeatureStore(run / "features.duckdb", read_only=True) as store:
@@ -105,7 +105,7 @@ def test_title_queries_on_a_collection_without_titles_are_refused_by_name(tmp_pa
 
     import pandas as pd
 
-    from features.ce_training import CETrainingParams
+    from ranker.training.crossencoder import CETrainingParams
     from ranker.steps.finetune import title_groups
     from retrieval.errors import UsageError
 

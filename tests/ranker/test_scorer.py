@@ -17,7 +17,7 @@ from features.base import FeatureSpec
 from features.store import FeatureStore
 from ranker import Ranking, Scorer
 from ranker.cli import main
-from ranker.data import run_from_scores
+from ranker.data import ranking_from_scores
 from ranker.lambdamart import FeatureMismatchError, LambdaMART
 from ranker.scorer import _root
 from retrieval.data import load_beir
@@ -73,7 +73,7 @@ def offline(run_dir, qid):
     with FeatureStore(run_dir / "features.duckdb", read_only=True) as store:
         data = query_norm.add(store.matrix(stored, [qid], retriever="hybrid"), list(versions))
         pairs = store.pairs([qid], retriever="hybrid")
-    order = run_from_scores(data, model.predict(data), "m")["docno"].tolist()
+    order = ranking_from_scores(data, model.predict(data), "m")["docno"].tolist()
     return data, pairs, order
 
 
@@ -125,7 +125,7 @@ def test_rerank_strings_orders_them_and_times_each_extractor(run):
     results = scorer.rerank("coffee bean roast", docs)
     assert isinstance(results, Ranking) and len(results) == 10
     feats = scorer.features("coffee bean roast", docs)  # rows in input order
-    expected = dict(zip(feats.index, scorer.model.predict(feats.to_numpy())))
+    expected = dict(zip(feats.index, scorer.model.last.predict(feats.to_numpy())))
     assert {r.id: r.score for r in results} == pytest.approx(expected)
     assert {r.id: r.text for r in results} == {str(i): d for i, d in enumerate(docs)}
     assert sorted(r.original_rank for r in results) == list(range(1, 11))

@@ -8,6 +8,7 @@ import pytest
 
 from features.matrix import RankingData
 from ranker import tuning
+from ranker.model import blended
 from ranker.cli import main
 from ranker.lambdamart import LambdaMARTParams
 from tests.conftest import write_beir
@@ -126,7 +127,7 @@ def test_ignore_identical_ids_drops_a_querys_own_document(tmp_path, capsys):
 def test_blend_is_the_reciprocal_rank_fusion_of_the_two_orders():
     model = np.array([0.9, 0.1, 0.5, 2.0, 1.0])  # query 1: three docs; query 2: two
     first = np.array([-1.0, -2.0, -3.0, -1.0, -2.0])  # first-stage order: row order
-    fused = tuning.blended(model, first, [3, 2], k=60)
+    fused = blended(model, first, [3, 2], k=60)
     expected = [1 / 61 + 1 / 61, 1 / 63 + 1 / 62, 1 / 62 + 1 / 63, 1 / 61 + 1 / 61, 1 / 62 + 1 / 62]
     np.testing.assert_allclose(fused, expected)
     data = ranking(20, seed=1, informative=False)

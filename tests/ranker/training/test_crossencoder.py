@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from transformers import TrainerCallback
 
-from features.ce_training import CETrainingParams, finetune, split_queries, trained_qids, training_groups
+from features.model_folders import trained_qids
+from ranker.training.crossencoder import CETrainingParams, finetune, split_queries, training_groups
 from features.crossencoder import CrossEncoderExtractor
 from retrieval.params import ConfigError
 
@@ -71,7 +72,7 @@ def test_tiny_training_moves_positives_above_negatives(tmp_path, loss):
     scores = ext.score([q for q in QUERIES["query"] for _ in TOPICS], [d for _ in TOPICS for d in CORPUS["text"]])
     matrix = scores.reshape(len(TOPICS), len(TOPICS))  # row: query, column: document
     assert (matrix.argmax(axis=1) == np.arange(len(TOPICS))).mean() >= 5 / 6
-    # and the leakage guard: the extractor refuses to score the queries the model learned from
+    # and the leakage exclusion: the extractor refuses to score the queries the model learned from
     frame = pd.DataFrame({"qid": ["q_cats", "other"], "query": ["what do cats eat"] * 2, "docno": ["cats"] * 2,
                           "title": "", "text": [CORPUS["text"][0]] * 2})
     out = ext.compute(frame)["ce_score"]
@@ -96,7 +97,7 @@ def test_interrupted_training_resumes_from_the_last_checkpoint(tmp_path):
 
 
 def test_synthetic_filtering_on_a_hand_made_example():
-    from features.synthetic import build_prompt, clean, filter_by_retrieval
+    from ranker.training.synthetic import build_prompt, clean, filter_by_retrieval
 
     generated = pd.DataFrame({"qid": ["syn:a", "syn:b", "syn:c"], "query": ["x", "y", "z"], "docno": ["a", "b", "c"]})
     bm25 = pd.DataFrame({"qid": ["syn:a", "syn:a", "syn:b"], "docno": ["a", "q", "b"], "rank": [1, 2, 30]})
@@ -112,7 +113,7 @@ def test_synthetic_filtering_on_a_hand_made_example():
 
 def test_synthetic_queries_are_generated_once_and_cached(tmp_path):
     from features.store import FeatureStore
-    from features.synthetic import SyntheticParams, synthetic_queries
+    from ranker.training.synthetic import SyntheticParams, synthetic_queries
 
     params = SyntheticParams(n_docs=2, max_new_tokens=12, doc_tokens=32, example_doc_tokens=16, batch_size=2)
     examples = [(CORPUS["text"][0], QUERIES["query"][0])]
@@ -120,7 +121,7 @@ def test_synthetic_queries_are_generated_once_and_cached(tmp_path):
         first = synthetic_queries(store, CORPUS, examples, params, progress=False)
         assert len(store.synthetic(params.version())) == 2
         assert first["qid"].str.startswith("syn:").all() and set(first["docno"]) <= set(CORPUS["docno"])
-        import features.synthetic as syn
+        import ranker.training.synthetic as syn
 
         original = syn.QueryGenerator.generate
         syn.QueryGenerator.generate = lambda *a, **k: pytest.fail("cached queries were generated again")
@@ -132,7 +133,7 @@ def test_synthetic_queries_are_generated_once_and_cached(tmp_path):
 
 
 def test_title_pseudo_queries_show_bodies_only_and_never_count_as_real_queries(tmp_path):
-    from features.synthetic import title_queries
+    from ranker.training.synthetic import title_queries
 
     corpus = pd.DataFrame({"docno": ["a", "b", "c", "d"],
                            "title": ["Aspirin lowers fever in adults", "Short title", "Statins and muscle pain", None],

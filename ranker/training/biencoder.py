@@ -1,7 +1,7 @@
 """Fine-tune the bi-encoder in domain (issue 13): sentence-transformers' trainer, in-batch + hard negatives.
 
 Training data: each training query on the cross-encoder's side of the split (never a ranker or test
-query: :func:`features.ce_training.split_queries`) with each of its relevant documents as the positive and
+query: :func:`ranker.training.crossencoder.split_queries`) with each of its relevant documents as the positive and
 one hard negative drawn from its BM25 top ``negatives_from`` (judged documents excluded). The loss is
 MultipleNegativesRankingLoss: the positive against every other document in the batch (the other queries'
 positives and every hard negative), the standard recipe for retrieval bi-encoders. ``title_queries`` adds
@@ -29,7 +29,7 @@ from retrieval.frames import DOCNO, LABEL, QID, QUERY, RANK, doc_text
 from retrieval.models import DEFAULT_BIENCODER, require, resolve_device, resolve_model
 from retrieval.params import ConfigError
 
-from .ce_training import hardware_name, last_checkpoint
+from .crossencoder import hardware_name, last_checkpoint
 from .synthetic import PSEUDO_PREFIXES, TITLE_PREFIX, title_queries
 
 INSTALL = "pip install 'fusion-ltr[neural]'"
@@ -37,22 +37,22 @@ INSTALL = "pip install 'fusion-ltr[neural]'"
 
 @dataclass(frozen=True)
 class BETrainingParams:
-    base_model: str = DEFAULT_BIENCODER
-    epochs: float = 1.0
+    base_model: str = DEFAULT_BIENCODER  # the encoder fine-tuned (packaged alias, local folder or hub name)
+    epochs: float = 1.0  # passes over the training examples (a fraction: part of one)
     batch_size: int = 16  # queries per step: each one's positive and hard negative are the others' negatives
-    learning_rate: float = 2e-5
-    warmup_ratio: float = 0.1
-    max_length: int = 256
+    learning_rate: float = 2e-5  # AdamW's peak learning rate
+    warmup_ratio: float = 0.1  # share of the steps the learning rate warms up over
+    max_length: int = 256  # tokens per text
     hard_negatives: bool = True  # one BM25 hard negative per query (else in-batch negatives only)
-    negatives_from: int = 30
-    seed: int = 42
+    negatives_from: int = 30  # the hard negative is drawn from the query's BM25 top-N (judged documents excluded)
+    seed: int = 42  # seeds the split, sampling and training
     ranker_fraction: float = 0.5  # the same split as the cross-encoder's: learn from the CE side only
-    max_queries: int = 0
-    # documents whose title is a query for their body (0: none): features.synthetic.title_queries, the
+    max_queries: int = 0  # cap on real training queries (0: every query of its side of the split)
+    # documents whose title is a query for their body (0: none): ranker.training.synthetic.title_queries, the
     # cross-encoder's free pseudo-queries; no real query, so the ranker keeps all of its own
     title_queries: int = 0
-    checkpoint_steps: int = 100
-    device: str = "auto"
+    checkpoint_steps: int = 100  # steps between checkpoints (an interrupted run resumes from the last)
+    device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda", "mps"
 
     def check(self) -> "BETrainingParams":
         if not 0 <= self.ranker_fraction < 1:
@@ -91,7 +91,7 @@ def training_examples(queries: pd.DataFrame, qrels: pd.DataFrame, candidates: pd
 
 
 def title_examples(corpus: pd.DataFrame, n_docs: int, retriever, *, negatives_from: int, seed: int) -> list[dict]:
-    """Examples from title pseudo-queries (:func:`features.synthetic.title_queries`): a document's title as
+    """Examples from title pseudo-queries (:func:`ranker.training.synthetic.title_queries`): a document's title as
     the anchor, its body (title removed) as the positive and, with a ``retriever`` (a fitted first-stage
     retriever, e.g. the run's BM25), the body of another document from the title's top ``negatives_from``
     as the hard negative. Bodies only, as for the cross-encoder: a model shown the title in the positive
@@ -146,7 +146,7 @@ def finetune(examples: list[dict], params: BETrainingParams, output: str | Path,
     manifest = {"base_model": params.base_model, "loss": "MultipleNegativesRankingLoss", "params": asdict(params),
                 "data": {"examples": len(examples), "with_hard_negative": "negative" in columns,
                          "title_examples": sum(e["qid"].startswith(TITLE_PREFIX) for e in examples),
-                         # real queries only: the ones the leakage guard keeps from the ranker
+                         # real queries only: the ones the leakage exclusion keeps from the ranker
                          "train_qids": sorted({e["qid"] for e in examples if not e["qid"].startswith(PSEUDO_PREFIXES)})},
                 "steps": trainer.state.global_step, "resumed_from": resume, "train_seconds": seconds,
                 "train_loss_first_last": [logged[0], logged[-1]] if logged else None,

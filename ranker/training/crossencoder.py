@@ -2,10 +2,10 @@
 
 Training data: each training query with one positive (a judged relevant document) and ``negatives``
 hard negatives sampled from the first-stage candidates (top ``negatives_from``, judged documents
-excluded); synthetic queries and title pseudo-queries (:mod:`features.synthetic`) are mixed in the
+excluded); synthetic queries and title pseudo-queries (:mod:`ranker.training.synthetic`) are mixed in the
 same way, with their source document as the positive.
 
-Leakage guard: the training queries are split once, by a seeded hash of the query id, into the
+Leakage exclusion: the training queries are split once, by a seeded hash of the query id, into the
 queries the cross-encoder may learn from and the queries reserved for the ranker
 (``ranker_fraction``). The model's ``manifest.json`` lists the queries it was trained on; the
 ranker refuses to learn from cross-encoder scores of any of them.
@@ -45,27 +45,27 @@ SOFTMAX_LABEL_SCALE = 20.0
 class CETrainingParams:
     base_model: str = DEFAULT_BIENCODER  # packaged MiniLM; online: e.g. cross-encoder/ms-marco-MiniLM-L-6-v2
     loss: str = "softmax"  # softmax | listnet | lambdaloss (listwise over 1 + negatives) | bce (pointwise)
-    negatives: int = 7
+    negatives: int = 7  # hard negatives per query in each training group
     negatives_from: int = 30  # sample hard negatives among the first-stage top-N
-    max_length: int = 192
-    epochs: float = 1.0
+    max_length: int = 192  # tokens of query + document
+    epochs: float = 1.0  # passes over the training groups (a fraction: part of one)
     batch_size: int = 4  # queries per step (each with 1 + negatives documents)
-    learning_rate: float = 5e-5
-    warmup_ratio: float = 0.1
-    seed: int = 42
+    learning_rate: float = 5e-5  # AdamW's peak learning rate
+    warmup_ratio: float = 0.1  # share of the steps the learning rate warms up over
+    seed: int = 42  # seeds the query split, negative sampling and training
     max_queries: int = 0  # cap on real training queries (0: every query the split gives the CE)
     use_real: bool = True  # learn from the real training qrels
-    synthetic: int = 0  # documents to generate synthetic queries for (0: none; see features.synthetic)
+    synthetic: int = 0  # documents to generate synthetic queries for (0: none; see ranker.training.synthetic)
     synthetic_label: str = "Query"  # the word the few-shot prompt uses, e.g. "Claim" for SciFact
-    synthetic_filter_k: int = 20
+    synthetic_filter_k: int = 20  # a synthetic query is kept when its document is in the first stage's top-k for it
     title_queries: int = 0  # documents whose title is a query for their body (0: none; synthetic.title_queries)
     ranker_fraction: float = 0.5  # share of training queries reserved for the ranker
     # true: cross-fitting. Two models, one per side of the split (each with at most max_queries real queries,
     # and the same pseudo-queries): each scores the other side's queries, so the ranker learns from every
     # training query with scores of a model that never saw it; other queries get the mean of both
     cross_fit: bool = False
-    checkpoint_steps: int = 50
-    device: str = "auto"
+    checkpoint_steps: int = 50  # steps between checkpoints (an interrupted run resumes from the last)
+    device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda", "mps"
 
     def check(self) -> "CETrainingParams":
         if self.loss not in LOSSES:
@@ -195,32 +195,3 @@ def finetune(groups: list[dict], params: CETrainingParams, output: str | Path, *
     }
     (output / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     return manifest
-
-
-#: In a cross-fitted model folder: ``{"folds": [<fold model folder, relative to this folder>, ...]}``.
-CROSS_FIT_FILE = "cross_fit.json"
-
-
-def cross_fit_folds(model_path: str | Path) -> list[Path] | None:
-    """The fold models of a cross-fitted model folder (written by ``finetune-ce`` with ``cross_fit``), or
-    None for a plain model folder or a hub name."""
-    index = Path(model_path) / CROSS_FIT_FILE
-    if not index.is_file():
-        return None
-    folds = [(Path(model_path) / f).resolve() for f in json.loads(index.read_text())["folds"]]
-    missing = [str(f) for f in folds if not f.is_dir()]
-    if missing:
-        raise FileNotFoundError(f"{index} names fold models that do not exist: {missing}")
-    return folds
-
-
-def trained_qids(model_path: str | Path) -> set[str]:
-    """The real query ids a cross-encoder folder was trained on (from its manifest; empty if none). For a
-    cross-fitted folder: the queries every fold learned from (the ones no fold can score unseen)."""
-    folds = cross_fit_folds(model_path) if Path(model_path).is_dir() else None
-    if folds:
-        return set.intersection(*(trained_qids(f) for f in folds))
-    manifest = Path(model_path).parent / "manifest.json"
-    if not manifest.exists():
-        return set()
-    return set(json.loads(manifest.read_text())["data"]["train_qids"])

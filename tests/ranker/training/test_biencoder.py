@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from features.be_training import BETrainingParams, training_examples
+from ranker.training.biencoder import BETrainingParams, training_examples
 from retrieval.params import ConfigError
 
 CORPUS = pd.DataFrame({"docno": ["d1", "d2", "d3", "d4", "d5"], "title": "",
@@ -34,7 +34,7 @@ def test_params_are_checked():
 
 
 def test_title_examples_pair_a_title_with_its_body_and_another_body_as_the_negative():
-    from features.be_training import title_examples
+    from ranker.training.biencoder import title_examples
     from retrieval import BM25Retriever
 
     corpus = pd.DataFrame({"docno": ["a", "b", "c", "d"],

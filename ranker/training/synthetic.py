@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from retrieval.frames import DOCNO, QID, QUERY, RANK, TEXT, TITLE, doc_text
 
-from .lm_likelihood import DEFAULT_LM, LMLikelihoodExtractor, LMParams
+from features.lm_likelihood import DEFAULT_LM, LMLikelihoodExtractor, LMParams
 
-#: Query-id prefixes of the generated training queries (never a real query: the leakage guard skips them).
+#: Query-id prefixes of the generated training queries (never a real query: the leakage exclusion skips them).
 SYNTHETIC_PREFIX = "syn:"
 TITLE_PREFIX = "title:"
 PSEUDO_PREFIXES = (SYNTHETIC_PREFIX, TITLE_PREFIX)
@@ -123,7 +123,7 @@ def synthetic_queries(store, corpus: pd.DataFrame, examples, params: SyntheticPa
                       progress: bool = True) -> pd.DataFrame:
     """Generated queries (qid ``syn:<docno>``, query, docno) for ``params.n_docs`` sampled documents,
     generating only those not cached in the store for these settings."""
-    from .store import text_hash
+    from features.store import text_hash
 
     rng = np.random.default_rng(params.seed)
     nonempty = corpus[[bool(t.strip()) for t in doc_text(corpus)]]

@@ -1,0 +1,68 @@
+"""`fusion-ltr init` writes a config for a user's own data that `fusion-ltr run` completes."""
+
+import json
+
+import pytest
+
+from ranker.cli import main
+from ranker.config import load_config
+from retrieval.errors import MissingInputError
+from tests.conftest import write_beir
+
+# A collection of another domain than the demo's (home cooking, with dated documents): a relevant recipe per
+# dish, and two others that share one of its words.
+DISHES = ["tomato basil soup", "lemon garlic chicken", "mushroom risotto rice", "chocolate chip cookies",
+          "banana walnut bread", "spinach feta pie", "ginger beef noodles", "pumpkin spice pancakes",
+          "coconut curry lentils", "apple cinnamon crumble", "honey mustard salmon", "potato leek gratin",
+          "cherry almond tart", "sweet corn chowder", "black bean tacos", "maple pecan granola"]
+
+
+def cooking(folder):
+    docs, queries, qrels = [], [], {"train": [], "test": []}
+    for i, dish in enumerate(DISHES):
+        a, b, c = dish.split()
+        docs.append({"_id": f"r{i}", "title": dish.title(), "text": f"How to cook {dish}: {a} with {b} and {c}, "
+                     f"simmered slowly. Serve the {c} warm.", "metadata": {"date": f"20{10 + i % 12}-03-01"}})
+        docs.append({"_id": f"x{i}", "title": "", "text": f"A note on {a} storage and {a} prices at the market."})
+        docs.append({"_id": f"y{i}", "title": "", "text": f"{c.capitalize()} history: where {c} comes from."})
+        queries.append({"_id": f"q{i}", "text": f"recipe for {dish}"})
+        qrels["train" if i < 11 else "test"].append((f"q{i}", f"r{i}", 1))
+    return write_beir(folder, docs=docs, queries=queries, qrels=qrels)
+
+
+def test_init_writes_a_short_commented_config_that_run_completes(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = cooking(tmp_path / "cooking")
+    assert main(["init", str(data)]) == 0
+    out = capsys.readouterr().out
+    config = tmp_path / "configs" / "cooking.toml"
+    assert f"fusion-ltr run --config {config.relative_to(tmp_path)}" in out
+    text = config.read_text()
+    assert len(text.splitlines()) < 80 and text.count("#") >= 10  # short, and says why
+    cfg = load_config(config)
+    assert cfg.ranker.auto and cfg.ranker.guard == "fallback" and cfg.ranker.budget_ms > 0
+    assert len(cfg.ranker.cascade) == 2 and "freshness" in cfg.features.extractors  # the documents are dated
+    assert cfg.dataset.splits == ("train", "test") and cfg.run.dir == "runs/cooking"
+    # keep the test quick: the cross-encoder learns from few steps (the rest as written)
+    config.write_text(text.replace("epochs = 1.0", "epochs = 0.5"))
+    assert main(["run", "--config", str(config), "--quiet", "--no-ablation"]) == 0
+    result = json.loads((tmp_path / "runs" / "cooking" / "eval" / "test" / "ranker.json").read_text())
+    assert "lambdamart" in result["means"] and "first stage" in result["means"]
+    manifest = json.loads((tmp_path / "runs" / "cooking" / "model" / "manifest.json").read_text())
+    assert manifest["kind"] == "fusion-ltr cascade" and manifest["planned"]["budget_ms"] == cfg.ranker.budget_ms
+    assert main(["init", str(data)]) == 2  # an existing config is not replaced without --force
+
+
+def test_init_with_one_judged_split_cross_validates_and_without_qrels_says_what_is_missing(tmp_path):
+    data = cooking(tmp_path / "one")
+    (data / "qrels" / "train.tsv").unlink()
+    out = tmp_path / "one.toml"
+    assert main(["init", str(data), "--output", str(out)]) == 0
+    cfg = load_config(out)
+    assert cfg.dataset.splits == ("test",) and cfg.ranker.cv_folds == 5 and not cfg.ranker.cascade
+    assert "crossencoder" not in cfg.features.extractors
+    (data / "qrels" / "test.tsv").unlink()
+    from ranker.init import write_config
+
+    with pytest.raises(MissingInputError, match="no qrels"):
+        write_config(data, tmp_path / "none.toml")
