@@ -22,10 +22,13 @@ $(STAMP): pyproject.toml Makefile
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# the demo, then (for the default config) the model for apps that rerank their own documents, trained on
+# the demo's features (~2 min more): the README's quickstart loads it
 demo: $(STAMP)
 	$(VENV)/bin/fusion-ltr run --config $(CONFIG)
+	test "$(CONFIG)" != configs/demo.toml || $(VENV)/bin/fusion-ltr run --config configs/demo-app.toml
 
-# the demo's model for apps that rerank their own documents (needs `make demo` first; ~2 min)
+# the app model alone (needs `make demo`'s runs/demo)
 demo-app: $(STAMP)
 	$(VENV)/bin/fusion-ltr run --config configs/demo-app.toml
 

@@ -3,7 +3,7 @@
 A LambdaMART score only orders documents within a query; it is not a probability, and its scale shifts
 from model to model. ``fusion-ltr train`` fits a calibrator on the validation queries (held out from the
 booster's fit, used only for early stopping) from the score the Scorer serves (a cascade's: deeper stages
-first, then the stage's score, :func:`ranker.cascade.final_scores`) to "label > 0":
+first, then the stage's score, :func:`ranker.model.final_scores`) to "label > 0":
 
 - ``platt``: a logistic regression on the score (two numbers; smooth, extrapolates);
 - ``isotonic``: a monotone step function (scikit-learn's ``IsotonicRegression``; no shape assumed).
