@@ -1,8 +1,9 @@
 """Scale-out on Dask: the ``[compute]`` config, the cluster it names, and LambdaMART trained by the
 workers (``lightgbm.dask.DaskLGBMRanker``, ``xgboost.dask``).
 
-The ranking matrix becomes Dask arrays partitioned by query (a query's rows never span two
-partitions, as LightGBM's and XGBoost's ranking objectives require). The trained booster is brought
+The ranking matrix becomes Dask arrays partitioned by query (:func:`query_chunks`: a query's rows never
+span two partitions, as LightGBM's and XGBoost's ranking objectives require); each backend trains on them
+in its own ``fit_dask`` (:mod:`ranker.backends`). The trained booster is brought
 back to the driver and saved exactly like a local one (same parameters, manifest and model folder),
 so the Scorer serves either. LightGBM's Dask interface has no early stopping: the model trains all
 ``n_estimators`` trees with the validation queries as an eval set, and keeps the iteration with the
@@ -22,8 +23,7 @@ from retrieval.errors import UsageError
 from retrieval.models import require
 from retrieval.params import ConfigError
 
-from .backends.lightgbm import LightGBMBackend
-from .backends.xgboost import XGBoostBackend
+from .backends import backend_class
 from .lambdamart import LambdaMART
 
 INSTALL = "pip install 'dask[dataframe]' distributed"
@@ -89,13 +89,7 @@ def fit_dask(model: LambdaMART, train: RankingData, valid: RankingData | None, c
     p = model._params()
     if valid is not None and valid.feature_names != train.feature_names:
         raise UsageError(f"valid features {valid.feature_names} differ from train {train.feature_names}")
-    X, y, group = query_chunks(train, partitions)
-    if p.backend == "lightgbm":
-        backend, evals = _fit_lightgbm(p, train, valid, X, y, group, client, partitions)
-    elif p.backend == "xgboost":
-        backend, evals = _fit_xgboost(p, train, valid, X, y, client, partitions)
-    else:
-        raise UsageError(f"compute.engine = 'dask' trains lightgbm or xgboost, found {p.backend!r}")
+    backend, evals = backend_class(p.backend).fit_dask(p, train, valid, client, partitions)
     model.backend_, model.evals_ = backend, evals
     model.best_iteration_ = backend.best_iteration
     model.feature_names_ = list(train.feature_names)
@@ -105,45 +99,3 @@ def fit_dask(model: LambdaMART, train: RankingData, valid: RankingData | None, c
                          "valid_queries": len(valid.group) if valid is not None else 0,
                          "engine": "dask", "workers": len(client.scheduler_info()["workers"])}
     return model
-
-
-def _fit_lightgbm(p, train, valid, X, y, group, client, partitions):
-    lgb_dask = require("lightgbm.dask", INSTALL)
-    params = LightGBMBackend.params(p, train.feature_names, len(train.y))
-    params.pop("num_threads", None)  # each worker uses its own threads
-    kwargs = {}
-    if valid is not None:
-        vX, vy, vgroup = query_chunks(valid, partitions)
-        kwargs = {"eval_set": [(vX, vy)], "eval_group": [vgroup], "eval_names": ["valid"], "eval_at": [p.eval_at]}
-    ranker = lgb_dask.DaskLGBMRanker(client=client, n_estimators=p.n_estimators, **params)
-    ranker.fit(X, y, group=group, feature_name=train.feature_names, **kwargs)
-    booster = ranker.to_local().booster_
-    evals, best = {}, None
-    if valid is not None:
-        curve = ranker.evals_result_["valid"][f"ndcg@{p.eval_at}"]
-        best = int(np.argmax(curve)) + 1  # the first iteration with the best validation score
-        evals = {"valid": {f"ndcg@{p.eval_at}": float(curve[best - 1])}}
-    return LightGBMBackend(booster, best, train.feature_names), evals
-
-
-def _fit_xgboost(p, train, valid, X, y, client, partitions):
-    xgb = require("xgboost", XGBoostBackend.install)
-    dask_xgb = require("xgboost.dask", XGBoostBackend.install)
-    da = require("dask.array", INSTALL)
-    qid_codes = np.unique(train.qids, return_inverse=True)[1]  # qids are sorted: codes increase by query
-    qid = da.from_array(qid_codes, chunks=X.chunks[0])
-    dtrain = dask_xgb.DaskDMatrix(client, X, y, qid=qid, feature_names=train.feature_names)
-    evals = [(dtrain, "train")]
-    if valid is not None:
-        vX, vy, _ = query_chunks(valid, partitions)
-        vqid = da.from_array(np.unique(valid.qids, return_inverse=True)[1], chunks=vX.chunks[0])
-        evals.append((dask_xgb.DaskDMatrix(client, vX, vy, qid=vqid, feature_names=valid.feature_names), "valid"))
-    stop = p.early_stopping_rounds if valid is not None and p.early_stopping_rounds else None
-    out = dask_xgb.train(client, XGBoostBackend.params(p, train.feature_names), dtrain, num_boost_round=p.n_estimators,
-                         evals=evals, early_stopping_rounds=stop, verbose_eval=False)
-    booster: "xgb.Booster" = out["booster"]
-    best = getattr(booster, "best_iteration", None) if valid is not None else None
-    history = out["history"]
-    summary = {name: {metric: float(vals[best if best is not None else -1]) for metric, vals in m.items()}
-               for name, m in history.items()}
-    return XGBoostBackend(booster, best, train.feature_names), summary

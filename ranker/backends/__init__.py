@@ -16,6 +16,9 @@ A backend wraps one gradient-boosting library's ranking objective behind five ca
                                                          # naming the file if it is damaged
         @classmethod
         def load(cls, folder, manifest) -> Backend
+        @classmethod
+        def fit_dask(cls, params, train, valid, client, partitions) -> tuple[Backend, dict]
+                                                         # optional: the fit on a Dask cluster
 
 ``params`` is a :class:`ranker.lambdamart.LambdaMARTParams`; ``train``/``valid`` are
 :class:`features.matrix.RankingData` (query groups included). Fitted state: ``booster`` (the
@@ -48,6 +51,13 @@ class Backend:
         self.booster = booster
         self.best_iteration = best_iteration
         self.feature_names = list(feature_names)
+
+    @classmethod
+    def fit_dask(cls, params, train, valid, client, partitions: int):
+        """The fit on a Dask cluster (``compute.engine = "dask"``), for a backend that has one."""
+        from retrieval.errors import UsageError
+
+        raise UsageError(f"compute.engine = 'dask': the {cls.name} backend has no Dask trainer")
 
     @classmethod
     def library(cls):

@@ -59,6 +59,32 @@ class LightGBMBackend(Backend):
                    for name, m in evals.items()}
         return cls(booster, best, train.feature_names), summary
 
+    @classmethod
+    def fit_dask(cls, p, train, valid, client, partitions: int):
+        """``lightgbm.dask.DaskLGBMRanker`` on the cluster: no early stopping there, so every tree is
+        trained with the validation queries as an eval set and the best iteration is kept."""
+        from retrieval.models import require
+
+        from ..distributed import INSTALL, query_chunks
+
+        lgb_dask = require("lightgbm.dask", INSTALL)
+        X, y, group = query_chunks(train, partitions)
+        params = cls.params(p, train.feature_names, len(train.y))
+        params.pop("num_threads", None)  # each worker uses its own threads
+        kwargs = {}
+        if valid is not None:
+            vX, vy, vgroup = query_chunks(valid, partitions)
+            kwargs = {"eval_set": [(vX, vy)], "eval_group": [vgroup], "eval_names": ["valid"], "eval_at": [p.eval_at]}
+        ranker = lgb_dask.DaskLGBMRanker(client=client, n_estimators=p.n_estimators, **params)
+        ranker.fit(X, y, group=group, feature_name=train.feature_names, **kwargs)
+        booster = ranker.to_local().booster_
+        evals, best = {}, None
+        if valid is not None:
+            curve = ranker.evals_result_["valid"][f"ndcg@{p.eval_at}"]
+            best = int(np.argmax(curve)) + 1  # the first iteration with the best validation score
+            evals = {"valid": {f"ndcg@{p.eval_at}": float(curve[best - 1])}}
+        return cls(booster, best, train.feature_names), evals
+
     def predict(self, X: np.ndarray, contrib: bool = False) -> np.ndarray:
         return self.booster.predict(X, num_iteration=self.best_iteration or None, pred_contrib=contrib)
 

@@ -57,6 +57,34 @@ class XGBoostBackend(Backend):
                    for name, m in evals.items()}
         return cls(booster, best, train.feature_names), summary
 
+    @classmethod
+    def fit_dask(cls, p, train, valid, client, partitions: int):
+        """``xgboost.dask.train`` on the cluster, with early stopping on the validation queries."""
+        from retrieval.models import require
+
+        from ..distributed import INSTALL, query_chunks
+
+        dask_xgb = require("xgboost.dask", cls.install)
+        da = require("dask.array", INSTALL)
+        X, y, _ = query_chunks(train, partitions)
+        qid_codes = np.unique(train.qids, return_inverse=True)[1]  # qids are sorted: codes increase by query
+        qid = da.from_array(qid_codes, chunks=X.chunks[0])
+        dtrain = dask_xgb.DaskDMatrix(client, X, y, qid=qid, feature_names=train.feature_names)
+        evals = [(dtrain, "train")]
+        if valid is not None:
+            vX, vy, _ = query_chunks(valid, partitions)
+            vqid = da.from_array(np.unique(valid.qids, return_inverse=True)[1], chunks=vX.chunks[0])
+            evals.append((dask_xgb.DaskDMatrix(client, vX, vy, qid=vqid, feature_names=valid.feature_names), "valid"))
+        stop = p.early_stopping_rounds if valid is not None and p.early_stopping_rounds else None
+        out = dask_xgb.train(client, cls.params(p, train.feature_names), dtrain, num_boost_round=p.n_estimators,
+                             evals=evals, early_stopping_rounds=stop, verbose_eval=False)
+        booster = out["booster"]
+        best = getattr(booster, "best_iteration", None) if valid is not None else None
+        history = out["history"]
+        summary = {name: {metric: float(vals[best if best is not None else -1]) for metric, vals in m.items()}
+                   for name, m in history.items()}
+        return cls(booster, best, train.feature_names), summary
+
     def predict(self, X: np.ndarray, contrib: bool = False) -> np.ndarray:
         dm = self.library().DMatrix(X, missing=np.nan, feature_names=self.feature_names)
         rng = (0, self.best_iteration + 1) if self.best_iteration is not None else (0, 0)
