@@ -167,7 +167,8 @@ def reference() -> str:
                                  "training queries; a `[ranker.params]` table fixes them.")[0]
             out += section(f"{title}.cascade", CascadeStage, array=True)[0]
         if title == "features":
-            for name in sorted(REGISTRY):
+            # the project's own extractors (a test or a plugin may register more at run time)
+            for name in sorted(n for n, target in REGISTRY.items() if target.startswith("features.")):
                 ext = extractor_class(name)
                 summary = " ".join((inspect.getdoc(ext) or "").split("\n\n")[0].split())
                 out += section(f"features.extractors.{name}", ext.Params, intro=summary)[0]
