@@ -78,6 +78,18 @@ class RankingData:
                                        self.feature_names, self.feature_versions,
                                        None if self.base is None else self.base[mask])
 
+    def masked(self, names, qids=None) -> "RankingData":
+        """The same rows with the columns ``names`` (those of them it has) set to NaN ("not given") for
+        the rows of ``qids`` (default: every row)."""
+        cols = [j for j, n in enumerate(self.feature_names) if n in set(names)]
+        if not cols:
+            return self
+        rows = np.ones(len(self.y), bool) if qids is None else np.isin(self.qids, np.asarray(list(qids)).astype(str))
+        X = self.X.copy()
+        X[np.ix_(rows, cols)] = np.nan
+        return RankingData(X, self.y, self.group, self.qids, self.docnos, list(self.feature_names),
+                           self.feature_versions, self.base)
+
     def select(self, names: list[str]) -> "RankingData":
         """The same rows with only the named feature columns, in that order."""
         missing = [n for n in names if n not in self.feature_names]

@@ -53,17 +53,20 @@ class FeatureSource:
     deferred: list[str]
     top_n: dict[str, int] = field(default_factory=dict)
     progress: bool = True
+    # list features hidden while the stages learn, for the training queries ``hidden_queries(qids)`` returns
+    # (``ranker.hide_ranks``); never for the queries only passed through
+    hidden_features: list[str] = field(default_factory=list)
+    hidden_queries: object = None
 
 
 def plan(ranker, feature_set, n_docs: float, log=print) -> tuple[list[list[str]], list[int], dict]:
     """The features each stage adds and the keep values of ``ranker.cascade`` (a :class:`RankerConfig`):
     as configured, or, with ``ranker.budget_ms``, planned to fit it by ``feature_set``'s costs for
     ``ranker.documents`` (:func:`place`, then :func:`choose_keeps`), for ``n_docs`` candidates a query.
-    Also what was planned, for the manifest (empty without a budget)."""
+    Also what was planned, for the manifest: the costs per document and the predicted ms per query (without
+    a budget: of the plan as configured; empty while an extractor has no stored cost)."""
     added = [list(s.features) for s in ranker.cascade]
     keeps = [s.keep for s in ranker.cascade]
-    if ranker.budget_ms <= 0:
-        return added, keeps, {}
     cost = feature_set.cost_for(ranker.documents)  # feature -> its extractor's s per 1,000 pairs = ms per pair
     ext_of = feature_set.extractor_of
     entry = {}  # extractor -> the stage it runs in (where its first feature enters)
@@ -72,11 +75,21 @@ def plan(ranker, feature_set, n_docs: float, log=print) -> tuple[list[list[str]]
             entry.setdefault(ext_of[f], k)
     stage_exts = [[e for e, k0 in entry.items() if k0 == k] for k in range(len(added))]
     ms = {ext_of[f]: cost.get(f) for names in added for f in names}
+    n = float(n_docs)
+    if ranker.budget_ms <= 0:  # the plan as configured; its cost by the stored costs, reported beside it
+        if any(not c for c in ms.values()):
+            return added, keeps, {}
+        per_doc = [sum(ms[e] for e in exts) for exts in stage_exts]
+        predicted = predicted_ms(keeps[:-1], per_doc[1:], per_doc[0] * n)
+        log(f"cascade as configured ({ranker.documents} documents): keeps {keeps[:-1]}, predicted "
+            f"{predicted:.1f} ms per query by the stored costs (" + ", ".join(
+                f"{e} {c:.3g} ms" for e, c in ms.items()) + " a document)")
+        return added, keeps, {"budget_ms": 0, "documents": ranker.documents, "moved": {}, "ms_per_doc": ms,
+                              "predicted_ms": predicted}
     if any(not c for c in ms.values()):
         log("ranker.budget_ms: no stored cost yet for " + ", ".join(e for e, c in ms.items() if not c)
             + "; using the configured stages and keeps")
         return added, keeps, {}
-    n = float(n_docs)
     placed = place(stage_exts, ms, [n] + keeps[:-1], ranker.budget_ms)
     per_doc = [sum(ms[e] for e in exts) for exts in placed]
     keeps = choose_keeps(keeps[:-1], per_doc[1:], per_doc[0] * n, ranker.budget_ms) + [0]
@@ -180,10 +193,13 @@ def _fit(ranker, source, store, staged, train_q, valid_q, test_q, params, log):
     extractors = {e.name: e for e in source.extractors}
     stages, report = [], []
 
-    def read(qids):
-        return store.matrix(staged.raw_specs, qids, retriever=source.candidates, top_n=source.top_n)
+    hidden = source.hidden_queries(train_q) if source.hidden_features else set()
 
-    train, test = read(train_q), read(test_q)
+    def read(qids, learn: bool = False):
+        data = store.matrix(staged.raw_specs, qids, retriever=source.candidates, top_n=source.top_n)
+        return data.masked(source.hidden_features, hidden) if learn and hidden else data
+
+    train, test = read(train_q, learn=True), read(test_q)
     reach_tr, reach_te = np.ones(len(train.y), bool), np.ones(len(test.y), bool)
     depth_tr = np.zeros(len(train.y), dtype=int)  # deepest stage each training row reached (0-based)
     # the previous stage's cross-fitted score of each training row, and its final model's score of
@@ -205,7 +221,7 @@ def _fit(ranker, source, store, staged, train_q, valid_q, test_q, params, log):
             pairs = store.pairs(train_q + test_q, retriever=source.candidates)
             pairs = pairs[[(q, d) in reached for q, d in zip(pairs["qid"], pairs["docno"])]]
             build(store, pairs, new, progress=source.progress)
-            train, test = read(train_q), read(test_q)
+            train, test = read(train_q, learn=True), read(test_q)
         part = rows(train, reach_tr, base_tr if k else None, cumulative[k])
         fit_q = [q for q in part.unique_qids if q not in valid_q]
         stage_params = params(part) if callable(params) else params

@@ -112,6 +112,11 @@ class RankerConfig:
     # them: the costs the build measured) or "unseen" (an app's own documents: an extractor that computes
     # more for them, such as the bi-encoder encoding each one, costs what it then costs)
     documents: Literal["corpus", "unseen"] = "corpus"
+    # share of the training queries whose first-stage list features (fs_rank, fs_score, rank_<r>, score_<r>)
+    # are hidden (NaN) while the models learn, so that they also learn to rank a list given without ranks:
+    # the Scorer then hides them, rather than taking the input position, when no document carries a rank
+    # or score (0: never hidden; the position stands in for a missing rank)
+    hide_ranks: float = 0.0
 
     @property
     def auto(self) -> bool:
@@ -213,6 +218,8 @@ class Config:
             if any(s.max_train_queries < 0 for s in stages):
                 raise ConfigError(f"{self.source}: ranker.cascade: max_train_queries must be >= 0 (0: no cap), found "
                                   f"{[s.max_train_queries for s in stages]}")
+        if not 0 <= self.ranker.hide_ranks <= 1:
+            raise ConfigError(f"{self.source}: ranker.hide_ranks must be in [0, 1], found {self.ranker.hide_ranks}")
         if self.ranker.tune_folds < 2:
             raise ConfigError(f"{self.source}: ranker.tune_folds must be >= 2, found {self.ranker.tune_folds}")
         if not 0 <= self.ranker.valid_fraction < 1:

@@ -232,6 +232,9 @@ def candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
         if vector is not None:
             extra.setdefault(EMBEDDING, {})[pos], extra.setdefault(EMBEDDING_MODEL, {})[pos] = vector, model
     frame = pd.DataFrame(rows, columns=[QID, QUERY, DOCNO, TEXT, TITLE, TIMESTAMP, RANK, SCORE, RETRIEVER])
+    # whether the app gave its first stage's order: a rank or a score on any document (else RANK is the position)
+    ranked = any(isinstance(d, Mapping) and (d.get("rank") is not None or d.get("score") is not None)
+                 or isinstance(d, Document) and (d.rank is not None or d.score is not None) for d in docs)
     dupes = frame[DOCNO][frame[DOCNO].duplicated()].unique().tolist()
     if dupes:
         raise InputError(f"docs: duplicate id(s) {dupes[:5]}; expected one entry per document",
@@ -242,4 +245,5 @@ def candidate_frame(query: str, docs: list, retriever: str) -> pd.DataFrame:
             frame[key] = pd.Series([by_pos.get(i) for i in range(len(frame))], index=frame.index, dtype=object)
         else:
             frame[key] = [by_pos.get(i, np.nan) for i in range(len(frame))]
+    frame.attrs["ranked"] = ranked
     return frame

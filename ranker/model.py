@@ -264,6 +264,21 @@ class RankingModel:
                 for k in range(len(self.stages))]
 
 
+def without_ranks(data: RankingData, list_features, *, hides: bool, seed: int = 0) -> RankingData:
+    """``data`` as the Scorer sees a list given in a random order without ranks or scores: the list features
+    hidden (NaN) for a model that learned to do without them (``hides``); else ``fs_rank`` is the document's
+    position in a seeded random order of each query's documents and every other list feature is NaN."""
+    names = [n for n in list_features if n in data.feature_names]
+    if hides or "fs_rank" not in names:
+        return data.masked(names)
+    rng = np.random.default_rng(seed)
+    position = np.concatenate([rng.permutation(g) + 1 for g in np.asarray(data.group, dtype=int)]).astype(float)
+    X = data.masked([n for n in names if n != "fs_rank"]).X.copy()
+    X[:, data.feature_names.index("fs_rank")] = position
+    return RankingData(X, data.y, data.group, data.qids, data.docnos, list(data.feature_names),
+                       data.feature_versions, data.base)
+
+
 def entry_stage(features, stage_features) -> int:
     """The (0-based) stage an extractor runs in: the first stage naming one of its ``features`` (or a
     feature derived from one); 0 when any of them is in no stage (it is built with the cheap ones)."""

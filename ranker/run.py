@@ -280,8 +280,10 @@ class Run:
         """Where a cascade of this run reads and computes its features (:class:`ranker.cascade.FeatureSource`)."""
         from .cascade import FeatureSource
 
+        hidden = self.list_features if self.cfg.ranker.hide_ranks > 0 else []
         return FeatureSource(self.layout.store, self.cfg.features.candidates, self.fitted_extractors,
-                             [e.name for e in self.deferred], self.top_n, self.progress)
+                             [e.name for e in self.deferred], self.top_n, self.progress,
+                             hidden_features=hidden, hidden_queries=self.hidden_rank_queries)
 
     def stage_plan(self):
         """The cascade plan of this config (:func:`ranker.cascade.stage_plan`) over the built feature set, for
@@ -413,6 +415,29 @@ class Run:
                 train = matrix(fit_q)
                 valid = matrix(valid_q) if valid_q else None
         return Matrices(train, valid, test, test_qrels, sorted(leaked))
+
+    @property
+    def list_features(self) -> list[str]:
+        """The feature set's first-stage list features (ranks and scores in the candidate lists): what an app
+        may or may not give with its documents."""
+        fs = self.feature_set
+        return [n for n in fs.names if fs.extractor_of.get(n) == "first_stage"]
+
+    def hidden_rank_queries(self, qids) -> set[str]:
+        """The training queries (of ``qids``) whose list features are hidden while the models learn
+        (``ranker.hide_ranks``: a seeded hash sample of that share)."""
+        share = self.cfg.ranker.hide_ranks
+        if share <= 0:
+            return set()
+        qids = sorted({str(q) for q in qids})
+        return set(qids) if share >= 1 else set(hash_split(qids, share, self.cfg.ranker.base_params.seed,
+                                                           salt="hide-ranks:")[1])
+
+    def hide_ranks(self, data):
+        """``data`` (training rows) with the list features hidden for :meth:`hidden_rank_queries`."""
+        if data is None or self.cfg.ranker.hide_ranks <= 0:
+            return data
+        return data.masked(self.list_features, self.hidden_rank_queries(data.unique_qids))
 
     def model_params(self, name: str):
         """A model's own fixed settings: a variant's ``params`` (``lambdamart[<v>]``), else None (the

@@ -13,7 +13,8 @@ load on first use and stay resident. Features go through :func:`features.build.c
 path the offline feature build uses, so a (query, document) pair gets the same values in both.
 
 First-stage signals: ``fs_rank`` / ``fs_score`` come from each doc's ``rank`` / ``score`` (its
-position and NaN when not given); a member retriever's ``rank_<r>`` / ``score_<r>`` are NaN unless
+position and NaN when not given; for a model trained with ``ranker.hide_ranks``, both NaN when no doc
+carries a rank or a score: the order of the list is then not taken as a first-stage signal); a member retriever's ``rank_<r>`` / ``score_<r>`` are NaN unless
 the doc carries those keys, or :meth:`Scorer.search` retrieved it (it reproduces the run's
 first stage exactly). LightGBM and XGBoost route NaN as "missing", as for a document outside a
 retriever's list in training.
@@ -102,6 +103,10 @@ class Scorer:
         #: Per stage, the extractors that run there (each where its features first enter; one stage for a
         #: plain model).
         self.stage_extractors = model.stage_extractors(extractors)
+        #: The list features this model learned to do without (``ranker.hide_ranks``): hidden (NaN) for a
+        #: request whose documents carry no rank or score, instead of taking their positions as the ranks.
+        self.hidden_when_unranked = [n for n in self.manifest.get("hidden_when_unranked") or []
+                                     if n in query_norm.raw_names(self.feature_names)]
         if model.serves != "model":
             log.warning("this model was not better than the first stage on held-out training queries; it serves "
                         "the %s order (ranker.guard)", model.serves)
@@ -172,8 +177,10 @@ class Scorer:
         if not docs:
             return Ranking([], {"total": time.perf_counter() - t0})
         frame = candidate_frame(query, docs, self.candidates)
-        self._warn_missing_first_stage(frame)
-        return self._score(frame, t0, top_k, explain, min_score)
+        hide = self.hidden_when_unranked if not frame.attrs.get("ranked", True) else []
+        if not hide:
+            self._warn_missing_first_stage(frame)
+        return self._score(frame, t0, top_k, explain, min_score, hide=hide)
 
     def _warn_missing_first_stage(self, frame: pd.DataFrame) -> None:
         """Say once when the model learned from first-stage list features that the docs do not carry."""
@@ -211,6 +218,8 @@ class Scorer:
         per query, over all of ``docs``)."""
         frame = candidate_frame(check_query(query), check_docs(docs), self.candidates)
         values, _ = compute(frame, self.extractors)
+        if not frame.attrs.get("ranked", True):  # as rerank() computes them
+            values |= {n: np.full(len(frame), np.nan) for n in self.hidden_when_unranked}
         data = self._matrix(frame, values, np.arange(len(frame)), self.feature_names)
         return pd.DataFrame(data.X, index=frame[DOCNO].tolist(), columns=self.feature_names)
 
@@ -225,12 +234,12 @@ class Scorer:
         return query_norm.add(data, names)  # the model checks the names and versions again
 
     # ------------------------------------------------------------------------------- internals
-    def score_frame(self, frame: pd.DataFrame) -> tuple[Scored, dict, dict]:
+    def score_frame(self, frame: pd.DataFrame, hide=()) -> tuple[Scored, dict, dict]:
         """Score candidate rows (one query or several, each query's rows together and queries in id order,
         as :func:`features.store.FeatureStore.pairs` gives them) the way the model serves them: each stage's
         extractors on the documents that reach it (:meth:`RankingModel.run`). Returns the scores, every
         feature's values (NaN where not computed; a derived one as its stage saw it) and the seconds per
-        extractor and stage."""
+        extractor and stage. ``hide``: features set to NaN (not given), as for a list without ranks."""
         n = len(frame)
         names = self.feature_names + query_norm.raw_names(self.feature_names)
         values = {name: np.full(n, np.nan) for name in names}
@@ -242,6 +251,7 @@ class Scorer:
             t = time.perf_counter()
             rows = np.flatnonzero(mask)
             computed, seconds = compute(frame.iloc[rows], self.stage_extractors[k])
+            computed = {name: np.full(len(rows), np.nan) if name in hide else arr for name, arr in computed.items()}
             for name, arr in computed.items():
                 if name in values:
                     values[name][rows] = arr
@@ -272,8 +282,8 @@ class Scorer:
                     out[int(i)]["previous stages"] = float(part.base[j])
         return out
 
-    def _score(self, frame: pd.DataFrame, t0: float, top_k, explain: bool, min_score) -> Ranking:
-        scored, values, timing = self.score_frame(frame)
+    def _score(self, frame: pd.DataFrame, t0: float, top_k, explain: bool, min_score, hide=()) -> Ranking:
+        scored, values, timing = self.score_frame(frame, hide)
         key, shown = scored.scores, scored.shown
         prob = self.model.probability(key)
         order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -key))

@@ -18,7 +18,7 @@ from retrieval.frames import DOCNO, QID, RANK
 from .. import evaluate as ev
 from ..data import qrels_of, ranking_from_scores
 from ..lambdamart import cross_val_predict, query_folds
-from ..model import RankingModel
+from ..model import RankingModel, first_stage_scores, without_ranks
 from ..tuning import settings
 
 MAX_SINGLE_ROWS = 12  # single-feature baselines printed in the evaluation table (all are in the JSON)
@@ -158,7 +158,9 @@ def evaluate_ranker(run) -> dict:
     else:
         best = "best baseline (per fold)"
         runs[best] = ranking_from_scores(test, best_scores, best)
-    learned, notes = [], []
+    learned, notes, shuffled = [], [], {}
+    # a model for apps' own documents is also scored on lists given without ranks
+    for_apps = not run.letor and (cfg.ranker.documents == "unseen" or cfg.ranker.hide_ranks > 0)
     for name, feats in run.models().items():
         if cfg.ranker.cv_folds:
             scores = cross_val_predict(run.model_params(name) or settings(cfg.ranker, measures[0]),
@@ -171,8 +173,15 @@ def evaluate_ranker(run) -> dict:
                 check = model.manifest["guard"]
                 notes.append(f"{name}: the first-stage guard serves the {model.serves} order (on held-out "
                              f"training queries the model scored {check['delta']:+.4f} {check['measure']} against it)")
+            if for_apps:  # as an app's list given in another order, without ranks (what the Scorer sees then)
+                shown = f"{name}, shuffled without ranks"
+                view = without_ranks(test, run.list_features, hides=bool(model.manifest.get("hidden_when_unranked")),
+                                     seed=cfg.ranker.base_params.seed)
+                shuffled[shown] = ranking_from_scores(test, model.predict(view, first_stage_scores(test)), shown)
         runs[name] = ranking_from_scores(test, scores, name)
         learned.append(name)
+    runs |= shuffled
+    learned += list(shuffled)
     ignore = cfg.dataset.ignore_identical_ids
     per_q = {n: ev.per_query(r, qrels, measures, ignore_identical_ids=ignore) for n, r in runs.items()}
     means = {n: ev.mean(p) for n, p in per_q.items()}

@@ -110,6 +110,35 @@ def calibrate(run, name: str, scores, valid: RankingData | None, folder: Path) -
     return {"kind": cal.kind, **cal.info}
 
 
+def validation_figures(run, name: str, model: RankingModel, valid: RankingData) -> dict:
+    """The model's measure on the validation queries (held out from the fit, used for early stopping) with
+    their first-stage ranks and without them (the list features hidden, as for a request that gives none),
+    beside the first stage's: what ``ranker.hide_ranks`` is chosen by."""
+    from ..model import first_stage_scores, without_ranks
+    from ..tuning import per_query
+
+    measure = run.cfg.evaluate.measures[0]
+    shuffled = valid if run.letor else without_ranks(valid, run.list_features, hides=run.cfg.ranker.hide_ranks > 0,
+                                                     seed=run.cfg.ranker.base_params.seed)
+    out = {"queries": len(valid.group), "measure": measure,
+           "first stage": float(per_query(valid, first_stage_scores(valid), measure).mean()),
+           "in order": float(per_query(valid, model.predict(valid), measure).mean()),
+           "shuffled, without ranks": float(per_query(valid, model.predict(shuffled, first_stage_scores(valid)),
+                                                      measure).mean())}
+    run.log(f"{name}: {measure} on {out['queries']} validation queries: {out['in order']:.4f} in the first stage's "
+            f"order with its ranks, {out['shuffled, without ranks']:.4f} shuffled without them (first stage "
+            f"{out['first stage']:.4f})")
+    return out
+
+
+def hidden_when_unranked(run, features) -> list[str]:
+    """The list features a model learned to do without (``ranker.hide_ranks``): the Scorer hides them for
+    a request whose documents carry no rank or score, instead of taking their positions."""
+    if run.letor or run.cfg.ranker.hide_ranks <= 0:
+        return []
+    return [f for f in features if f in set(run.list_features)]
+
+
 def train_cascade(run, serving: dict) -> dict:
     """Train the configured cascade on the run's training queries (:func:`ranker.cascade.train`), then
     calibrate it as it is served, on the validation queries, and seal the folder."""
@@ -123,6 +152,7 @@ def train_cascade(run, serving: dict) -> dict:
     train_q = list(data.train.unique_qids) + (list(data.valid.unique_qids) if data.valid is not None else [])
     valid_q = set(data.valid.unique_qids) if data.valid is not None else set()
     extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
+             "hidden_when_unranked": hidden_when_unranked(run, [s.name for s in staged.specs]),
              "leaked_queries_excluded": len(data.leaked)}
     info = cascade.train(cfg.ranker, run.feature_source(), staged, train_q, valid_q, list(data.test.unique_qids),
                          settings(cfg.ranker, cfg.evaluate.measures[0]), layout.model(), extra,
@@ -132,6 +162,7 @@ def train_cascade(run, serving: dict) -> dict:
     if data.valid is not None:  # the cascade as served: deeper stages first, then the stage's score
         model = RankingModel.load(layout.model(), verify=False)  # sealed below, once calibrated
         info["calibration"] = calibrate(run, "lambdamart", model.predict(data.valid), data.valid, layout.model())
+        info["validation"] = validation_figures(run, "lambdamart", model, data.valid)
     seal(layout.model())  # checksums last: Scorer.load verifies them before a booster is read
     return info
 
@@ -162,17 +193,18 @@ def train(run) -> dict:
         own = run.model_params(name)  # a variant's own settings, used as they are
         params, tuning = own or cfg.ranker.base_params, None
         if cfg.ranker.auto and own is None:  # settings chosen by CV on the training queries only
-            tuning = tune(cfg.ranker.base_params, RankingData.concat([fit_data, fit_valid]),
+            tuning = tune(cfg.ranker.base_params, RankingData.concat([run.hide_ranks(fit_data), run.hide_ranks(fit_valid)]),
                           folds=cfg.ranker.tune_folds, valid_fraction=cfg.ranker.valid_fraction,
                           measure=cfg.evaluate.measures[0])
             params = tuning.chosen
             log(f"{name}: ranker.params = auto chose {describe(params)} ({tuning.folds}-fold CV on "
                 f"{len(fit_data.group) + (len(fit_valid.group) if fit_valid is not None else 0)} training queries, "
                 f"{len(tuning.table)} settings, {tuning.seconds:.0f}s)")
-        model = fit(run, params, fit_data, fit_valid)
+        model = fit(run, params, run.hide_ranks(fit_data), run.hide_ranks(fit_valid))  # ranker.hide_ranks
         check = first_stage_guard(run, model, params, fit_data, fit_valid, tuning)
         seconds = time.perf_counter() - t
         extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
+                 "hidden_when_unranked": hidden_when_unranked(run, feats),
                  "train_queries": len(train_data.group), "leaked_queries_excluded": len(data.leaked),
                  "fit_seconds": seconds, "tuning": tuning.as_dict() if tuning else None, "guard": check}
         path = layout.model(name)

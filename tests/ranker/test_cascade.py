@@ -307,3 +307,47 @@ def test_evaluate_with_a_cascade_model_ranks_as_the_scorer_serves(tmp_path):
         alone = alone.index[np.argsort(-last.last.predict(alone.to_numpy()), kind="stable")].tolist()
         differs += alone != [r.id for r in served]
     assert differs  # the test can tell the two apart
+
+
+def test_a_model_that_learned_without_ranks_scores_a_list_given_without_them_in_any_order(tmp_path, run):
+    """ranker.hide_ranks: the list features hidden for half the training queries; a request without ranks
+    then has them hidden (not its positions), so its scores do not depend on the order it is sent in."""
+    folder = generated_dataset(tmp_path / "gen", graded=True)
+    config = tmp_path / "gen.toml"
+    write_config(config, folder, tmp_path / "run", ranker=VARIED.replace("[ranker]\n", "[ranker]\nhide_ranks = 0.5\n"),
+                 extractors="[features.extractors.bm25]\n[features.extractors.length]\n[features.extractors.coverage]")
+    for argv in (["retrieve"], ["features", "--quiet"], ["train"], ["evaluate"]):
+        assert main([argv[0], "--config", str(config), *argv[1:]]) == 0
+    manifest = json.loads((tmp_path / "run" / "model" / "manifest.json").read_text())
+    assert manifest["hidden_when_unranked"] == ["fs_rank", "fs_score"]
+    result = json.loads((tmp_path / "run" / "eval" / "test" / "ranker.json").read_text())
+    assert "lambdamart, shuffled without ranks" in result["means"]  # evaluated as an app would send a set
+    queries = load_beir(str(folder)).queries.set_index("qid")["query"]
+    hidden, plain = Scorer.load(tmp_path / "run"), Scorer.load(run[0])  # plain: trained with every rank given
+    docs = [{"id": r.id, "text": r.text, "title": r.title} for r in plain.search(queries["q25"], top_k=None)]
+    for scorer, depends in ((hidden, False), (plain, True)):
+        given, reversed_ = (scorer.rerank(queries["q25"], d, explain=True) for d in (docs, docs[::-1]))
+        scores = [{r.id: round(r.score, 9) for r in out} for out in (given, reversed_)]
+        assert (scores[0] != scores[1]) == depends  # the position is a signal only for the plain model
+        fs_rank = {r.id: r.features["fs_rank"] for r in given}
+        assert all(np.isnan(v) for v in fs_rank.values()) != depends
+    ranked = hidden.rerank(queries["q25"], [d | {"rank": k + 1} for k, d in enumerate(docs)], explain=True)
+    assert sorted(r.features["fs_rank"] for r in ranked) == list(range(1, len(docs) + 1))  # given ranks are used
+
+
+def test_masked_and_without_ranks_hide_the_list_features_as_the_scorer_does():
+    from ranker.model import without_ranks
+
+    data = ranking(4)
+    names = data.feature_names
+    masked = data.masked([names[0], "absent"], qids=[data.unique_qids[0]])
+    rows = data.qids == data.unique_qids[0]
+    assert np.isnan(masked.X[rows, 0]).all() and not np.isnan(masked.X[~rows, 0]).any()
+    assert np.array_equal(masked.X[:, 1:], data.X[:, 1:]) and not np.isnan(data.X).any()  # a copy
+    shuffled = without_ranks(data, ["fs_rank", "signal"], hides=False, seed=1)  # a model that takes positions
+    assert np.isnan(shuffled.X[:, 1]).all()  # other list features: not given
+    for q in data.unique_qids:  # fs_rank: each query's positions 1..n, in another order
+        pos = shuffled.X[data.qids == q, 0]
+        assert sorted(pos) == list(range(1, 11)) and pos.tolist() != list(range(1, 11))
+    hidden = without_ranks(data, ["fs_rank", "signal"], hides=True)
+    assert np.isnan(hidden.X[:, :2]).all() and np.array_equal(hidden.X[:, 2:], data.X[:, 2:])
