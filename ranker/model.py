@@ -216,11 +216,12 @@ class RankingModel:
 
     # ------------------------------------------------------------------------------- scoring
     def run(self, stage_data: Callable[[int, np.ndarray, np.ndarray | None], RankingData], n: int,
-            first_stage: np.ndarray) -> Scored:
+            first_stage: np.ndarray | None) -> Scored:
         """Score ``n`` rows stage by stage. ``stage_data(k, mask, base)`` gives stage k's matrix of the
         rows in ``mask`` (their order kept; ``base``, one per row of the mask, the score they start from,
         None for the first stage): a caller that computes features lazily computes them here, for those
-        rows only. ``first_stage``: each row's first-stage order as a score (for the guard's policy)."""
+        rows only. ``first_stage``: each row's first-stage order as a score, for the guard's policy; None
+        for rows that come in no first-stage order (a list given without ranks): the model then serves."""
         reach = np.ones(n, dtype=bool)
         depth, score = np.zeros(n), np.full(n, np.nan)
         masks, parts = [], []
@@ -233,8 +234,9 @@ class RankingModel:
             if stage.keep and k < len(self.stages) - 1:
                 reach = narrow(reach, part.group, s, stage.keep)
         key = final_scores(depth, score) if self.cascade else score.copy()
-        served = serve(self.serves, key, first_stage, parts[0].group)
-        return Scored(served, score, depth.astype(int), masks, parts, self.serves)
+        serves = self.serves if first_stage is not None else "model"
+        served = serve(serves, key, first_stage, parts[0].group)
+        return Scored(served, score, depth.astype(int), masks, parts, serves)
 
     def score(self, data: RankingData, first_stage: np.ndarray | None = None) -> Scored:
         """Score ``data``, a matrix of every feature the model uses (a derived one computed per stage over

@@ -266,7 +266,9 @@ class Scorer:
             return data
 
         t = time.perf_counter()
-        scored = self.model.run(stage_data, n, -frame[RANK].to_numpy(np.float64))
+        # a list without ranks has no first-stage order for the guard to fall back to: the model serves it
+        first = None if hide else -frame[RANK].to_numpy(np.float64)
+        scored = self.model.run(stage_data, n, first)
         timing["ranker"] = time.perf_counter() - t - spent[0]
         return scored, values, timing
 
@@ -292,7 +294,7 @@ class Scorer:
         if top_k is not None:
             order = order[:top_k]
         contrib = None
-        if explain and self.model.serves == "model":
+        if explain and scored.serves == "model":
             t = time.perf_counter()
             contrib = self._contributions(scored)
             timing["explain"] = time.perf_counter() - t

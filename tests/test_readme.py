@@ -126,4 +126,9 @@ def wait_healthy(port: int, server: subprocess.Popen, timeout: float = 120.0) ->
 def test_the_app_quickstart_runs_after_make_demo():
     (code,) = [c for m, lang, c in blocks() if m == "needs runs/demo-app" and lang == "python"]
     out = run_block("python", code, ROOT, env_with_venv())
-    assert len(out.strip().splitlines()) == 5
+    lines = out.strip().splitlines()
+    assert len(lines) == 5
+    about = {"Statins lower LDL cholesterol.", "Statin therapy reduces heart attacks.",
+             "LDL receptors clear cholesterol from blood.", "Cholesterol synthesis in the liver."}
+    top = [line.split(maxsplit=3)[3] for line in lines[:4]]
+    assert set(top) == about, top  # the statin and cholesterol texts first, whatever their order in the list

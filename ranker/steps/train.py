@@ -110,6 +110,26 @@ def calibrate(run, name: str, scores, valid: RankingData | None, folder: Path) -
     return {"kind": cal.kind, **cal.info}
 
 
+def warn_guard(run, name: str, check: dict | None) -> None:
+    if check and check["fired"]:
+        run.log(f"WARNING: {name} is not better than the first stage on {check['queries']} held-out training "
+                f"queries ({check['held_out']}): {check['measure']} {check['model']:.4f} vs {check['first_stage']:.4f} "
+                f"(delta {check['delta']:+.4f}, p={check['p_value']:.3g}); "
+                + (f"it serves the {check['serves']} order (ranker.guard = {check['action']!r})"
+                   if check["serves"] != "model" else "it is served anyway (ranker.guard = 'warn')"))
+
+
+def learned_every_stage(path, valid: RankingData) -> RankingData:
+    """The validation queries whose documents reached a cascade's last stage in training: those a stage
+    with ``max_train_queries`` learned from (the others have no costly features stored)."""
+    from ..cascade import training_depth
+
+    stages = len(RankingModel.load(path, verify=False).stages)
+    depth, _ = training_depth(path, valid)
+    keep = sorted(set(valid.qids[depth == stages - 1]))
+    return valid.subset(keep) if keep else valid
+
+
 def validation_figures(run, name: str, model: RankingModel, valid: RankingData) -> dict:
     """The model's measure on the validation queries (held out from the fit, used for early stopping) with
     their first-stage ranks and without them (the list features hidden, as for a request that gives none),
@@ -161,8 +181,9 @@ def train_cascade(run, serving: dict) -> dict:
     data = run.matrices
     if data.valid is not None:  # the cascade as served: deeper stages first, then the stage's score
         model = RankingModel.load(layout.model(), verify=False)  # sealed below, once calibrated
+        valid = learned_every_stage(layout.model(), data.valid)
+        info["validation"] = validation_figures(run, "lambdamart", model, valid)
         info["calibration"] = calibrate(run, "lambdamart", model.predict(data.valid), data.valid, layout.model())
-        info["validation"] = validation_figures(run, "lambdamart", model, data.valid)
     seal(layout.model())  # checksums last: Scorer.load verifies them before a booster is read
     return info
 
@@ -221,11 +242,6 @@ def train(run) -> dict:
             f"{len(valid.group) if valid is not None else 0} valid queries "
             + (f"({len(data.leaked)} excluded: the cross-encoder learned on them), " if data.leaked else "")
             + f"best iteration {model.best_iteration_}, {seconds:.1f}s -> {path}")
-        if check and check["fired"]:
-            log(f"WARNING: {name} is not better than the first stage on {check['queries']} held-out training "
-                f"queries ({check['held_out']}): {check['measure']} {check['model']:.4f} vs {check['first_stage']:.4f} "
-                f"(delta {check['delta']:+.4f}, p={check['p_value']:.3g}); "
-                + (f"it serves the {check['serves']} order (ranker.guard = {check['action']!r})"
-                   if check["serves"] != "model" else "it is served anyway (ranker.guard = 'warn')"))
+        warn_guard(run, name, check)
     return info
 

@@ -351,3 +351,4 @@ def test_masked_and_without_ranks_hide_the_list_features_as_the_scorer_does():
         assert sorted(pos) == list(range(1, 11)) and pos.tolist() != list(range(1, 11))
     hidden = without_ranks(data, ["fs_rank", "signal"], hides=True)
     assert np.isnan(hidden.X[:, :2]).all() and np.array_equal(hidden.X[:, 2:], data.X[:, 2:])
+
