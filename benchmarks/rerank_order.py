@@ -79,6 +79,7 @@ def main() -> None:
         ranked["plain_ce"] += [(qid, d, float(s)) for d, s in zip(docnos, scores)]
         if i % 25 == 0:
             print(f"{i + 1}/{len(queries)} queries ({time.perf_counter() - t0:.0f}s)", flush=True)
+    qrels = qrels[qrels[QID].isin(set(queries[QID]))]  # the queries ranked here (a missing one would count 0)
     per_q = {name: ev.per_query(pd.DataFrame(r, columns=["qid", "docno", "score"]), qrels, [MEASURE])
              for name, r in ranked.items()}
     means = {k: ev.mean(v)[MEASURE] for k, v in per_q.items()}
