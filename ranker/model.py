@@ -238,10 +238,11 @@ class RankingModel:
         served = serve(serves, key, first_stage, parts[0].group)
         return Scored(served, score, depth.astype(int), masks, parts, serves)
 
-    def score(self, data: RankingData, first_stage: np.ndarray | None = None) -> Scored:
+    def score(self, data: RankingData, first_stage: np.ndarray | None = None, *, ordered: bool = True) -> Scored:
         """Score ``data``, a matrix of every feature the model uses (a derived one computed per stage over
-        the documents that reach it); ``first_stage``: default from ``data`` (:func:`first_stage_scores`)."""
-        first = first_stage_scores(data) if first_stage is None else first_stage
+        the documents that reach it); ``first_stage``: default from ``data`` (:func:`first_stage_scores`);
+        ``ordered = False``: the rows come in no first-stage order (a list given without ranks)."""
+        first = None if not ordered else first_stage_scores(data) if first_stage is None else first_stage
 
         def stage_data(k, mask, base):
             full = None if base is None else np.full(len(data.y), np.nan)
@@ -251,9 +252,9 @@ class RankingModel:
 
         return self.run(stage_data, len(data.y), first)
 
-    def predict(self, data: RankingData, first_stage: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, data: RankingData, first_stage: np.ndarray | None = None, *, ordered: bool = True) -> np.ndarray:
         """The served order of ``data``'s rows as scores (higher first), as the Scorer serves it."""
-        return self.score(data, first_stage).scores
+        return self.score(data, first_stage, ordered=ordered).scores
 
     def probability(self, scores: np.ndarray) -> np.ndarray | None:
         """P(relevant) of served scores (:meth:`predict`), or None for a model trained without a calibrator."""

@@ -138,12 +138,13 @@ def validation_figures(run, name: str, model: RankingModel, valid: RankingData) 
     from ..tuning import per_query
 
     measure = run.cfg.evaluate.measures[0]
-    shuffled = valid if run.letor else without_ranks(valid, run.list_features, hides=run.cfg.ranker.hide_ranks > 0,
+    hides = bool(model.manifest.get("hidden_when_unranked"))
+    shuffled = valid if run.letor else without_ranks(valid, run.list_features, hides=hides,
                                                      seed=run.cfg.ranker.base_params.seed)
     out = {"queries": len(valid.group), "measure": measure,
            "first stage": float(per_query(valid, first_stage_scores(valid), measure).mean()),
            "in order": float(per_query(valid, model.predict(valid), measure).mean()),
-           "shuffled, without ranks": float(per_query(valid, model.predict(shuffled, first_stage_scores(valid)),
+           "shuffled, without ranks": float(per_query(valid, model.predict(shuffled, ordered=not hides),
                                                       measure).mean())}
     run.log(f"{name}: {measure} on {out['queries']} validation queries: {out['in order']:.4f} in the first stage's "
             f"order with its ranks, {out['shuffled, without ranks']:.4f} shuffled without them (first stage "
