@@ -30,7 +30,7 @@ def main() -> None:
         model.serves = "model"  # the model's own order (a guard decision, where one was recorded, set aside)
         valid = run.matrices.valid
         if model.cascade:
-            valid = learned_every_stage(path, valid)
+            valid = learned_every_stage(model, valid)
         rows[config] = {"hide_ranks": run.cfg.ranker.hide_ranks} | validation_figures(run, config, model, valid)
     Path(args.out).parent.mkdir(exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))

@@ -76,9 +76,13 @@ def plan(ranker, feature_set, n_docs: float, log=print) -> tuple[list[list[str]]
     stage_exts = [[e for e, k0 in entry.items() if k0 == k] for k in range(len(added))]
     ms = {ext_of[f]: cost.get(f) for names in added for f in names}
     n = float(n_docs)
+    missing = [e for e, c in ms.items() if not c]
+    if missing:
+        if ranker.budget_ms > 0:
+            log("ranker.budget_ms: no stored cost yet for " + ", ".join(missing) + "; using the configured stages "
+                "and keeps")
+        return added, keeps, {}
     if ranker.budget_ms <= 0:  # the plan as configured; its cost by the stored costs, reported beside it
-        if any(not c for c in ms.values()):
-            return added, keeps, {}
         per_doc = [sum(ms[e] for e in exts) for exts in stage_exts]
         predicted = predicted_ms(keeps[:-1], per_doc[1:], per_doc[0] * n)
         log(f"cascade as configured ({ranker.documents} documents): keeps {keeps[:-1]}, predicted "
@@ -86,10 +90,6 @@ def plan(ranker, feature_set, n_docs: float, log=print) -> tuple[list[list[str]]
                 f"{e} {c:.3g} ms" for e, c in ms.items()) + " a document)")
         return added, keeps, {"budget_ms": 0, "documents": ranker.documents, "moved": {}, "ms_per_doc": ms,
                               "predicted_ms": predicted}
-    if any(not c for c in ms.values()):
-        log("ranker.budget_ms: no stored cost yet for " + ", ".join(e for e, c in ms.items() if not c)
-            + "; using the configured stages and keeps")
-        return added, keeps, {}
     placed = place(stage_exts, ms, [n] + keeps[:-1], ranker.budget_ms)
     per_doc = [sum(ms[e] for e in exts) for exts in placed]
     keeps = choose_keeps(keeps[:-1], per_doc[1:], per_doc[0] * n, ranker.budget_ms) + [0]

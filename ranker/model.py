@@ -256,6 +256,13 @@ class RankingModel:
         """The served order of ``data``'s rows as scores (higher first), as the Scorer serves it."""
         return self.score(data, first_stage, ordered=ordered).scores
 
+    def predict_without_ranks(self, data: RankingData, list_features, *, seed: int = 0) -> np.ndarray:
+        """The served scores of ``data``'s rows sent as an app's list in a seeded random order without ranks
+        or scores (:func:`without_ranks`): a model trained with ``ranker.hide_ranks`` has its list features
+        hidden and serves its own order (there is no first-stage order); another takes the positions."""
+        hides = bool(self.manifest.get("hidden_when_unranked"))
+        return self.predict(without_ranks(data, list_features, hides=hides, seed=seed), ordered=not hides)
+
     def probability(self, scores: np.ndarray) -> np.ndarray | None:
         """P(relevant) of served scores (:meth:`predict`), or None for a model trained without a calibrator."""
         return self.calibrator.predict(scores) if self.calibrator is not None else None

@@ -18,7 +18,7 @@ from retrieval.frames import DOCNO, QID, RANK
 from .. import evaluate as ev
 from ..data import qrels_of, ranking_from_scores
 from ..lambdamart import cross_val_predict, query_folds
-from ..model import RankingModel, without_ranks
+from ..model import RankingModel
 from ..tuning import settings
 
 MAX_SINGLE_ROWS = 12  # single-feature baselines printed in the evaluation table (all are in the JSON)
@@ -175,10 +175,8 @@ def evaluate_ranker(run) -> dict:
                              f"training queries the model scored {check['delta']:+.4f} {check['measure']} against it)")
             if for_apps:  # as an app's list given in another order, without ranks (what the Scorer sees then)
                 shown = f"{name}, shuffled without ranks"
-                hides = bool(model.manifest.get("hidden_when_unranked"))
-                view = without_ranks(test, run.list_features, hides=hides, seed=cfg.ranker.base_params.seed)
-                # as the Scorer: a list without ranks has no first-stage order; else its positions stand in
-                shuffled[shown] = ranking_from_scores(test, model.predict(view, ordered=not hides), shown)
+                scores_unranked = model.predict_without_ranks(test, run.list_features, seed=cfg.ranker.base_params.seed)
+                shuffled[shown] = ranking_from_scores(test, scores_unranked, shown)
         runs[name] = ranking_from_scores(test, scores, name)
         learned.append(name)
     runs |= shuffled

@@ -119,14 +119,14 @@ def warn_guard(run, name: str, check: dict | None) -> None:
                    if check["serves"] != "model" else "it is served anyway (ranker.guard = 'warn')"))
 
 
-def learned_every_stage(path, valid: RankingData) -> RankingData:
-    """The validation queries whose documents reached a cascade's last stage in training: those a stage
-    with ``max_train_queries`` learned from (the others have no costly features stored)."""
+def learned_every_stage(model: RankingModel, valid: RankingData) -> RankingData:
+    """The validation queries whose documents reached the last stage of the cascade ``model`` (loaded from
+    its folder) in training: those a stage with ``max_train_queries`` learned from (the others have no
+    costly features stored)."""
     from ..cascade import training_depth
 
-    stages = len(RankingModel.load(path, verify=False).stages)
-    depth, _ = training_depth(path, valid)
-    keep = sorted(set(valid.qids[depth == stages - 1]))
+    depth, _ = training_depth(model.path, valid)
+    keep = sorted(set(valid.qids[depth == len(model.stages) - 1]))
     return valid.subset(keep) if keep else valid
 
 
@@ -134,18 +134,16 @@ def validation_figures(run, name: str, model: RankingModel, valid: RankingData) 
     """The model's measure on the validation queries (held out from the fit, used for early stopping) with
     their first-stage ranks and without them (the list features hidden, as for a request that gives none),
     beside the first stage's: what ``ranker.hide_ranks`` is chosen by."""
-    from ..model import first_stage_scores, without_ranks
+    from ..model import first_stage_scores
     from ..tuning import per_query
 
     measure = run.cfg.evaluate.measures[0]
-    hides = bool(model.manifest.get("hidden_when_unranked"))
-    shuffled = valid if run.letor else without_ranks(valid, run.list_features, hides=hides,
-                                                     seed=run.cfg.ranker.base_params.seed)
+    unranked = model.predict(valid) if run.letor else model.predict_without_ranks(
+        valid, run.list_features, seed=run.cfg.ranker.base_params.seed)
     out = {"queries": len(valid.group), "measure": measure,
            "first stage": float(per_query(valid, first_stage_scores(valid), measure).mean()),
            "in order": float(per_query(valid, model.predict(valid), measure).mean()),
-           "shuffled, without ranks": float(per_query(valid, model.predict(shuffled, ordered=not hides),
-                                                      measure).mean())}
+           "shuffled, without ranks": float(per_query(valid, unranked, measure).mean())}
     run.log(f"{name}: {measure} on {out['queries']} validation queries: {out['in order']:.4f} in the first stage's "
             f"order with its ranks, {out['shuffled, without ranks']:.4f} shuffled without them (first stage "
             f"{out['first stage']:.4f})")
@@ -182,7 +180,7 @@ def train_cascade(run, serving: dict) -> dict:
     data = run.matrices
     if data.valid is not None:  # the cascade as served: deeper stages first, then the stage's score
         model = RankingModel.load(layout.model(), verify=False)  # sealed below, once calibrated
-        valid = learned_every_stage(layout.model(), data.valid)
+        valid = learned_every_stage(model, data.valid)
         info["validation"] = validation_figures(run, "lambdamart", model, valid)
         info["calibration"] = calibrate(run, "lambdamart", model.predict(data.valid), data.valid, layout.model())
     seal(layout.model())  # checksums last: Scorer.load verifies them before a booster is read
