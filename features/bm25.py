@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -30,8 +31,9 @@ class BM25FeatureParams:
     k1: float = 0.9  # term-frequency saturation
     b: float = 0.4  # document-length normalisation (0: none, 1: full)
     method: str = "lucene"  # lucene or robertson (bm25s' variants of the same name)
+    segmenter: Literal["words", "jieba", "bigrams"] = "words"  # how text splits into terms (retrieval.analysis)
     stemmer: str | None = "english"  # a PyStemmer language, or none
-    stopwords: str | None = "en"  # a bm25s stopword list, or none
+    stopwords: str | None = "en"  # a bm25s stopword list ("en", "zh", ...), or none
     top_n: int | None = None  # compute only for each query's first-stage top-N (none: every candidate; the rest NaN)
     batch_size: int = 4096  # pairs per batch of the feature build (stored as each batch completes)
 
@@ -49,7 +51,8 @@ class BM25Extractor(CorpusState, BaseExtractor):
         if self.params.method not in ("lucene", "robertson"):
             raise ConfigError(f"features.bm25.method: expected 'lucene' or 'robertson', found {self.params.method!r}")
         p = self.params
-        self._tok = BM25Retriever(BM25Params(k1=p.k1, b=p.b, method=p.method, stemmer=p.stemmer, stopwords=p.stopwords))
+        self._tok = BM25Retriever(BM25Params(k1=p.k1, b=p.b, method=p.method, segmenter=p.segmenter, stemmer=p.stemmer,
+                                          stopwords=p.stopwords))
         self.n_docs_: int | None = None
         self.avgdl_: float | None = None
         self.df_: dict[str, int] | None = None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from retrieval.bm25 import BM25Params, BM25Retriever
+from retrieval.analysis import Analyzer
 from retrieval.frames import QUERY, doc_text
 
 from .base import BaseExtractor
@@ -15,7 +16,8 @@ from .base import BaseExtractor
 
 @dataclass(frozen=True)
 class CoverageParams:
-    stemmer: str | None = "english"  # the same analysis as BM25
+    segmenter: Literal["words", "jieba", "bigrams"] = "words"  # the same analysis as BM25 (retrieval.analysis)
+    stemmer: str | None = "english"  # a PyStemmer language, or none
     stopwords: str | None = "en"  # a bm25s stopword list, or none
     top_n: int | None = None  # compute only for each query's first-stage top-N (none: every candidate; the rest NaN)
     batch_size: int = 4096  # pairs per batch of the feature build (stored as each batch completes)
@@ -32,7 +34,7 @@ class CoverageExtractor(BaseExtractor):
 
     def __init__(self, params=None, **kwargs):
         super().__init__(params, **kwargs)
-        self._tok = BM25Retriever(BM25Params(stemmer=self.params.stemmer, stopwords=self.params.stopwords))
+        self._tok = Analyzer.of(self.params)
 
     def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
         q_tokens = self._tok.tokenize(pairs[QUERY].tolist())

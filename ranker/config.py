@@ -8,12 +8,15 @@ declared once, next to the code that uses it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from retrieval.analysis import LANGUAGES
+from retrieval.bm25 import BM25Params
 from retrieval.first_stage import FirstStageConfig
 from features.base import extractor_class
 from .training.biencoder import BETrainingParams
@@ -32,6 +35,9 @@ class DatasetConfig:
     splits: tuple[str, ...] = ("train", "test")  # splits to retrieve candidates for
     test_split: str = "test"  # the split `evaluate` reports
     fold: int = 1  # letor: the fold (1-5) trained, early-stopped and evaluated
+    # the text's language: the analysis (segmenter, stemmer, stop words) of BM25 and the lexical features,
+    # and the LM's prompts, wherever their own tables do not set them ("zh": jieba words, Chinese stop words)
+    language: Literal["en", "zh"] = "en"
     # BEIR's protocol for collections whose queries are documents (ArguAna, Quora): a query's own
     # document (docno == qid) is removed from every ranking before evaluation
     ignore_identical_ids: bool = False
@@ -227,6 +233,31 @@ class Config:
         return self
 
 
+def with_language(data: dict) -> dict:
+    """``data`` (a parsed config) with ``[dataset] language``'s analysis (:data:`retrieval.analysis.LANGUAGES`)
+    filled into ``[retrieval.bm25]`` and every extractor table that analyses text, and the language into
+    every extractor with a ``language`` parameter, where the table does not set them itself."""
+    language = data.get("dataset", {}).get("language") if isinstance(data.get("dataset"), dict) else None
+    if language not in LANGUAGES:  # none given (the defaults are English's), or a bad value from_dict refuses
+        return data
+    data = copy.deepcopy(data)
+    defaults = {**LANGUAGES[language], "language": language}
+    tables, retrieval, features = [], data.setdefault("retrieval", {}), data.setdefault("features", {})
+    if isinstance(retrieval, dict):  # what is not a table where one belongs, from_dict refuses
+        tables.append((retrieval.setdefault("bm25", {}), {f.name for f in dataclasses.fields(BM25Params)}))
+    extractors = features.setdefault("extractors", copy.deepcopy(DEFAULT_EXTRACTORS)) if isinstance(features, dict) else {}
+    for name, table in extractors.items() if isinstance(extractors, dict) else ():
+        try:
+            tables.append((table, {f.name for f in dataclasses.fields(extractor_class(name).Params)}))
+        except ConfigError:  # an unknown extractor: validate() names it
+            continue
+    for table, fields in tables:
+        if isinstance(table, dict):
+            for key in fields & defaults.keys():
+                table.setdefault(key, defaults[key])
+    return data
+
+
 def load_config(path: str | Path) -> Config:
     """Read a TOML config file into a validated :class:`Config`."""
     path = Path(path)
@@ -240,7 +271,7 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: the config is empty; expected at least a [dataset] table with the data's name "
                           "(e.g. configs/demo.toml)")
     try:
-        cfg = from_dict(Config, data)
+        cfg = from_dict(Config, with_language(data))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return dataclasses.replace(cfg, source=str(path)).validate()

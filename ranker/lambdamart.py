@@ -268,12 +268,14 @@ def query_folds(qids, k: int, seed: int) -> list[list[str]]:
 
 
 def cross_val_predict(params, data: RankingData, k: int, *, valid_fraction: float = 0.0,
-                      seed: int = 42) -> np.ndarray:
+                      seed: int = 42, served=None) -> np.ndarray:
     """Out-of-fold scores: each query is scored by a model that never saw it (query-level K-fold).
 
     With ``valid_fraction`` > 0, each fold's training queries lose that share to early stopping.
     ``params`` is a :class:`LambdaMARTParams`, or a function of a fold's training data that returns
-    them (settings chosen inside each fold: nested cross-validation).
+    them (settings chosen inside each fold: nested cross-validation). ``served(model, valid, part,
+    scores)``, when given, returns what a fold serves for its queries ``part`` in place of the model's
+    ``scores`` (the first-stage guard, decided on the fold's validation queries ``valid``).
     """
     from retrieval.data import hash_split
 
@@ -287,5 +289,6 @@ def cross_val_predict(params, data: RankingData, k: int, *, valid_fraction: floa
         train = data.subset(train_q)
         model = LambdaMART.from_params(params(train) if callable(params) else params).fit(train, valid)
         mask = np.isin(data.qids, fold)
-        scores[mask] = model.predict(data.subset(fold))  # data is sorted by qid: same row order
+        part = data.subset(fold)  # data is sorted by qid: the same row order as mask's
+        scores[mask] = model.predict(part) if served is None else served(model, valid, part, model.predict(part))
     return scores

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from .analysis import Analyzer
 from .base import run_from_topk
 from .errors import MissingInputError, UnknownKeyError, UsageError
 from .frames import DOCNO, QID, QUERY, doc_text, validate_corpus, validate_queries
@@ -24,8 +26,9 @@ class BM25Params:
     k1: float = 0.9  # term-frequency saturation
     b: float = 0.4  # document-length normalisation (0: none, 1: full)
     method: str = "lucene"  # bm25s variants: robertson, lucene, atire, bm25l, bm25+
+    segmenter: Literal["words", "jieba", "bigrams"] = "words"  # how text splits into terms (retrieval.analysis)
     stemmer: str | None = "english"  # a PyStemmer language, or None
-    stopwords: str | None = "en"  # bm25s stopword list name, or None
+    stopwords: str | None = "en"  # bm25s stopword list name ("en", "zh", ...), or None
 
 
 class BM25Retriever:
@@ -37,24 +40,21 @@ class BM25Retriever:
         self.params = params or BM25Params()
         self._bm25 = None
         self.docnos_: np.ndarray | None = None
+        #: what the analyzer left empty: ``docs_without_terms`` (set by index) and ``queries_without_terms``
+        #: (by the last retrieve); such a query retrieves nothing, such a document is never retrieved
+        self.stats_: dict[str, int] = {}
 
     # ------------------------------------------------------------------ tokenisation
     def tokenize(self, texts: list[str]) -> list[list[str]]:
-        """Lower-case, stop-word and stem ``texts`` exactly as the index does."""
-        bm25s = require("bm25s", INSTALL)
-        stemmer = None
-        if self.params.stemmer:
-            stemmer = require("Stemmer", INSTALL).Stemmer(self.params.stemmer)
-        return bm25s.tokenize(
-            list(texts), lower=True, stopwords=self.params.stopwords or [], stemmer=stemmer,
-            return_ids=False, show_progress=False,
-        )
+        """Segment, lower-case, stop-word and stem ``texts`` exactly as the index does."""
+        return Analyzer.of(self.params).tokenize(texts)
 
     # ------------------------------------------------------------------ index
     def index(self, corpus: pd.DataFrame) -> "BM25Retriever":
         bm25s = require("bm25s", INSTALL)
         validate_corpus(corpus)
         tokens = self.tokenize(doc_text(corpus))
+        self.stats_["docs_without_terms"] = sum(not t for t in tokens)
         p = self.params
         self._bm25 = bm25s.BM25(k1=p.k1, b=p.b, method=p.method)
         self._bm25.index(tokens, show_progress=False)
@@ -98,6 +98,7 @@ class BM25Retriever:
         validate_queries(queries)
         k = min(k, len(self.docnos_))
         tokens = self.tokenize(queries[QUERY].tolist())
+        self.stats_["queries_without_terms"] = sum(not t for t in tokens)
         scores = np.zeros((len(tokens), k), dtype=np.float64)
         indices = np.zeros((len(tokens), k), dtype=np.int64)
         for i, toks in enumerate(tokens):

@@ -92,7 +92,9 @@ class FirstStage:
         self.config = (config or FirstStageConfig()).check()
         self.cache = cache or None
         self.retrievers_: dict[str, object] = {}
-        #: Wall times of the last ``index`` and ``retrieve`` calls, and how many documents were encoded.
+        #: Wall times of the last ``index`` and ``retrieve`` calls, how many documents were encoded, how many
+        #: documents and queries BM25's analyzer left without a term, and per system how many queries got
+        #: no candidate.
         self.timing_: dict[str, float] = {}
 
     def _dense(self) -> DenseRetriever:
@@ -106,6 +108,8 @@ class FirstStage:
             self.timing_[f"{m}_index_s"] = time.perf_counter() - t
             if m == "dense":
                 self.timing_["dense_docs_encoded"] = retriever.stats_["encoded"]
+            else:
+                self.timing_["bm25_docs_without_terms"] = retriever.stats_["docs_without_terms"]
         return self
 
     def save(self, folder: str | Path) -> Path:
@@ -145,7 +149,13 @@ class FirstStage:
             t = time.perf_counter()
             member_runs[m] = self.retrievers_[m].retrieve(queries, depth)
             self.timing_[f"{m}_retrieve_s"] = time.perf_counter() - t
-        return fuse(member_runs, c.systems, k=c.k, rrf_k=c.rrf_k)
+            if m == "bm25":
+                self.timing_["bm25_queries_without_terms"] = self.retrievers_[m].stats_["queries_without_terms"]
+        runs = fuse(member_runs, c.systems, k=c.k, rrf_k=c.rrf_k)
+        asked = set(queries[QID].astype(str))
+        for system, run in runs.items():
+            self.timing_[f"{system}_queries_without_candidates"] = len(asked - set(run[QID]))
+        return runs
 
     def candidates(self, queries: pd.DataFrame, corpus: pd.DataFrame, system: str) -> pd.DataFrame:
         """The candidate frame of ``system`` for ``queries`` with the query and document fields, plus

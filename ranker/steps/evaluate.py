@@ -18,8 +18,8 @@ from retrieval.frames import DOCNO, QID, RANK
 from .. import evaluate as ev
 from ..data import qrels_of, ranking_from_scores
 from ..lambdamart import cross_val_predict, query_folds
-from ..model import RankingModel
-from ..tuning import settings
+from ..model import RankingModel, first_stage_scores, serve
+from ..tuning import guard, settings
 
 MAX_SINGLE_ROWS = 12  # single-feature baselines printed in the evaluation table (all are in the JSON)
 
@@ -143,6 +143,24 @@ def baselines(run, data, measure: str) -> tuple[dict[str, np.ndarray], np.ndarra
     return scores, best_scores, {"chosen_on": "each fold's training queries", "best_per_fold": chosen}
 
 
+def fold_guard(cfg, checks: list):
+    """Under cross-validation, each fold's first-stage guard: decided on the fold's validation queries (the
+    model against the first-stage order there, as training decides it), its policy applied to the fold's
+    test queries; each decision appended to ``checks``. None without validation queries (valid_fraction = 0)."""
+    if cfg.ranker.valid_fraction <= 0:
+        return None
+
+    def served(model, valid, part, scores):
+        if valid is None:
+            return scores
+        check = guard(valid, model.predict(valid), measure=cfg.evaluate.measures[0], action=cfg.ranker.guard,
+                      where="the fold's validation queries (also used for early stopping)")
+        checks.append(check)
+        return serve(check["serves"], scores, first_stage_scores(part), part.group)
+
+    return served
+
+
 def evaluate_ranker(run) -> dict:
     """The fused ranking against baselines on the test split's candidates; Holm-corrected paired tests
     against the best baseline (chosen on training queries) and against the first stage."""
@@ -158,14 +176,20 @@ def evaluate_ranker(run) -> dict:
     else:
         best = "best baseline (per fold)"
         runs[best] = ranking_from_scores(test, best_scores, best)
-    learned, notes, shuffled = [], [], {}
+    learned, notes, shuffled, guards = [], [], {}, {}
     # a model for apps' own documents is also scored on lists given without ranks
     for_apps = not run.letor and (cfg.ranker.documents == "unseen" or cfg.ranker.hide_ranks > 0)
     for name, feats in run.models().items():
         if cfg.ranker.cv_folds:
+            guards[name] = []
             scores = cross_val_predict(run.model_params(name) or settings(cfg.ranker, measures[0]),
                                        test.select(feats), cfg.ranker.cv_folds,
-                                       valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.base_params.seed)
+                                       valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.base_params.seed,
+                                       served=fold_guard(cfg, guards[name]))
+            fired = [c for c in guards[name] if c["fired"]]
+            if fired:
+                notes.append(f"{name}: the first-stage guard served the {fired[0]['serves']} order in {len(fired)} "
+                             f"of {cfg.ranker.cv_folds} folds (the model not better on the fold's validation queries)")
         else:  # as the Scorer serves it: stage by stage, the first-stage guard's policy applied
             model = RankingModel.load(layout.model(name))
             scores = model.predict(test)
@@ -219,7 +243,7 @@ def evaluate_ranker(run) -> dict:
     text = "\n".join(lines)
     (out / "ranker.md").write_text(text + "\n")
     result = {"means": means, "best_baseline": best, "baseline_choice": choice, "tests": tests, "learned": learned,
-              "run_files": run_files, "per_query": {n: p.to_dict(orient="index") for n, p in per_q.items()}}
+              "run_files": run_files, "cv_guards": guards, "per_query": {n: p.to_dict(orient="index") for n, p in per_q.items()}}
     (out / "ranker.json").write_text(json.dumps(result, indent=2, default=float))
     run.log(text)
     return result

@@ -7,7 +7,8 @@ import json
 import pandas as pd
 
 from retrieval import FirstStage, write_trec_run
-from retrieval.frames import QID
+from retrieval.analysis import language_warning
+from retrieval.frames import QID, doc_text
 
 from ..layout import replaced_atomically
 
@@ -20,6 +21,10 @@ def retrieve(run, split: list[str] | None = None) -> dict:
     ds = run.dataset
     splits = list(split or cfg.dataset.splits)
     queries = pd.concat([ds.split(s)[0] for s in splits]).drop_duplicates(QID)
+    if "bm25" in cfg.retrieval.members:
+        warning = language_warning(doc_text(ds.corpus.head(1000)), cfg.retrieval.bm25.segmenter)
+        if warning:
+            log(f"warning: {warning}")
     first_stage = FirstStage(cfg.retrieval, cache=cfg.run.cache).index(ds.corpus)
     runs = first_stage.retrieve(queries)
     timing = first_stage.timing_
@@ -36,5 +41,9 @@ def retrieve(run, split: list[str] | None = None) -> dict:
         (out / layout.retrieval_manifest.name).write_text(json.dumps(manifest, indent=2))
     for key, value in timing.items():
         log(f"  {key}: {value:.1f}" if isinstance(value, float) else f"  {key}: {value}")
+    for system in runs:
+        if timing.get(f"{system}_queries_without_candidates"):
+            log(f"warning: {timing[f'{system}_queries_without_candidates']} of {len(queries)} queries got no "
+                f"candidate from {system}: their rankings are empty")
     log(f"wrote {len(runs)} run(s) x {len(splits)} split(s) to {layout.retrieval}")
     return manifest

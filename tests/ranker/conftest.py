@@ -37,6 +37,32 @@ def generated_dataset(folder, *, graded: bool = False):
     return write_beir(folder, docs=docs, queries=queries, qrels=qrels)
 
 
+#: Chinese topics of three dictionary words each, for the Chinese pipeline (written without spaces).
+TOPICS_ZH = ["火山 岩浆 喷发", "象棋 骑士 开局", "面包 酵母 发酵", "量子 计算 芯片", "潮汐 月亮 引力", "蜜蜂 蜂巢 花粉",
+             "冰川 融化 海平面", "爵士 萨克斯 独奏", "马拉松 选手 训练", "彗星 尾巴 轨道", "珊瑚 礁石 白化",
+             "小提琴 琴弦 演奏", "沙漠 仙人掌 干旱", "龙卷风 暴雨 预警", "番茄 酱汁 面条", "火箭 燃料 发动机",
+             "猫头鹰 夜间 捕猎", "印刷 纸张 油墨", "疫苗 免疫 接种", "大桥 钢索 施工", "企鹅 南极 冰山",
+             "咖啡 烘焙 咖啡豆", "地震 断层 板块", "卫星 信号 发射", "茶叶 绿茶 采摘", "钢琴 和弦 键盘"]
+
+
+def generated_dataset_zh(folder):
+    """26 Chinese topics: one relevant passage each (its three words, with a Latin product name in four of
+    them), four distractors sharing one topic word; 18 training queries, 8 test."""
+    rng = np.random.default_rng(0)
+    docs, queries, qrels = [], [], {"train": [], "test": []}
+    vocab = sorted({w for t in TOPICS_ZH for w in t.split()})
+    for i, topic in enumerate(TOPICS_ZH):
+        words = topic.split()
+        latin = f"Model{i}X" if i % 7 == 0 else ""
+        docs.append({"_id": f"rel{i}", "title": "", "text": "，".join(["".join(words)] * 3) + latin + "。"})
+        for j in range(4):
+            filler = "".join(rng.choice(vocab, 6))
+            docs.append({"_id": f"dis{i}_{j}", "title": "", "text": f"{words[j % 3]}{filler}，{words[j % 3]}。"})
+        queries.append({"_id": f"q{i}", "text": "".join(words) + "的情况"})
+        qrels["train" if i < 18 else "test"].append((f"q{i}", f"rel{i}", 1))
+    return write_beir(folder, docs=docs, queries=queries, qrels=qrels)
+
+
 def write_config(path, dataset, run_dir, *, extractors: str, ranker: str = "", retrieval: str = "") -> None:
     """A BM25-first-stage config over ``dataset`` (cheap: seconds), with the given TOML sections."""
     path.write_text(f"""

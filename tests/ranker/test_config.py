@@ -30,7 +30,7 @@ def test_unknown_top_level_key_lists_allowed(tmp_path):
 
 
 def test_unknown_nested_key_lists_allowed(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown key 'retrieval.bm25.k3' in \[retrieval.bm25\]; allowed keys: b, k1, method, stemmer, stopwords"):
+    with pytest.raises(ConfigError, match=r"unknown key 'retrieval.bm25.k3' in \[retrieval.bm25\]; allowed keys: b, k1, method, segmenter, stemmer, stopwords"):
         load_config(write(tmp_path, "[retrieval.bm25]\nk3 = 5\n"))
 
 
@@ -103,3 +103,33 @@ params = { num_leaves = 4, early_stopping_rounds = 0 }
 def test_configs_that_used_to_start_or_fail_late_are_refused_at_load(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text))
+
+
+def test_language_fills_the_analysis_of_every_component_that_does_not_set_its_own(tmp_path):
+    cfg = load_config(write(tmp_path, """
+[dataset]
+language = "zh"
+[features.extractors.bm25]
+[features.extractors.coverage]
+segmenter = "bigrams"
+[features.extractors.length]
+[features.extractors.lm_likelihood]
+[features.extractors.biencoder]
+"""))
+    bm25 = cfg.retrieval.bm25
+    assert (bm25.segmenter, bm25.stemmer, bm25.stopwords) == ("jieba", None, "zh")
+    tables = cfg.features.extractors
+    assert tables["bm25"] == {"segmenter": "jieba", "stemmer": None, "stopwords": "zh"}
+    assert tables["coverage"] == {"segmenter": "bigrams", "stemmer": None, "stopwords": "zh"}  # its own wins
+    assert tables["length"] == {"segmenter": "jieba"}  # only the keys a component has
+    assert tables["lm_likelihood"] == {"language": "zh"} and tables["biencoder"] == {}
+    # with no extractor tables, the default feature set gets the language too
+    default = load_config(write(tmp_path, '[dataset]\nlanguage = "zh"\n')).features.extractors
+    assert default["bm25"]["segmenter"] == "jieba" and default["first_stage"] == {}
+    # English is the default and leaves every table as written
+    assert load_config(write(tmp_path, "[features.extractors.bm25]\n")).features.extractors == {"bm25": {}}
+
+
+def test_an_unknown_language_is_refused_with_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"dataset.language: expected one of 'en', 'zh', found 'fr'"):
+        load_config(write(tmp_path, '[dataset]\nlanguage = "fr"\n'))

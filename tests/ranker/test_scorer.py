@@ -21,7 +21,7 @@ from ranker.data import ranking_from_scores
 from ranker.lambdamart import FeatureMismatchError, LambdaMART
 from ranker.scorer import _root
 from retrieval.data import load_beir
-from tests.ranker.conftest import generated_dataset
+from tests.ranker.conftest import generated_dataset, generated_dataset_zh
 
 pytest.importorskip("sentence_transformers")
 
@@ -65,14 +65,14 @@ cache = "{tmp / 'emb'}"
     return tmp / "run", folder
 
 
-def offline(run_dir, qid):
+def offline(run_dir, qid, retriever="hybrid"):
     """Features from the store and the model's order, the way `fusion-ltr evaluate` computes them."""
     model = LambdaMART.load(run_dir / "model")
     versions = {f["name"]: f["version"] for f in model.manifest_["features"]}
     stored = [FeatureSpec(n, versions[n]) for n in query_norm.raw_names(versions)]  # the sources are features too
     with FeatureStore(run_dir / "features.duckdb", read_only=True) as store:
-        data = query_norm.add(store.matrix(stored, [qid], retriever="hybrid"), list(versions))
-        pairs = store.pairs([qid], retriever="hybrid")
+        data = query_norm.add(store.matrix(stored, [qid], retriever=retriever), list(versions))
+        pairs = store.pairs([qid], retriever=retriever)
     order = ranking_from_scores(data, model.predict(data), "m")["docno"].tolist()
     return data, pairs, order
 
@@ -115,6 +115,63 @@ def test_rerank_of_app_docs_matches_the_offline_path(run):
     first = results[0]
     assert set(first.contributions) == set(data.feature_names) | {"bias"}
     assert math.isclose(sum(first.contributions.values()), first.score, rel_tol=1e-6, abs_tol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def run_zh(tmp_path_factory):
+    """A Chinese run: language = "zh" (jieba words for BM25, coverage and lengths), BM25 candidates."""
+    pytest.importorskip("jieba")
+    tmp = tmp_path_factory.mktemp("scorer_zh")
+    folder = generated_dataset_zh(tmp / "gen")
+    config = tmp / "gen.toml"
+    config.write_text(f"""
+[dataset]
+name = "{folder}"
+language = "zh"
+[retrieval]
+systems = ["bm25"]
+k = 20
+depth = 20
+[features]
+candidates = "bm25"
+[features.extractors.first_stage]
+retrievers = []
+[features.extractors.bm25]
+[features.extractors.coverage]
+[features.extractors.length]
+[ranker]
+guard = "warn"
+valid_fraction = 0.0
+[ranker.params]
+n_estimators = 30
+min_data_in_leaf = 5
+num_leaves = 7
+early_stopping_rounds = 0
+[run]
+dir = "{tmp / 'run'}"
+""")
+    for step in ("retrieve", "features", "train"):
+        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    return tmp / "run", folder
+
+
+@pytest.mark.parametrize("qid", ["q18", "q21", "q25"])
+def test_search_of_a_chinese_run_reproduces_the_offline_features_and_order(run_zh, qid):
+    run_dir, folder = run_zh
+    query = load_beir(str(folder)).queries.set_index("qid").loc[qid, "query"]
+    data, _, order = offline(run_dir, qid, retriever="bm25")
+    scorer = Scorer.load(run_dir)
+    results = scorer.search(query, k=100, explain=True)
+    assert_same_features(results, data)
+    assert [r.id for r in results] == order
+    assert results[0].id == f"rel{qid[1:]}"  # the topic's own passage: jieba's words matched it
+    by_id = {r.id: r for r in results}
+    assert by_id[f"rel{qid[1:]}"].features["coverage"] > 0.5  # most of the query's words are in it
+    # passages given as strings: the same analysis, so the same BM25 and coverage as the stored rows
+    texts = load_beir(str(folder)).corpus.set_index("docno")["text"]
+    given = scorer.features(query, [texts[d] for d in data.docnos])
+    for name in ("bm25", "coverage", "doc_len", "query_len"):
+        np.testing.assert_allclose(given[name].to_numpy(), data.X[:, data.feature_names.index(name)], rtol=1e-9)
 
 
 def test_rerank_strings_orders_them_and_times_each_extractor(run):

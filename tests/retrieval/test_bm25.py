@@ -89,3 +89,27 @@ def test_unindexed_use_and_unknown_docno_are_errors():
         BM25Retriever().retrieve(pd.DataFrame({"qid": ["q"], "query": ["x"]}))
     with pytest.raises(KeyError, match="not in the index"):
         BM25Retriever().index(corpus()).score_pairs(["fox"], ["nope"])
+
+
+def test_first_stage_counts_what_the_analyzer_left_empty_and_queries_without_candidates():
+    from retrieval.first_stage import FirstStage, FirstStageConfig
+
+    docs = corpus(DOCS + ["the and of", "中文的新闻"])  # a stop-word-only document, and Chinese text
+    stage = FirstStage(FirstStageConfig(systems=("bm25",), k=5, depth=5)).index(docs)
+    queries = pd.DataFrame({"qid": ["q1", "q2", "q3"], "query": ["brown fox", "the of", "zebra"]})
+    runs = stage.retrieve(queries)
+    assert stage.timing_["bm25_docs_without_terms"] == 1  # the Chinese clause is one "word" here
+    assert stage.timing_["bm25_queries_without_terms"] == 1  # "the of"
+    assert stage.timing_["bm25_queries_without_candidates"] == 2  # and "zebra", in no document
+    assert set(runs["bm25"]["qid"]) == {"q1"}
+
+
+def test_chinese_analysis_indexes_words_and_scores_pairs_the_same_way():
+    pytest.importorskip("jieba")
+    docs = corpus(["北京今天天气晴朗", "上海明天有大雨", "北京的交通很拥堵", "天气预报说明天降温"])
+    bm25 = BM25Retriever(BM25Params(segmenter="jieba", stemmer=None, stopwords="zh")).index(docs)
+    run = bm25.retrieve(pd.DataFrame({"qid": ["q"], "query": ["北京天气"]}), k=4)
+    assert run["docno"].tolist()[0] == "d0"  # both words
+    assert set(run["docno"]) == {"d0", "d2", "d3"}  # one word each; d1 shares none
+    pairs = bm25.score_pairs(["北京天气"] * 3, run["docno"].tolist())
+    np.testing.assert_allclose(pairs, run["score"].to_numpy())
