@@ -28,7 +28,7 @@ from .errors import UsageError
 from .models import require
 
 INSTALL = "pip install bm25s PyStemmer"
-JIEBA_INSTALL = "pip install jieba"
+JIEBA_INSTALL = "pip install 'fusion-ltr[zh]'"
 SEGMENTERS = ("words", "jieba", "bigrams")
 ANALYSIS_KEYS = ("segmenter", "stemmer", "stopwords")
 #: ``[dataset] language`` -> the analysis its components default to
