@@ -61,7 +61,8 @@ def _init(args) -> None:
     path, summary = write_config(args.data, args.output, run_dir=args.run_dir, budget_ms=args.budget_ms,
                                  force=args.force)
     judged = ", ".join(f"{k} ({v} queries)" for k, v in sorted(summary.splits.items()))
-    print(f"wrote {path}: {summary.documents} documents, {summary.queries} queries, judged splits {judged}")
+    print(f"wrote {path}: {summary.documents} documents, {summary.queries} queries, judged splits {judged}, "
+          f"language {summary.language} ({summary.chinese:.0%} of the letters Chinese characters)")
     print(f"run it:  fusion-ltr run --config {path}")
 
 

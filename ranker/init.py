@@ -11,6 +11,9 @@ every command does), then writes a config that
 - with a training split: fine-tunes a cross-encoder on part of the training queries (the ranker learns from
   the others) and serves a two-stage cascade (the cross-encoder only on the documents stage 1 keeps),
   planned to ``ranker.budget_ms``; without one: a single model, evaluated by cross-validation;
+- analyses the text for its language: Chinese (most letters Chinese characters) gets ``language = "zh"``
+  (jieba words for BM25 and the lexical features) and BM25's candidates, the packaged bi-encoder being
+  English;
 - chooses the booster's settings by cross-validation on the training queries (``params = "auto"``) and
   keeps the first stage's order where the model is not better on held-out training queries (the guard).
 """
@@ -20,7 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from retrieval.analysis import cjk_share
 from retrieval.data import find_dataset, load_beir
+from retrieval.frames import doc_text
 from retrieval.errors import MissingInputError, UsageError
 
 #: Splits tried as the test split, in order, when the data has more than one.
@@ -37,6 +42,11 @@ class DataSummary:
     splits: dict[str, int]  # split -> judged queries
     titles: bool
     dates: bool
+    chinese: float = 0.0  # share of the letters (of up to 2,000 documents) that are Chinese characters
+
+    @property
+    def language(self) -> str:
+        return "zh" if self.chinese >= 0.3 else "en"
 
     @property
     def test_split(self) -> str:
@@ -59,16 +69,19 @@ def summarise(data: str | Path) -> DataSummary:
     corpus = ds.corpus
     return DataSummary(folder.resolve(), len(corpus), len(ds.queries), splits,
                        bool((corpus["title"].fillna("") != "").any()),
-                       bool("timestamp" in corpus and corpus["timestamp"].notna().any()))
+                       bool("timestamp" in corpus and corpus["timestamp"].notna().any()),
+                       cjk_share(doc_text(corpus.head(2000))))
 
 
 def config_text(summary: DataSummary, run_dir: str, budget_ms: float) -> str:
     """The config (TOML, with comments) for ``summary``'s data."""
     s = summary
     train, test = s.train_split, s.test_split
-    cheap = ["fs_rank", "fs_score", "rank_bm25", "score_bm25", "rank_dense", "score_dense", "bm25", "coverage",
-             "cosine", "doc_len", "query_len", "len_ratio", "bm25_qrank", "bm25_qz", "bm25_qgap", "cosine_qrank",
-             "cosine_qz", "cosine_qgap"] + (["freshness"] if s.dates else [])
+    # Chinese: BM25's list is reranked (the packaged bi-encoder is English), whose rank is fs_rank itself
+    members = ["bm25", "dense"] if s.language == "en" else ["dense"]
+    cheap = ["fs_rank", "fs_score"] + [f"{k}_{m}" for m in members for k in ("rank", "score")] + [
+        "bm25", "coverage", "cosine", "doc_len", "query_len", "len_ratio", "bm25_qrank", "bm25_qz", "bm25_qgap",
+        "cosine_qrank", "cosine_qz", "cosine_qgap"] + (["freshness"] if s.dates else [])
     judged = ", ".join(f"{k}: {v} queries" for k, v in sorted(s.splits.items()))
     lines = [
         f"# fusion-ltr config for {s.folder.name}, written by `fusion-ltr init`: {s.documents} documents, "
@@ -80,6 +93,10 @@ def config_text(summary: DataSummary, run_dir: str, budget_ms: float) -> str:
         f'name = "{s.folder.as_posix()}"',
         f'splits = [{", ".join(repr(x).replace(chr(39), chr(34)) for x in ([train, test] if train else [test]))}]',
         f'test_split = "{test}"',
+    ]
+    if s.language == "zh":
+        lines += [f'language = "zh"   # detected: {s.chinese:.0%} of the letters are Chinese characters (jieba words)']
+    lines += [
         "",
         "# candidates: BM25 and the packaged MiniLM bi-encoder, fused by reciprocal rank fusion; the top 100",
         "[retrieval]",
@@ -90,11 +107,12 @@ def config_text(summary: DataSummary, run_dir: str, budget_ms: float) -> str:
         f'dir = "{run_dir}"',
         "",
         "[features]",
-        'candidates = "hybrid"',
+        'candidates = "hybrid"' if s.language == "en" else
+        'candidates = "bm25"   # the packaged bi-encoder is English: online, name a multilingual one and use "hybrid"',
         "",
         "# the signals, one extractor each (docs/features.md); values are stored, never computed twice",
         "[features.extractors.first_stage]",
-        'retrievers = ["bm25", "dense"]',
+        f"retrievers = {_toml_list(members)}",
         "[features.extractors.bm25]",
         "[features.extractors.coverage]",
         "[features.extractors.biencoder]",

@@ -243,7 +243,7 @@ def evaluate_ranker(run) -> dict:
     text = "\n".join(lines)
     (out / "ranker.md").write_text(text + "\n")
     result = {"means": means, "best_baseline": best, "baseline_choice": choice, "tests": tests, "learned": learned,
-              "run_files": run_files, "cv_guards": guards, "per_query": {n: p.to_dict(orient="index") for n, p in per_q.items()}}
+              "run_files": run_files, **({"cv_guards": guards} if guards else {}), "per_query": {n: p.to_dict(orient="index") for n, p in per_q.items()}}
     (out / "ranker.json").write_text(json.dumps(result, indent=2, default=float))
     run.log(text)
     return result

@@ -61,3 +61,20 @@ def test_init_with_one_judged_split_cross_validates_and_without_qrels_says_what_
 
     with pytest.raises(MissingInputError, match="no qrels"):
         write_config(data, tmp_path / "none.toml")
+
+
+def test_init_detects_chinese_text_and_configures_its_analysis(tmp_path, capsys):
+    from tests.ranker.conftest import generated_dataset_zh
+
+    data = generated_dataset_zh(tmp_path / "zh")
+    out = tmp_path / "zh.toml"
+    assert main(["init", str(data), "--output", str(out)]) == 0
+    assert "language zh" in capsys.readouterr().out
+    assert 'language = "zh"   # detected' in out.read_text()
+    cfg = load_config(out)
+    assert cfg.dataset.language == "zh" and cfg.retrieval.bm25.segmenter == "jieba"
+    assert cfg.features.candidates == "bm25" and cfg.features.extractors["first_stage"]["retrievers"] == ["dense"]
+    assert "rank_bm25" not in cfg.ranker.cascade[0].features
+    english = tmp_path / "en.toml"
+    assert main(["init", str(cooking(tmp_path / "cooking")), "--output", str(english)]) == 0
+    assert "language" not in english.read_text() and load_config(english).features.candidates == "hybrid"
