@@ -309,3 +309,18 @@ def test_normalised_features_need_their_source_in_ranker_normalize(run):
         feature_set(normalize=("nope",))
     chosen = feature_set(features=("bm25_qrank",))
     assert chosen.names == ["bm25_qrank"] and [s.name for s in chosen.raw_specs] == ["bm25"]
+
+
+def test_a_chinese_model_ranks_text_its_analyzer_does_not_expect(run_zh):
+    scorer = Scorer.load(run_zh[0])
+    docs = ["😀😀😀", "Hello world, plain English.", "，。！", "火山岩浆喷发", "Вулкан извергается"]
+    results = scorer.rerank("火山岩浆喷发的情况", docs, explain=True)
+    assert sorted(r.text for r in results) == sorted(docs)
+    for r in results:
+        assert np.isfinite(r.score)
+        assert r.features["bm25"] >= 0 and (r.features["bm25"] > 0) == (r.text == "火山岩浆喷发")
+    emoji = next(r for r in results if r.text == "😀😀😀")
+    assert emoji.features["doc_len"] == 0 and emoji.features["coverage"] == 0
+    # a query with no term left: every document gets BM25 0 and coverage NaN, and the list is still ranked
+    empty = scorer.rerank("的", docs, explain=True)
+    assert len(empty) == 5 and all(r.features["bm25"] == 0 and math.isnan(r.features["coverage"]) for r in empty)
