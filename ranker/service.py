@@ -9,7 +9,18 @@
 
 ``relevance_score`` is P(relevant) from the model's calibrator (``meta.calibrated``; a model trained
 without one gives its raw score); ``min_score`` drops results below it, then ``top_n`` keeps the best.
-The results are exactly :meth:`Scorer.rerank`'s (the tests check it). ``POST /v1/search`` (``query``,
+The results are exactly :meth:`Scorer.rerank`'s (the tests check it).
+
+Fields other rerank APIs define are accepted, so their clients work unchanged: Cohere's ``model`` (this
+server serves one model), ``max_chunks_per_doc`` and ``max_tokens_per_doc`` (documents are scored whole;
+each model truncates to its own length) are reported in ``meta.warnings``; ``rank_fields`` (Cohere v1: the
+keys of object documents to rank on) is honoured: the named keys' values become the text (``title`` the
+title), the document's other keys are ignored. ``POST /v2/rerank`` (Cohere v2) is the same endpoint with
+``meta.api_version``. ``POST /rerank`` speaks text-embeddings-inference's shape: ``{"query", "texts",
+"raw_scores", "return_text", "truncate", "truncation_direction"}`` -> ``[{"index", "score", "text"}]``
+(``score`` the calibrated probability unless ``raw_scores``). A key no such API defines is refused.
+
+``POST /v1/search`` (``query``,
 ``top_n``) retrieves from the run's index first. ``GET /healthz``, ``GET /metrics`` (Prometheus text:
 requests, latency per endpoint, per stage and per extractor, errors by kind, micro-batch sizes) and
 ``GET /v1/model`` (features, versions, training data, metrics, calibration).
@@ -38,6 +49,7 @@ import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -291,7 +303,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
     class DocumentIn(BaseModel):
         # other keys pass on to the Scorer, which takes a retriever's rank_<r> / score_<r> and refuses the rest
         model_config = ConfigDict(extra="allow")
-        text: str
+        text: str | None = None  # required, unless rank_fields names the keys the text is made of
         id: str | StrictInt | None = None
         title: str | None = None
         timestamp: str | StrictInt | Finite | None = None
@@ -309,7 +321,18 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
         return_documents: StrictBool = False
         min_score: Finite | None = None
         model: str | None = None  # accepted for client compatibility; this server serves one model
-        max_chunks_per_doc: int | None = None  # Cohere v1 clients send it; documents are not chunked here
+        max_chunks_per_doc: StrictInt | None = None  # Cohere v1; documents are not chunked here
+        max_tokens_per_doc: StrictInt | None = None  # Cohere v2; each model truncates to its own length
+        rank_fields: list[str] | None = None  # Cohere v1: the object documents' keys to rank on
+
+    class TEIRerankIn(BaseModel):  # text-embeddings-inference's POST /rerank
+        model_config = ConfigDict(extra="forbid")
+        query: str
+        texts: list[str]
+        raw_scores: StrictBool = False
+        return_text: StrictBool = False
+        truncate: StrictBool = False  # the models always truncate to their own length
+        truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
 
     class SearchIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -372,20 +395,47 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
         return error(422, "invalid_request", message, path)
 
     def documents_of(body) -> list:
+        """The Scorer's documents: strings as they are, objects as mappings (with ``rank_fields``, the text
+        made of the named keys' values and the other keys left out)."""
         docs = []
-        for d in body.documents:
+        fields_ = body.rank_fields
+        for i, d in enumerate(body.documents):
             if isinstance(d, str):
                 docs.append(d)
-            else:
-                doc = {k: v for k, v in d.model_dump().items() if v is not None}
-                docs.append(doc)
+                continue
+            doc = {k: v for k, v in d.model_dump().items() if v is not None}
+            if fields_:
+                missing = [f for f in fields_ if f not in doc]
+                if missing:
+                    raise InputError(f"documents[{i}]: rank_fields names {missing}, which this document lacks; "
+                                     f"its keys: {sorted(doc)}", field=f"documents[{i}]")
+                text = "\n".join(str(doc[f]) for f in fields_ if f != "title")
+                doc = {k: doc[k] for k in ("id", "timestamp", "timestamp_ms", "score", "rank") if k in doc} | \
+                    {"text": text} | ({"title": str(doc["title"])} if "title" in fields_ else {})
+            elif "text" not in doc:
+                raise InputError(f"documents[{i}].text: a document object needs a text (or the request names the "
+                                 f"keys to rank on in rank_fields); its keys: {sorted(doc)}", field=f"documents[{i}].text")
+            docs.append(doc)
         return docs
+
+    def warnings_of(body) -> list[str]:
+        """What the request asked that this server does not do, said in ``meta.warnings``."""
+        out = []
+        if body.model is not None and body.model != name:
+            out.append(f"model: this server serves one model ({name!r}); {body.model!r} was not used")
+        if body.max_chunks_per_doc is not None:
+            out.append("max_chunks_per_doc: documents are not chunked; each is scored whole (each model truncates "
+                       "it to its own length)")
+        if body.max_tokens_per_doc is not None:
+            out.append("max_tokens_per_doc: not applied; each model truncates a document to its own length")
+        return out
 
     def check_limits(body) -> None:
         if len(body.documents) > limits.max_documents:
             raise LimitError(f"documents: {len(body.documents)} documents, at most {limits.max_documents} per "
                              "request (ServeLimits.max_documents)", "documents")
-        chars = len(body.query) + sum(len(d) if isinstance(d, str) else len(d.text) + len(d.title or "")
+        chars = len(body.query) + sum(len(d) if isinstance(d, str) else
+                                      sum(len(str(v)) for v in d.model_dump().values() if isinstance(v, str))
                                       for d in body.documents)
         if chars > limits.max_chars:
             raise LimitError(f"request: {chars} characters of query and documents, at most {limits.max_chars} "
@@ -429,8 +479,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
         metrics.latency.labels(endpoint).observe(time.perf_counter() - t)
         return response
 
-    @app.post("/v1/rerank")
-    def rerank(body: RerankIn):
+    def cohere_rerank(body, endpoint: str, version: str):
         request_id = uuid.uuid4().hex
 
         def work():
@@ -438,10 +487,35 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
             check_top_k(body.top_n, "top_n")
             ranking = scorer.rerank(body.query, documents_of(body), top_k=body.top_n, min_score=body.min_score)
             index = {str(i if isinstance(d, str) or d.id is None else d.id): i for i, d in enumerate(body.documents)}
-            return {"id": request_id, "model": name, "results": results_of(ranking, body, index),
-                    "meta": {"calibrated": scorer.calibrator is not None, "documents": len(body.documents),
-                             "timing_ms": observe(ranking)}}
-        return handle("/v1/rerank", request_id, work)
+            meta = {"api_version": {"version": version}, "calibrated": scorer.calibrator is not None,
+                    "documents": len(body.documents), "timing_ms": observe(ranking)}
+            warnings = warnings_of(body)
+            if warnings:
+                meta["warnings"] = warnings
+            return {"id": request_id, "model": name, "results": results_of(ranking, body, index), "meta": meta}
+        return handle(endpoint, request_id, work)
+
+    @app.post("/v1/rerank")
+    def rerank(body: RerankIn):
+        return cohere_rerank(body, "/v1/rerank", "1")
+
+    @app.post("/v2/rerank")
+    def rerank_v2(body: RerankIn):
+        return cohere_rerank(body, "/v2/rerank", "2")
+
+    @app.post("/rerank")
+    def rerank_tei(body: TEIRerankIn):
+        request_id = uuid.uuid4().hex
+
+        def work():
+            check_limits(RerankIn(query=body.query, documents=body.texts))
+            ranking = scorer.rerank(body.query, list(body.texts))
+            out = []
+            for r in ranking:
+                score = r.score if body.raw_scores or r.probability is None else r.probability
+                out.append({"index": int(r.id), "score": score} | ({"text": r.text} if body.return_text else {}))
+            return out
+        return handle("/rerank", request_id, work)
 
     @app.post("/v1/search")
     def search(body: SearchIn):

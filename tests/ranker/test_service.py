@@ -318,3 +318,90 @@ def test_serving_beyond_loopback_without_a_key_warns(run_dir, monkeypatch, caplo
         service.serve(str(run_dir), host="0.0.0.0", port=0, api_key_file=str(key))
     assert "without an API key" not in caplog.text
     assert main(["serve", "--run", str(run_dir), "--api-key-file", str(tmp_path / "absent")]) == 2
+
+
+# ------------------------------------------------------------------ other rerank APIs' request bodies
+# The bodies are those of each API's documentation (Cohere v1 and v2, Jina, text-embeddings-inference),
+# with this run's topics as the texts.
+CAPITALS = ["Carson City is the capital city of the American state of Nevada.",
+            "The Commonwealth of the Northern Mariana Islands is a group of islands in the Pacific Ocean.",
+            "coffee bean roast: roasting coffee beans brings out their flavour.",
+            "Washington, D.C. is the capital of the United States."]
+
+
+def order_of(run_dir, query, docs):
+    return [int(r.id) for r in Scorer.load(run_dir).rerank(query, docs)]
+
+
+def test_a_cohere_v1_body_with_its_own_fields_is_answered_with_warnings(client, run_dir):
+    body = {"model": "rerank-english-v3.0", "query": QUERY, "top_n": 3, "documents": CAPITALS,
+            "return_documents": True, "max_chunks_per_doc": 10}
+    r = client.post("/v1/rerank", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [x["index"] for x in out["results"]] == order_of(run_dir, QUERY, CAPITALS)[:3]
+    assert out["results"][0]["document"]["text"] == CAPITALS[out["results"][0]["index"]]
+    assert out["meta"]["api_version"] == {"version": "1"}
+    warnings = " ".join(out["meta"]["warnings"])
+    assert "'rerank-english-v3.0' was not used" in warnings and "max_chunks_per_doc" in warnings
+
+
+def test_cohere_rank_fields_make_the_text_of_structured_documents(client, run_dir):
+    docs = [{"Title": "Nevada", "Content": CAPITALS[0], "Author": "a"},
+            {"Title": "Coffee", "Content": CAPITALS[2], "Author": "b", "year": 2021},
+            {"Title": "Capital", "Content": CAPITALS[3], "Author": "c"}]
+    r = client.post("/v1/rerank", json={"query": QUERY, "documents": docs, "rank_fields": ["Title", "Content"],
+                                         "return_documents": True})
+    assert r.status_code == 200, r.text
+    texts = [f"{d['Title']}\n{d['Content']}" for d in docs]
+    assert [x["index"] for x in r.json()["results"]] == order_of(run_dir, QUERY, texts)
+    assert r.json()["results"][0]["document"]["text"] == texts[r.json()["results"][0]["index"]]
+    missing = client.post("/v1/rerank", json={"query": QUERY, "documents": docs, "rank_fields": ["Body"]})
+    assert missing.status_code == 422 and missing.json()["error"]["field"] == "documents[0]"
+    assert "rank_fields names ['Body']" in missing.json()["error"]["message"]
+
+
+def test_a_cohere_v2_body_is_answered_on_v2(client, run_dir):
+    body = {"model": "rerank-v3.5", "query": QUERY, "top_n": 3, "documents": CAPITALS, "max_tokens_per_doc": 4096}
+    r = client.post("/v2/rerank", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [x["index"] for x in out["results"]] == order_of(run_dir, QUERY, CAPITALS)[:3]
+    assert set(out["results"][0]) == {"index", "relevance_score"}
+    assert out["meta"]["api_version"] == {"version": "2"}
+    assert any("max_tokens_per_doc" in w for w in out["meta"]["warnings"])
+
+
+def test_a_jina_body_is_answered_in_its_shape(client, run_dir):
+    body = {"model": "jina-reranker-v2-base-multilingual", "query": QUERY, "top_n": 2,
+            "documents": CAPITALS, "return_documents": False}
+    r = client.post("/v1/rerank", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["model"] and [x["index"] for x in out["results"]] == order_of(run_dir, QUERY, CAPITALS)[:2]
+    assert all(set(x) == {"index", "relevance_score"} for x in out["results"])
+
+
+def test_a_tei_body_is_answered_in_teis_shape(client, run_dir):
+    body = {"query": QUERY, "texts": CAPITALS, "raw_scores": False, "return_text": True, "truncate": True,
+            "truncation_direction": "Right"}
+    r = client.post("/rerank", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    expected = Scorer.load(run_dir).rerank(QUERY, CAPITALS)
+    assert [x["index"] for x in out] == [int(e.id) for e in expected]
+    assert [x["score"] for x in out] == pytest.approx([e.probability for e in expected])
+    assert out[0]["text"] == CAPITALS[out[0]["index"]]
+    raw = client.post("/rerank", json={"query": QUERY, "texts": CAPITALS, "raw_scores": True}).json()
+    assert [x["score"] for x in raw] == pytest.approx([e.score for e in expected]) and "text" not in raw[0]
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "max_tokens": 5}, "max_tokens"),
+    ("/v2/rerank", {"query": "q", "documents": ["a"], "rerank_fields": ["text"]}, "rerank_fields"),
+    ("/rerank", {"query": "q", "texts": ["a"], "documents": ["a"]}, "documents"),
+    ("/rerank", {"query": "q", "texts": ["a"], "truncation_direction": "Up"}, "truncation_direction"),
+])
+def test_keys_no_rerank_api_defines_are_still_refused(client, path, body, field):
+    r = client.post(path, json=body)
+    assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
