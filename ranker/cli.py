@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from retrieval import data
-from retrieval.errors import FusionLTRError
+from retrieval.errors import FusionLTRError, UsageError
 
 from .config import load_config
 from .layout import locked
@@ -64,6 +64,25 @@ def _init(args) -> None:
     print(f"wrote {path}: {summary.documents} documents, {summary.queries} queries, judged splits {judged}, "
           f"language {summary.language} ({summary.chinese:.0%} of the letters Chinese characters)")
     print(f"run it:  fusion-ltr run --config {path}")
+
+
+def _rerank(args) -> None:
+    import json
+
+    from .batch import rerank_file
+    from .scorer import Scorer
+
+    members = {}
+    for spec in args.member or ():
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--member: expected NAME=RUN (e.g. bm25=runs/demo/retrieval/bm25.test.trec), found {spec!r}")
+        members[name] = path
+    scorer = Scorer.load(args.model, model=args.model_name)
+    summary = rerank_file(scorer, args.input, args.output, queries=args.queries, corpus=args.corpus, members=members,
+                          jsonl=args.jsonl, top_k=args.top_k, tag=args.tag, progress=not args.quiet)
+    print(json.dumps(summary.as_dict(), indent=2))
+    print(f"wrote {args.output}" + (f" and {args.jsonl}" if args.jsonl else ""))
 
 
 def _config_docs(args) -> None:
@@ -117,6 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the cascade's latency budget per query, planned by measured costs (default: 1000)")
     p.add_argument("--force", action="store_true", help="replace the config file if it exists")
     p.set_defaults(func=_init)
+
+    p = sub.add_parser("rerank", help="rerank a TREC run or a JSONL of {qid, query, docs} with a trained model into a "
+                                      "TREC run (resumable: an interrupted rerank continues where it stopped)")
+    p.add_argument("--model", required=True, help="a run folder (or a model folder)")
+    p.add_argument("--model-name", default="model", help="the model folder within the run (default: model)")
+    p.add_argument("--input", required=True, help="a TREC run (qid Q0 docno rank score tag) or a .jsonl")
+    p.add_argument("--output", required=True, help="the TREC run to write")
+    p.add_argument("--queries", help="the query texts of a TREC input: a queries.jsonl, a qid<TAB>text .tsv, or a "
+                                     "dataset name")
+    p.add_argument("--corpus", help="the documents' texts: a corpus.jsonl, its folder or a dataset name (default: "
+                                    "the model run's own corpus)")
+    p.add_argument("--member", action="append", metavar="NAME=RUN",
+                   help="another retriever's run, whose ranks and scores become rank_NAME / score_NAME (repeatable)")
+    p.add_argument("--jsonl", help="also write one JSON line per query with each document's score and probability")
+    p.add_argument("--top-k", type=int, help="keep the best k per query (default: all)")
+    p.add_argument("--tag", default="fusion-ltr", help="the run tag (the TREC file's last column)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_rerank)
 
     p = sub.add_parser("config-docs", help="write the configuration reference (docs/configuration.md) from the "
                                            "config dataclasses")

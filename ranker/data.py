@@ -35,6 +35,24 @@ def ranking_from_scores(data: RankingData, scores: np.ndarray, name: str) -> pd.
     return frame[[QID, DOCNO, RANK, SCORE, RETRIEVER]].reset_index(drop=True)
 
 
+def strict_scores(frame):
+    """The run with scores that fall strictly with rank within each query, at the 6 decimals a TREC
+    file keeps: a tie or a NaN (ranked here by first-stage order) gets the previous score minus 1e-6.
+    An external evaluator that sorts by score (trec_eval, ir-measures) then sees exactly the order
+    scored here."""
+    frame = frame.sort_values([QID, "rank"], kind="stable").copy()
+    micro = np.round(frame["score"].to_numpy(np.float64) * 1e6)
+    qids = frame[QID].to_numpy()
+    for i in range(len(micro)):
+        if i and qids[i] == qids[i - 1]:
+            if not np.isfinite(micro[i]) or micro[i] >= micro[i - 1]:
+                micro[i] = micro[i - 1] - 1
+        elif not np.isfinite(micro[i]):
+            micro[i] = 0.0
+    frame["score"] = micro / 1e6
+    return frame
+
+
 def qrels_of(data: RankingData) -> pd.DataFrame:
     """Judgments implied by the data's labels (every row, label 0 included)."""
     return pd.DataFrame({QID: data.qids, DOCNO: data.docnos, LABEL: data.y.astype(int)})

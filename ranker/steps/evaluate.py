@@ -16,7 +16,7 @@ from features.matrix import RankingData
 from retrieval.frames import DOCNO, QID, RANK
 
 from .. import evaluate as ev
-from ..data import qrels_of, ranking_from_scores
+from ..data import qrels_of, ranking_from_scores, strict_scores
 from ..lambdamart import cross_val_predict, query_folds
 from ..model import RankingModel, first_stage_scores, serve
 from ..tuning import guard, settings
@@ -69,24 +69,6 @@ def evaluate_first_stage(run, split: str | None = None) -> dict:
     (out / "table.md").write_text(text + "\n")
     run.log(text)
     return result
-
-
-def strict_scores(frame):
-    """The run with scores that fall strictly with rank within each query, at the 6 decimals a TREC
-    file keeps: a tie or a NaN (ranked here by first-stage order) gets the previous score minus 1e-6.
-    An external evaluator that sorts by score (trec_eval, ir-measures) then sees exactly the order
-    scored here."""
-    frame = frame.sort_values([QID, "rank"], kind="stable").copy()
-    micro = np.round(frame["score"].to_numpy(np.float64) * 1e6)
-    qids = frame[QID].to_numpy()
-    for i in range(len(micro)):
-        if i and qids[i] == qids[i - 1]:
-            if not np.isfinite(micro[i]) or micro[i] >= micro[i - 1]:
-                micro[i] = micro[i - 1] - 1
-        elif not np.isfinite(micro[i]):
-            micro[i] = 0.0
-    frame["score"] = micro / 1e6
-    return frame
 
 
 def has_ranker(run) -> bool:
