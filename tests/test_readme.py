@@ -94,7 +94,7 @@ def test_the_own_data_blocks_run_as_written(tmp_path):
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
-    train_out, search_out, curl_out = outputs
+    train_out, search_out, curl_out, rerank_out, frameworks_out = outputs
     assert "run it:  fusion-ltr run --config configs/mydata.toml" in train_out
     result = json.loads((tmp_path / "runs" / "mydata" / "eval" / "test" / "ranker.json").read_text())
     assert "lambdamart" in result["means"] and "first stage" in result["means"]
@@ -103,6 +103,10 @@ def test_the_own_data_blocks_run_as_written(tmp_path):
     top = search_out.splitlines()[0].split()
     assert top[0] == "1" and top[2] == "r0"  # the tomato basil soup recipe first
     assert '"relevance_score"' in curl_out and '"index":0' in curl_out.replace(" ", "")
+    assert '"queries": 5' in rerank_out and (tmp_path / "reranked.trec").exists()
+    for framework in ("langchain", "llamaindex", "haystack"):  # the soup recipe first in each
+        assert f"{framework} Tomato basil soup, simmered slowly." in frameworks_out, frameworks_out
+    assert "fusion" in frameworks_out and "ndcg_cut_10" in frameworks_out
 
 
 def wait_healthy(port: int, server: subprocess.Popen, timeout: float = 120.0) -> None:
