@@ -52,7 +52,7 @@ def _serve(args) -> None:
           batching=not args.no_batching, max_wait_ms=args.max_wait_ms,
           limits=ServeLimits(max_documents=args.max_documents, max_chars=args.max_chars,
                              max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout_s),
-          api_key_file=args.api_key_file)
+          api_key_file=args.api_key_file, tracing=args.tracing)
 
 
 def _init(args) -> None:
@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body-timeout-s", type=float, default=30.0, help="seconds for a whole request body (408)")
     p.add_argument("--api-key-file", help="a file whose first line is the API key (default: $FUSION_LTR_API_KEY; "
                    "none: no access control)")
+    p.add_argument("--tracing", action="store_true", help="OpenTelemetry spans per request, stage and extractor, "
+                   "continuing the caller's trace (to the tracer provider the process configures; "
+                   "pip install 'fusion-ltr[tracing]')")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("init", help="write a config for your own data (a BEIR-form folder: corpus.jsonl, "

@@ -42,6 +42,7 @@ from retrieval.frames import DOCNO, QID, QUERY, RANK, SCORE, TEXT, TITLE
 
 from .documents import QUERY_ID, candidate_frame, check_docs, check_min_score, check_query, check_top_k
 
+from . import tracing
 from .model import RankingModel, Scored
 
 log = logging.getLogger("fusion_ltr.scorer")
@@ -248,9 +249,18 @@ class Scorer:
         spent = [0.0]  # seconds in stage_data: computing features, not the models
 
         def stage_data(k: int, mask: np.ndarray, base: np.ndarray | None) -> RankingData:
+            with tracing.span("fusion_ltr.stage", stage=k + 1, documents=int(mask.sum())):
+                return stage_data_traced(k, mask, base)
+
+        def stage_data_traced(k: int, mask: np.ndarray, base: np.ndarray | None) -> RankingData:
             t = time.perf_counter()
             rows = np.flatnonzero(mask)
-            computed, seconds = compute(frame.iloc[rows], self.stage_extractors[k])
+            computed, seconds = {}, {}
+            for ext in self.stage_extractors[k]:  # one at a time: a span each
+                with tracing.span("fusion_ltr.extractor", extractor=ext.name, pairs=len(rows)):
+                    part, sec = compute(frame.iloc[rows], [ext])
+                computed |= part
+                seconds |= sec
             computed = {name: np.full(len(rows), np.nan) if name in hide else arr for name, arr in computed.items()}
             for name, arr in computed.items():
                 if name in values:

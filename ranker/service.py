@@ -275,9 +275,11 @@ def api_key_from(env: dict, file: str | None = None) -> str | None:
 
 # ------------------------------------------------------------------------------ the app
 def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = True, max_wait_ms: float = 5.0,
-               max_batch_pairs: int = 256, model_name: str = "", api_key: str | None = None):
+               max_batch_pairs: int = 256, model_name: str = "", api_key: str | None = None, tracing: bool = False):
     """The FastAPI app serving ``scorer`` (see the module docstring); with ``api_key``, every endpoint but
-    ``/healthz`` needs ``Authorization: Bearer <api_key>`` (compared in constant time)."""
+    ``/healthz`` needs ``Authorization: Bearer <api_key>`` (compared in constant time); with ``tracing``, an
+    OpenTelemetry span per request, continuing the caller's trace, and per stage and extractor
+    (:mod:`ranker.tracing`)."""
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
@@ -458,8 +460,23 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
                 metrics.parts.labels(part).observe(seconds)
         return {k: round(v * 1000, 2) for k, v in ranking.timing.items()}
 
-    def handle(endpoint: str, request_id: str, work):
+    if tracing:
+        from . import tracing as otel
+
+        otel.enable()
+
+    def handle(endpoint: str, request_id: str, work, request: Request | None = None):
+        from . import tracing as otel
+
         t = time.perf_counter()
+        with otel.server_span(f"POST {endpoint}", request.headers if request is not None else {},
+                              **{"fusion_ltr.request_id": request_id}):
+            response, status = respond(request_id, work)
+        metrics.requests.labels(endpoint, str(status)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - t)
+        return response
+
+    def respond(request_id: str, work):
         try:
             response = work()
             status = 200
@@ -475,11 +492,9 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
             log.error("request %s failed: %s\n%s", request_id, exc, traceback.format_exc())
             response, status = error(500, "internal_error", f"internal error ({type(exc).__name__}); request id "
                                      f"{request_id}", "", request_id), 500
-        metrics.requests.labels(endpoint, str(status)).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - t)
-        return response
+        return response, status
 
-    def cohere_rerank(body, endpoint: str, version: str):
+    def cohere_rerank(body, endpoint: str, version: str, request: Request):
         request_id = uuid.uuid4().hex
 
         def work():
@@ -493,18 +508,18 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
             if warnings:
                 meta["warnings"] = warnings
             return {"id": request_id, "model": name, "results": results_of(ranking, body, index), "meta": meta}
-        return handle(endpoint, request_id, work)
+        return handle(endpoint, request_id, work, request)
 
     @app.post("/v1/rerank")
-    def rerank(body: RerankIn):
-        return cohere_rerank(body, "/v1/rerank", "1")
+    def rerank(body: RerankIn, request: Request):
+        return cohere_rerank(body, "/v1/rerank", "1", request)
 
     @app.post("/v2/rerank")
-    def rerank_v2(body: RerankIn):
-        return cohere_rerank(body, "/v2/rerank", "2")
+    def rerank_v2(body: RerankIn, request: Request):
+        return cohere_rerank(body, "/v2/rerank", "2", request)
 
     @app.post("/rerank")
-    def rerank_tei(body: TEIRerankIn):
+    def rerank_tei(body: TEIRerankIn, request: Request):
         request_id = uuid.uuid4().hex
 
         def work():
@@ -515,10 +530,10 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
                 score = r.score if body.raw_scores or r.probability is None else r.probability
                 out.append({"index": int(r.id), "score": score} | ({"text": r.text} if body.return_text else {}))
             return out
-        return handle("/rerank", request_id, work)
+        return handle("/rerank", request_id, work, request)
 
     @app.post("/v1/search")
-    def search(body: SearchIn):
+    def search(body: SearchIn, request: Request):
         request_id = uuid.uuid4().hex
 
         def work():
@@ -526,7 +541,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
             ranking = scorer.search(body.query, top_k=body.top_n, min_score=body.min_score)
             return {"id": request_id, "model": name, "results": results_of(ranking, body),
                     "meta": {"calibrated": scorer.calibrator is not None, "timing_ms": observe(ranking)}}
-        return handle("/v1/search", request_id, work)
+        return handle("/v1/search", request_id, work, request)
 
     @app.get("/healthz")
     def healthz():
@@ -563,7 +578,7 @@ class LimitError(InputError):
 
 def serve(run_dir: str, *, model: str = "model", host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           batching: bool = True, max_wait_ms: float = 5.0, limits: ServeLimits = ServeLimits(),
-          api_key_file: str | None = None) -> None:
+          api_key_file: str | None = None, tracing: bool = False) -> None:
     """Load the Scorer once and serve it with uvicorn (``workers`` processes, each with its own models).
 
     The API key is the first line of ``api_key_file``, else the ``FUSION_LTR_API_KEY`` environment
@@ -582,6 +597,7 @@ def serve(run_dir: str, *, model: str = "model", host: str = "127.0.0.1", port: 
                        "FUSION_LTR_SERVE_BATCHING": "1" if batching else "0",
                        "FUSION_LTR_SERVE_WAIT_MS": str(max_wait_ms),
                        "FUSION_LTR_SERVE_API_KEY_FILE": api_key_file or "",
+                       "FUSION_LTR_SERVE_TRACING": "1" if tracing else "0",
                        **{f"FUSION_LTR_SERVE_{f.name.upper()}": str(getattr(limits, f.name)) for f in fields(limits)}})
     if workers > 1:
         uvicorn.run("ranker.service:app_from_env", factory=True, host=host, port=port, workers=workers)
@@ -602,4 +618,5 @@ def app_from_env():
                             if (k := f"FUSION_LTR_SERVE_{f.name.upper()}") in env})
     return create_app(scorer, limits=limits, batching=env.get("FUSION_LTR_SERVE_BATCHING", "1") == "1",
                       max_wait_ms=float(env.get("FUSION_LTR_SERVE_WAIT_MS", 5.0)),
-                      api_key=api_key_from(env, env.get("FUSION_LTR_SERVE_API_KEY_FILE") or None))
+                      api_key=api_key_from(env, env.get("FUSION_LTR_SERVE_API_KEY_FILE") or None),
+                      tracing=env.get("FUSION_LTR_SERVE_TRACING", "0") == "1")

@@ -405,3 +405,39 @@ def test_a_tei_body_is_answered_in_teis_shape(client, run_dir):
 def test_keys_no_rerank_api_defines_are_still_refused(client, path, body, field):
     r = client.post(path, json=body)
     assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
+
+
+def test_tracing_continues_the_callers_trace_with_a_span_per_stage_and_extractor(run_dir):
+    pytest.importorskip("opentelemetry.sdk")
+    from fastapi.testclient import TestClient
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from ranker import tracing
+    from ranker.service import create_app
+
+    exporter, provider = InMemorySpanExporter(), TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = create_app(Scorer.load(run_dir), batching=False)  # off by default: no span
+    with TestClient(app) as c:
+        assert c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS}).status_code == 200
+    assert not tracing.enabled()
+    try:
+        app = create_app(Scorer.load(run_dir), batching=False, tracing=True)
+        tracing.enable(provider)  # the test's provider in place of the global one
+        trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+        with TestClient(app) as c:
+            r = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS},
+                       headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+        assert r.status_code == 200
+    finally:
+        tracing.disable()
+    spans = exporter.get_finished_spans()
+    server = next(s for s in spans if s.name == "POST /v1/rerank")
+    assert f"{server.context.trace_id:032x}" == trace_id and f"{server.parent.span_id:016x}" == parent
+    extractors = {s.attributes["extractor"] for s in spans if s.name == "fusion_ltr.extractor"}
+    assert extractors == {e.name for e in Scorer.load(run_dir).extractors}
+    assert all(s.context.trace_id == server.context.trace_id for s in spans)
+    stage = next(s for s in spans if s.name == "fusion_ltr.stage")
+    assert stage.parent.span_id == server.context.span_id and stage.attributes["documents"] == len(DOCS)
