@@ -27,7 +27,7 @@ def report(run, query: str | None = None, no_ablation: bool = False) -> Path:
     if cfg.ranker.cv_folds:
         rows = None if no_ablation else importance.ablation_cv(
             LambdaMARTParams(**model.get_params()), data.test, data.qrels, importance.ablation_groups(fs.names, fs.extractor_of),
-            cfg.ranker.cv_folds, valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.params.seed)
+            cfg.ranker.cv_folds, valid_fraction=cfg.ranker.valid_fraction, seed=cfg.ranker.base_params.seed)
         rep = importance.build_report(model, data.test, None, data.test, data.qrels, extractor_of=fs.extractor_of,
                                       cost=fs.cost, query=query, ablate=False, ablation_rows=rows,
                                       scope=f"all {len(data.test.group)} queries (in-sample: the serving model of a "

@@ -75,3 +75,29 @@ def test_a_cross_validated_run_reports_and_early_stops_its_serving_model(generat
     expected = per_fold[0] if len(set(per_fold)) == 1 else "best baseline (per fold)"
     assert result["best_baseline"] == expected and expected in result["means"]
     assert {t["a"] for t in result["tests"] if t["b"] == "lambdamart"} >= {expected, "first stage"}
+
+
+def test_under_cross_validation_each_folds_guard_decides_on_its_validation_queries():
+    import numpy as np
+
+    from ranker.config import Config, RankerConfig
+    from ranker.lambdamart import LambdaMARTParams, cross_val_predict, query_folds
+    from ranker.model import first_stage_scores
+    from ranker.steps.evaluate import fold_guard
+    from tests.ranker.test_tuning import ranking
+
+    params = LambdaMARTParams(n_estimators=20, num_leaves=4, min_data_in_leaf=5, early_stopping_rounds=0)
+    cfg = Config(ranker=RankerConfig(valid_fraction=0.3, guard="fallback"))
+    assert fold_guard(Config(ranker=RankerConfig(valid_fraction=0.0)), []) is None  # nothing to decide on
+    for informative in (False, True):
+        # without fs_rank: the rows' order is the first stage's (which puts the relevant doc in its top 4)
+        data, checks = ranking(60, seed=1, informative=informative).select(["signal", "noise1", "noise2"]), []
+        scores = cross_val_predict(params, data, 3, valid_fraction=0.3, seed=0, served=fold_guard(cfg, checks))
+        plain = cross_val_predict(params, data, 3, valid_fraction=0.3, seed=0)
+        assert len(checks) == 3 and all(c["held_out"].startswith("the fold's validation queries") for c in checks)
+        for fold, check in zip(query_folds(data.qids, 3, 0), checks):
+            mask = np.isin(data.qids, fold)
+            expected = first_stage_scores(data.subset(fold)) if check["fired"] else plain[mask]
+            np.testing.assert_array_equal(scores[mask], expected)
+        # noise: the model is not better than the first stage somewhere; a real signal: never fired
+        assert any(c["fired"] for c in checks) != informative
