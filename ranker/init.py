@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.analysis import cjk_share
+from retrieval.analysis import detect_language
 from retrieval.data import find_dataset, load_beir
 from retrieval.frames import doc_text
 from retrieval.errors import MissingInputError, UsageError
@@ -42,11 +42,8 @@ class DataSummary:
     splits: dict[str, int]  # split -> judged queries
     titles: bool
     dates: bool
-    chinese: float = 0.0  # share of the letters (of up to 2,000 documents) that are Chinese characters
-
-    @property
-    def language(self) -> str:
-        return "zh" if self.chinese >= 0.3 else "en"
+    language: str = "en"  # detected from up to 2,000 documents (retrieval.analysis.detect_language)
+    chinese: float = 0.0  # the share of their letters that are Chinese characters
 
     @property
     def test_split(self) -> str:
@@ -70,7 +67,7 @@ def summarise(data: str | Path) -> DataSummary:
     return DataSummary(folder.resolve(), len(corpus), len(ds.queries), splits,
                        bool((corpus["title"].fillna("") != "").any()),
                        bool("timestamp" in corpus and corpus["timestamp"].notna().any()),
-                       cjk_share(doc_text(corpus.head(2000))))
+                       *detect_language(doc_text(corpus.head(2000))))
 
 
 def config_text(summary: DataSummary, run_dir: str, budget_ms: float) -> str:

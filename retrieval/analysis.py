@@ -52,11 +52,22 @@ def cjk_share(texts) -> float:
     return cjk / letters if letters else 0.0
 
 
+#: the share of Chinese characters among its letters from which a text is taken for Chinese
+CHINESE = 0.3
+
+
+def detect_language(texts) -> tuple[str, float]:
+    """``("zh", share)`` when at least :data:`CHINESE` of the letters of ``texts`` are Chinese characters,
+    else ``("en", share)``."""
+    share = cjk_share(texts)
+    return ("zh" if share >= CHINESE else "en"), share
+
+
 def language_warning(texts, segmenter: str) -> str | None:
     """A warning when ``texts`` (a sample of the corpus) are mostly Chinese but ``segmenter`` splits on
     spaces, where each clause would become one term; else None."""
-    share = cjk_share(texts)
-    if segmenter != "words" or share < 0.3:
+    language, share = detect_language(texts)
+    if segmenter != "words" or language != "zh":
         return None
     return (f"{share:.0%} of the letters in the corpus are Chinese characters, but the analyzer splits on spaces "
             '(segmenter = "words"), so each clause becomes one term: set [dataset] language = "zh"')

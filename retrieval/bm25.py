@@ -10,13 +10,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .analysis import Analyzer
+from .analysis import INSTALL, Analyzer
 from .base import run_from_topk
 from .errors import MissingInputError, UnknownKeyError, UsageError
 from .frames import DOCNO, QID, QUERY, doc_text, validate_corpus, validate_queries
 from .models import require
 
-INSTALL = "pip install bm25s PyStemmer"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ def test_registry_creates_by_name_and_validates_params():
     assert isinstance(ext, LengthExtractor) and ext.top_n == 5
     with pytest.raises(ConfigError, match="unknown extractor 'lenght'; registered: .*length"):
         base.create("lenght")
-    with pytest.raises(ConfigError, match=r"unknown key 'features.length.topn' in \[features.length\]; allowed keys: batch_size, top_n"):
+    with pytest.raises(ConfigError, match=r"unknown key 'features.length.topn' in \[features.length\]; allowed keys: batch_size, segmenter, top_n"):
         base.create("length", {"topn": 5})
 
 

@@ -110,3 +110,26 @@ def test_the_installed_smollm2_package_gives_its_gguf_file():
 
     folder, name = lm.packaged_gguf_file(lm.DEFAULT_LM)
     assert (folder / name).is_file() and name.endswith(".gguf")
+
+
+def test_a_model_shipped_in_part_packages_is_joined_once_in_order(tmp_path, monkeypatch):
+    from features.lm_likelihood import joined_parts
+    from retrieval.models import MissingDependencyError
+
+    site = tmp_path / "site"
+    for i, chunk in enumerate([b"GGUF-one-", b"two-", b"three"], 1):
+        (site / f"parts_pkg{i}" / "data").mkdir(parents=True)
+        (site / f"parts_pkg{i}" / "__init__.py").write_text("")
+        (site / f"parts_pkg{i}" / "data" / f"part0{i}.bin").write_bytes(chunk)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    names = ("parts_pkg1", "parts_pkg2", "parts_pkg3")
+    path = joined_parts(names, "m.gguf", "pip install parts", "m")
+    assert path == tmp_path / "cache" / "fusion-ltr" / "models" / "m.gguf"
+    assert path.read_bytes() == b"GGUF-one-two-three"
+    stamp = path.stat().st_mtime_ns
+    assert joined_parts(names, "m.gguf", "pip install parts", "m").stat().st_mtime_ns == stamp  # not joined again
+    path.write_bytes(b"cut")  # a file of another size (an interrupted copy) is joined again
+    assert joined_parts(names, "m.gguf", "pip install parts", "m").read_bytes() == b"GGUF-one-two-three"
+    with pytest.raises(MissingDependencyError, match=r"parts-pkg4 package: run `pip install parts`"):
+        joined_parts(names + ("parts_pkg4",), "m.gguf", "pip install parts", "m")
