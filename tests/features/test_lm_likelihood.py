@@ -61,9 +61,16 @@ def test_prompt_starts_with_the_tokenizers_own_start_tokens(frame):
     ids, qs, _ = ext._encode(frame.loc[0, "query"], frame.loc[0, "text"])
     start = tok("").input_ids  # Gemma: [<bos>]; SmolLM2 adds none, so its prompts are unchanged
     assert ids[:len(start)] == start
-    assert ids[len(start):qs] == tok(LMLikelihoodExtractor.PREFIX, add_special_tokens=False).input_ids + \
+    assert ids[len(start):qs] == tok("Document: ", add_special_tokens=False).input_ids + \
         tok(frame.loc[0, "text"], add_special_tokens=False).input_ids[:16] + \
-        tok(LMLikelihoodExtractor.QUERY_TAG, add_special_tokens=False).input_ids
+        tok("\nQuery:", add_special_tokens=False).input_ids
+    # the Chinese prompt: its own tags, the query right after its tag (no space), 是 / 否 as the answers
+    zh = LMLikelihoodExtractor(doc_tokens=16, language="zh")
+    zh._load()
+    ids, qs, qe = zh._encode("猫吃什么", "猫是食肉动物。")
+    assert ids[qs:qe] == tok("猫吃什么", add_special_tokens=False).input_ids
+    assert tok.decode(ids[len(start):qs]).startswith("文档：") and tok.decode(ids[qe:]).endswith("回答：")
+    assert (zh._yes, zh._no) == (tok("是", add_special_tokens=False).input_ids[-1], tok("否", add_special_tokens=False).input_ids[-1])
 
 
 def test_a_packaged_lm_whose_package_is_missing_names_its_install_command(monkeypatch):
