@@ -10,19 +10,12 @@ from ranker import evaluate as ev
 from ranker.batch import rerank_file
 from ranker.cli import main
 from retrieval.data import DataFormatError, load_qrels, read_trec_run
-from tests.ranker.conftest import RANKER, generated_dataset, write_config
+from tests.ranker.conftest import lexical_run
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("batch")
-    folder = generated_dataset(tmp / "gen", graded=True)
-    config = tmp / "gen.toml"
-    write_config(config, folder, tmp / "run", ranker=RANKER.replace("[ranker]", '[ranker]\nguard = "warn"'),
-                 extractors="[features.extractors.bm25]\n[features.extractors.coverage]\n[features.extractors.length]")
-    for step in ("retrieve", "features", "train", "evaluate"):
-        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
-    return tmp / "run", folder
+    return lexical_run(tmp_path_factory.mktemp("batch"), steps=("retrieve", "features", "train", "evaluate"))
 
 
 def ndcg(path, folder) -> float:

@@ -1,13 +1,11 @@
 """The framework integrations, each through its framework's own API (the real library installed), against
 `Scorer.rerank` on the same documents."""
 
-import pandas as pd
 import pytest
 
 from ranker import Scorer
-from ranker.cli import main
 from retrieval.data import load_beir, read_trec_run
-from tests.ranker.conftest import RANKER, generated_dataset, write_config
+from tests.ranker.conftest import lexical_run
 
 QUERY = "coffee bean roast"
 TEXTS = ["coffee beans are roasted dark", "a knight opening in chess", "roast coffee bean roast coffee",
@@ -20,15 +18,8 @@ SCORES = [2.0, 9.5, 1.2, 0.9, 0.4, 0.1]
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("integrations")
-    folder = generated_dataset(tmp / "gen", graded=True)
-    config = tmp / "gen.toml"
-    write_config(config, folder, tmp / "run", ranker=RANKER.replace("[ranker]", '[ranker]\nguard = "warn"'),
-                 extractors="[features.extractors.bm25]\n[features.extractors.coverage]\n[features.extractors.length]\n"
-                            '[features.extractors.freshness]\nreference_time = "2030-01-01"')
-    for step in ("retrieve", "features", "train"):
-        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
-    return tmp / "run"
+    return lexical_run(tmp_path_factory.mktemp("integrations"),
+                       extra_extractors='[features.extractors.freshness]\nreference_time = "2030-01-01"')[0]
 
 
 def expected(run_dir, with_scores=True, top_k=None):
