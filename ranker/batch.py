@@ -175,7 +175,8 @@ def rerank_file(scorer, input_path, output, *, queries=None, corpus=None, member
     if not input_path.exists():
         raise MissingInputError(f"--input {input_path} does not exist")
     docs_corpus = _corpus(corpus, scorer)
-    is_jsonl = input_path.suffix == ".jsonl" or input_path.read_text(encoding="utf-8", errors="replace")[:1] == "{"
+    with open(input_path, encoding="utf-8", errors="replace") as f:
+        is_jsonl = input_path.suffix == ".jsonl" or f.read(1) == "{"
     if is_jsonl:
         lists = list(read_jsonl_lists(input_path, docs_corpus))
     else:
