@@ -100,10 +100,7 @@ def packaged_gguf_file(name: str = DEFAULT_LM) -> tuple[Path, str]:
     if isinstance(package, tuple):
         path = joined_parts(package, filename, install, name)
         return path.parent, path.name
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingDependencyError(f"the LM {name} needs the {package} package: run `{install}`")
-    folder = Path(list(spec.submodule_search_locations)[0])
+    folder = _package_folder(package, install, name)
     if not (folder / filename).exists():
         module = importlib.import_module(package)
         if not hasattr(module, "assemble"):

@@ -250,30 +250,27 @@ class Scorer:
 
         def stage_data(k: int, mask: np.ndarray, base: np.ndarray | None) -> RankingData:
             with tracing.span("fusion_ltr.stage", stage=k + 1, documents=int(mask.sum())):
-                return stage_data_traced(k, mask, base)
-
-        def stage_data_traced(k: int, mask: np.ndarray, base: np.ndarray | None) -> RankingData:
-            t = time.perf_counter()
-            rows = np.flatnonzero(mask)
-            computed, seconds = {}, {}
-            for ext in self.stage_extractors[k]:  # one at a time: a span each
-                with tracing.span("fusion_ltr.extractor", extractor=ext.name, pairs=len(rows)):
-                    part, sec = compute(frame.iloc[rows], [ext])
-                computed |= part
-                seconds |= sec
-            computed = {name: np.full(len(rows), np.nan) if name in hide else arr for name, arr in computed.items()}
-            for name, arr in computed.items():
-                if name in values:
-                    values[name][rows] = arr
-            for name, sec in seconds.items():
-                timing[name] = timing.get(name, 0.0) + sec
-            data = self._matrix(frame, values, rows, self.model.stages[k].features, base)
-            for j, name in enumerate(data.feature_names):  # derived ones as this stage saw them (explain)
-                values[name][rows] = data.X[:, j]
-            spent[0] += time.perf_counter() - t
-            if cascade:
-                timing[f"stage{k + 1}"] = time.perf_counter() - t
-            return data
+                t = time.perf_counter()
+                rows = np.flatnonzero(mask)
+                computed, seconds = {}, {}
+                for ext in self.stage_extractors[k]:  # one at a time: a span each
+                    with tracing.span("fusion_ltr.extractor", extractor=ext.name, pairs=len(rows)):
+                        part, sec = compute(frame.iloc[rows], [ext])
+                    computed |= part
+                    seconds |= sec
+                computed = {name: np.full(len(rows), np.nan) if name in hide else arr for name, arr in computed.items()}
+                for name, arr in computed.items():
+                    if name in values:
+                        values[name][rows] = arr
+                for name, sec in seconds.items():
+                    timing[name] = timing.get(name, 0.0) + sec
+                data = self._matrix(frame, values, rows, self.model.stages[k].features, base)
+                for j, name in enumerate(data.feature_names):  # derived ones as this stage saw them (explain)
+                    values[name][rows] = data.X[:, j]
+                spent[0] += time.perf_counter() - t
+                if cascade:
+                    timing[f"stage{k + 1}"] = time.perf_counter() - t
+                return data
 
         t = time.perf_counter()
         # a list without ranks has no first-stage order for the guard to fall back to: the model serves it

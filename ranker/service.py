@@ -56,6 +56,8 @@ import pandas as pd
 
 from retrieval.errors import FusionLTRError, InputError, MissingInputError, UsageError
 
+from . import tracing as otel
+
 log = logging.getLogger("fusion_ltr.service")
 INSTALL = "pip install 'fusion-ltr[serve]'  (fastapi, uvicorn, prometheus-client)"
 
@@ -461,13 +463,9 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
         return {k: round(v * 1000, 2) for k, v in ranking.timing.items()}
 
     if tracing:
-        from . import tracing as otel
-
         otel.enable()
 
     def handle(endpoint: str, request_id: str, work, request: Request | None = None):
-        from . import tracing as otel
-
         t = time.perf_counter()
         with otel.server_span(f"POST {endpoint}", request.headers if request is not None else {},
                               **{"fusion_ltr.request_id": request_id}):

@@ -17,7 +17,6 @@ from .frames import DOCNO, QID, QUERY, doc_text, validate_corpus, validate_queri
 from .models import require
 
 
-
 @dataclass(frozen=True)
 class BM25Params:
     """BM25 parameters. Defaults follow Pyserini/Anserini's flat BEIR baseline (k1=0.9, b=0.4)."""

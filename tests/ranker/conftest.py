@@ -105,17 +105,22 @@ first_stage_only = ["fs_rank", "fs_score"]""")
     return config, tmp_path / "run"
 
 
+def run_steps(config, steps=("retrieve", "features", "train")) -> None:
+    """Run the pipeline's ``steps`` on ``config`` through the CLI, each expected to succeed."""
+    from ranker.cli import main
+
+    for step in steps:
+        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+
+
 def lexical_run(tmp, steps=("retrieve", "features", "train"), extra_extractors: str = ""):
     """A graded generated run with BM25 candidates and the lexical features (plus ``extra_extractors``),
     the model served as trained (guard "warn"); returns (run folder, dataset folder)."""
-    from ranker.cli import main
-
     folder = generated_dataset(tmp / "gen", graded=True)
     config = tmp / "gen.toml"
     write_config(config, folder, tmp / "run", ranker=RANKER.replace("[ranker]", '[ranker]\nguard = "warn"'),
                  extractors="[features.extractors.bm25]\n[features.extractors.coverage]\n[features.extractors.length]\n"
                             + extra_extractors)
-    for step in steps:
-        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    run_steps(config, steps)
     return tmp / "run", folder
 

@@ -16,12 +16,11 @@ from features import query_norm
 from features.base import FeatureSpec
 from features.store import FeatureStore
 from ranker import Ranking, Scorer
-from ranker.cli import main
 from ranker.data import ranking_from_scores
 from ranker.lambdamart import FeatureMismatchError, LambdaMART
 from ranker.scorer import _root
 from retrieval.data import load_beir
-from tests.ranker.conftest import generated_dataset, generated_dataset_zh
+from tests.ranker.conftest import generated_dataset, generated_dataset_zh, run_steps
 
 pytest.importorskip("sentence_transformers")
 
@@ -60,8 +59,7 @@ num_leaves = 7
 dir = "{tmp / 'run'}"
 cache = "{tmp / 'emb'}"
 """)
-    for step in ("retrieve", "features", "train"):
-        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    run_steps(config)
     return tmp / "run", folder
 
 
@@ -150,8 +148,7 @@ early_stopping_rounds = 0
 [run]
 dir = "{tmp / 'run'}"
 """)
-    for step in ("retrieve", "features", "train"):
-        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    run_steps(config)
     return tmp / "run", folder
 
 
@@ -261,8 +258,7 @@ def test_a_model_trained_with_reference_time_now_serves_the_next_day(generated, 
                                                  "[features.extractors.length]\n[features.extractors.freshness]\n"))
     day = pd.Timestamp("2031-03-01", tz="UTC")
     monkeypatch.setattr(freshness, "today", lambda: day)
-    for step in ("retrieve", "features", "train"):
-        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    run_steps(config)
     saved = json.loads((run_dir / "model" / "manifest.json").read_text())["extractors"]["freshness"]
     assert saved["reference_time"] == day.isoformat()  # "now" resolved at training time and kept
 

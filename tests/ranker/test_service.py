@@ -10,7 +10,7 @@ import pytest
 
 from ranker import Scorer
 from ranker.cli import main
-from tests.ranker.conftest import generated_dataset, write_config
+from tests.ranker.conftest import generated_dataset, run_steps, write_config
 
 pytest.importorskip("fastapi")
 pytest.importorskip("sentence_transformers")
@@ -30,8 +30,7 @@ def run_dir(tmp_path_factory):
                  f"[features.extractors.coverage]\n[features.extractors.biencoder]\ncache = \"{tmp / 'emb'}\"",
                  ranker="[ranker]\nguard = \"warn\"\n[ranker.params]\nn_estimators = 30\nmin_data_in_leaf = 5\n"
                         "num_leaves = 5")
-    for step in ("retrieve", "features", "train"):
-        assert main([step, "--config", str(config)] + (["--quiet"] if step == "features" else [])) == 0
+    run_steps(config)
     return tmp / "run"
 
 
@@ -394,6 +393,15 @@ def test_a_tei_body_is_answered_in_teis_shape(client, run_dir):
     assert out[0]["text"] == CAPITALS[out[0]["index"]]
     raw = client.post("/rerank", json={"query": QUERY, "texts": CAPITALS, "raw_scores": True}).json()
     assert [x["score"] for x in raw] == pytest.approx([e.score for e in expected]) and "text" not in raw[0]
+
+
+def test_a_bad_rank_fields_request_sent_with_others_fails_alone(batching_client):
+    good = {"query": QUERY, "documents": DOCS}
+    alone = batching_client.post("/v1/rerank", json=good).json()["results"]
+    structured = {"query": QUERY, "documents": [{"Title": "Coffee", "Content": CAPITALS[2]}], "rank_fields": ["Body"]}
+    answers = _together(batching_client, [good] * 6 + [structured] + [good] * 6)
+    assert answers[6].status_code == 422 and "rank_fields names ['Body']" in answers[6].json()["error"]["message"]
+    assert all(r.status_code == 200 and r.json()["results"] == alone for r in answers[:6] + answers[7:])
 
 
 @pytest.mark.parametrize("path, body, field", [
