@@ -1,6 +1,7 @@
-"""Choosing ``ranker.hide_ranks`` on held-out training queries (issue 35): each trained config's model on
-its validation queries (those its last stage learned from, with every feature stored), in the first
-stage's order with its ranks and shuffled without them, beside the first stage. Test queries are not read.
+"""Choosing ``ranker.hide_ranks`` on held-out training queries (issue 35): each trained config's cascade on
+every validation query, served stage by stage (the costly features computed for the documents that reach
+their stage, in each view), in the first stage's order with its ranks and shuffled without them, beside the
+first stage. Test queries are not read.
 
     .venv/bin/python benchmarks/hide_ranks.py CONFIG [CONFIG ...]   # each trained (`fusion-ltr train`)
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from ranker.config import load_config
 from ranker.model import RankingModel
 from ranker.run import Run
-from ranker.steps.train import learned_every_stage, validation_figures
+from ranker.steps.train import validate_cascade
 
 
 def main() -> None:
@@ -27,11 +28,10 @@ def main() -> None:
         run = Run(load_config(config), progress=False)
         path = run.layout.model()
         model = RankingModel.load(path)
-        model.serves = "model"  # the model's own order (a guard decision, where one was recorded, set aside)
-        valid = run.matrices.valid
-        if model.cascade:
-            valid = learned_every_stage(model, valid)
-        rows[config] = {"hide_ranks": run.cfg.ranker.hide_ranks} | validation_figures(run, config, model, valid)
+        if not model.cascade:
+            raise SystemExit(f"{config}: a plain model; its figures are in the train log (`evaluate`)")
+        checked = validate_cascade(run, model, run.feature_set.raw_specs, run.matrices.valid.unique_qids)  # the model's own order
+        rows[config] = {"hide_ranks": run.cfg.ranker.hide_ranks, **checked["figures"], "guard": checked["guard"]}
     Path(args.out).parent.mkdir(exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
 

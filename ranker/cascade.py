@@ -35,7 +35,7 @@ from retrieval.errors import UsageError
 
 from .lambdamart import LambdaMART, cross_val_predict
 from .layout import replaced_atomically
-from .model import CASCADE, FORMAT, Stage, entry_stage, narrow, rows
+from .model import CASCADE, FORMAT, RankingModel, Scored, Stage, entry_stage, first_stage_scores, narrow, rows
 
 TRAINING_DEPTH = "training_depth.tsv.gz"
 
@@ -247,6 +247,47 @@ def _fit(ranker, source, store, staged, train_q, valid_q, test_q, params, log):
             + (f", computed {info['computed_here']} here" if new else "")
             + (f", keeps {keeps[k]} per query" if keeps[k] else "") + f" ({info['seconds']:.1f}s)")
     return stages, report, train, depth_tr, base_tr
+
+
+def score_stored(model: RankingModel, source: FeatureSource, specs, qids, *, ranked: bool = True,
+                 list_features=(), seed: int = 0) -> tuple[Scored, RankingData]:
+    """Score the candidates of ``qids`` with the trained ``model`` as the Scorer serves them, stage by stage,
+    reading their features (of ``specs``, the feature set's raw ones) from the store and computing there the
+    deferred extractors' missing values for the documents that reach their stage, as training does: a
+    document that reaches a stage only in this view (e.g. of a validation query, or of a list without
+    ranks) gets its costly features, never a NaN. ``ranked = False``: each query's candidates as an app's
+    list sent in a seeded random order without ranks (:meth:`RankingModel.unranked`, over
+    ``list_features``). Returns the scores and the data as the model saw it (every value computed, NaN where
+    a document did not reach the feature's stage)."""
+    qids = list(qids)
+    used = set(query_norm.raw_names(model.feature_names))
+    specs = [s for s in specs if s.name in used]  # of the feature set's stored specs, those the model reads
+    extractors = {e.name: e for e in source.extractors}
+    stage_features = [s.features for s in model.stages]
+    with FeatureStore(source.store) as store:
+        def read() -> RankingData:
+            data = store.matrix(specs, qids, retriever=source.candidates, top_n=source.top_n)
+            return data if ranked else model.unranked(data, list_features, seed=seed)
+
+        data = read()
+        pairs = store.pairs(qids, retriever=source.candidates)
+
+        def stage_data(k, mask, base):
+            nonlocal data
+            new = [extractors[n] for n in source.deferred
+                   if n in extractors and entry_stage(list(extractors[n].FEATURES), stage_features) == k]
+            if new:
+                reached = set(zip(data.qids[mask], data.docnos[mask]))
+                todo = pairs[[(q, d) in reached for q, d in zip(pairs["qid"], pairs["docno"])]]
+                build(store, todo, new, progress=source.progress)  # only what the store lacks
+                data = read()  # the same rows in the same order (the store sorts by qid, then rank)
+            full = None if base is None else np.full(len(data.y), np.nan)
+            if full is not None:
+                full[mask] = base
+            return rows(data, mask, full, model.stages[k].features)
+
+        first = first_stage_scores(data) if ranked or not model.hides_ranks else None
+        return model.run(stage_data, len(data.y), first), data
 
 
 def train(ranker, source: FeatureSource, staged: StagePlan, train_q, valid_q, test_q, params, path: Path,

@@ -256,12 +256,16 @@ class RankingModel:
         """The served order of ``data``'s rows as scores (higher first), as the Scorer serves it."""
         return self.score(data, first_stage, ordered=ordered).scores
 
-    def predict_without_ranks(self, data: RankingData, list_features, *, seed: int = 0) -> np.ndarray:
-        """The served scores of ``data``'s rows sent as an app's list in a seeded random order without ranks
-        or scores (:func:`without_ranks`): a model trained with ``ranker.hide_ranks`` has its list features
-        hidden and serves its own order (there is no first-stage order); another takes the positions."""
-        hides = bool(self.manifest.get("hidden_when_unranked"))
-        return self.predict(without_ranks(data, list_features, hides=hides, seed=seed), ordered=not hides)
+    def unranked(self, data: RankingData, list_features, *, seed: int = 0) -> RankingData:
+        """``data``'s rows as an app's list sent in a seeded random order without ranks or scores
+        (:func:`without_ranks`): a model trained with ``ranker.hide_ranks`` (:attr:`hides_ranks`) has its
+        list features hidden and no first-stage order (it serves its own); another takes the positions."""
+        return without_ranks(data, list_features, hides=self.hides_ranks, seed=seed)
+
+    @property
+    def hides_ranks(self) -> bool:
+        """Trained with ``ranker.hide_ranks``: a list without ranks is served with its list features hidden."""
+        return bool(self.manifest.get("hidden_when_unranked"))
 
     def probability(self, scores: np.ndarray) -> np.ndarray | None:
         """P(relevant) of served scores (:meth:`predict`), or None for a model trained without a calibrator."""
@@ -275,18 +279,21 @@ class RankingModel:
 
 
 def without_ranks(data: RankingData, list_features, *, hides: bool, seed: int = 0) -> RankingData:
-    """``data`` as the Scorer sees a list given in a random order without ranks or scores: the list features
-    hidden (NaN) for a model that learned to do without them (``hides``); else ``fs_rank`` is the document's
-    position in a seeded random order of each query's documents and every other list feature is NaN."""
+    """``data`` as the Scorer sees a list given in a random order without ranks or scores: each query's rows
+    in a seeded random order (so no tie falls back on the first-stage order), the list features hidden (NaN)
+    for a model that learned to do without them (``hides``); else ``fs_rank`` is the document's position in
+    that order and every other list feature is NaN."""
     names = [n for n in list_features if n in data.feature_names]
-    if hides or "fs_rank" not in names:
-        return data.masked(names)
     rng = np.random.default_rng(seed)
-    position = np.concatenate([rng.permutation(g) + 1 for g in np.asarray(data.group, dtype=int)]).astype(float)
-    X = data.masked([n for n in names if n != "fs_rank"]).X.copy()
-    X[:, data.feature_names.index("fs_rank")] = position
-    return RankingData(X, data.y, data.group, data.qids, data.docnos, list(data.feature_names),
-                       data.feature_versions, data.base)
+    group = np.asarray(data.group, dtype=int)
+    starts = np.cumsum(np.r_[0, group[:-1]]).astype(int)
+    order = np.concatenate([s + rng.permutation(g) for s, g in zip(starts, group)]) if len(group) else np.arange(0)
+    positional = not hides and "fs_rank" in names
+    X = data.masked([n for n in names if not (positional and n == "fs_rank")]).X[order]
+    if positional:
+        X[:, data.feature_names.index("fs_rank")] = np.concatenate([np.arange(1, g + 1) for g in group])
+    return RankingData(X, data.y[order], data.group, data.qids[order], data.docnos[order], list(data.feature_names),
+                       data.feature_versions, None if data.base is None else data.base[order])
 
 
 def entry_stage(features, stage_features) -> int:

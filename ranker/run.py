@@ -423,10 +423,16 @@ class Run:
         fs = self.feature_set
         return [n for n in fs.names if fs.extractor_of.get(n) == "first_stage"]
 
-    def hidden_rank_queries(self, qids) -> set[str]:
+    @property
+    def for_apps(self) -> bool:
+        """The model reranks apps' own lists (``ranker.documents = "unseen"`` or ``ranker.hide_ranks``): it
+        is validated and evaluated also on lists given in another order without ranks."""
+        return not self.letor and (self.cfg.ranker.documents == "unseen" or self.cfg.ranker.hide_ranks > 0)
+
+    def hidden_rank_queries(self, qids, share: float | None = None) -> set[str]:
         """The training queries (of ``qids``) whose list features are hidden while the models learn
-        (``ranker.hide_ranks``: a seeded hash sample of that share)."""
-        share = self.cfg.ranker.hide_ranks
+        (``ranker.hide_ranks``, or ``share``: a seeded hash sample of that share)."""
+        share = self.cfg.ranker.hide_ranks if share is None else share
         if share <= 0:
             return set()
         qids = sorted({str(q) for q in qids})

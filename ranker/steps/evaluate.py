@@ -143,6 +143,22 @@ def fold_guard(cfg, checks: list):
     return served
 
 
+def served_scores(run, model: RankingModel, test: RankingData, *, ranked: bool = True) -> tuple[RankingData, np.ndarray]:
+    """The test rows and the trained ``model``'s served scores of them, in the first stage's order with its
+    ranks or (``ranked = False``) as an app's list shuffled without them. A cascade is scored stage by
+    stage as the Scorer serves it, its costly features computed for the documents that reach their stage
+    in this view (:func:`ranker.cascade.score_stored`); a plain model on the matrix as it is."""
+    seed = run.cfg.ranker.base_params.seed
+    if not model.cascade:
+        data = test if ranked else model.unranked(test, run.list_features, seed=seed)
+        return data, model.predict(data, ordered=ranked or not model.hides_ranks)
+    from ..cascade import score_stored
+
+    scored, data = score_stored(model, run.feature_source(), run.feature_set.raw_specs, test.unique_qids,
+                                ranked=ranked, list_features=run.list_features, seed=seed)
+    return data, scored.scores
+
+
 def evaluate_ranker(run) -> dict:
     """The fused ranking against baselines on the test split's candidates; Holm-corrected paired tests
     against the best baseline (chosen on training queries) and against the first stage."""
@@ -159,8 +175,6 @@ def evaluate_ranker(run) -> dict:
         best = "best baseline (per fold)"
         runs[best] = ranking_from_scores(test, best_scores, best)
     learned, notes, shuffled, guards = [], [], {}, {}
-    # a model for apps' own documents is also scored on lists given without ranks
-    for_apps = not run.letor and (cfg.ranker.documents == "unseen" or cfg.ranker.hide_ranks > 0)
     for name, feats in run.models().items():
         if cfg.ranker.cv_folds:
             guards[name] = []
@@ -174,15 +188,17 @@ def evaluate_ranker(run) -> dict:
                              f"of {cfg.ranker.cv_folds} folds (the model not better on the fold's validation queries)")
         else:  # as the Scorer serves it: stage by stage, the first-stage guard's policy applied
             model = RankingModel.load(layout.model(name))
-            scores = model.predict(test)
+            scored_on, scores = served_scores(run, model, test)
             if model.serves != "model":
                 check = model.manifest["guard"]
                 notes.append(f"{name}: the first-stage guard serves the {model.serves} order (on held-out "
                              f"training queries the model scored {check['delta']:+.4f} {check['measure']} against it)")
-            if for_apps:  # as an app's list given in another order, without ranks (what the Scorer sees then)
+            if run.for_apps:  # as an app's list given in another order, without ranks (what the Scorer sees then)
                 shown = f"{name}, shuffled without ranks"
-                scores_unranked = model.predict_without_ranks(test, run.list_features, seed=cfg.ranker.base_params.seed)
-                shuffled[shown] = ranking_from_scores(test, scores_unranked, shown)
+                shuffled[shown] = ranking_from_scores(*served_scores(run, model, test, ranked=False), shown)
+            runs[name] = ranking_from_scores(scored_on, scores, name)
+            learned.append(name)
+            continue
         runs[name] = ranking_from_scores(test, scores, name)
         learned.append(name)
     runs |= shuffled

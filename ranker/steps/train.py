@@ -119,35 +119,38 @@ def warn_guard(run, name: str, check: dict | None) -> None:
                    if check["serves"] != "model" else "it is served anyway (ranker.guard = 'warn')"))
 
 
-def learned_every_stage(model: RankingModel, valid: RankingData) -> RankingData:
-    """The validation queries whose documents reached the last stage of the cascade ``model`` (loaded from
-    its folder) in training: those a stage with ``max_train_queries`` learned from (the others have no
-    costly features stored)."""
-    from ..cascade import training_depth
-
-    depth, _ = training_depth(model.path, valid)
-    keep = sorted(set(valid.qids[depth == len(model.stages) - 1]))
-    return valid.subset(keep) if keep else valid
-
-
-def validation_figures(run, name: str, model: RankingModel, valid: RankingData) -> dict:
-    """The model's measure on the validation queries (held out from the fit, used for early stopping) with
-    their first-stage ranks and without them (the list features hidden, as for a request that gives none),
-    beside the first stage's: what ``ranker.hide_ranks`` is chosen by."""
-    from ..model import first_stage_scores
+def validate_cascade(run, model: RankingModel, specs, valid_q) -> dict:
+    """The trained cascade ``model`` on every validation query (held out from the fit, used for early
+    stopping), scored as the Scorer serves it (:func:`ranker.cascade.score_stored`: the costly features
+    computed for the documents that reach their stage) in the first stage's order with its ranks, and
+    shuffled without them (as a request that gives none), beside the first stage. The first-stage guard is
+    decided on the first (a request without ranks has no first-stage order to fall back to); a model for
+    apps (:attr:`Run.for_apps`) is also scored on the second. Returns the
+    figures, the guard's decision, the served scores and their matrix (for calibration)."""
+    from ..cascade import score_stored
+    from ..model import first_stage_scores, serve
     from ..tuning import per_query
 
-    measure = run.cfg.evaluate.measures[0]
-    unranked = model.predict(valid) if run.letor else model.predict_without_ranks(
-        valid, run.list_features, seed=run.cfg.ranker.base_params.seed)
-    out = {"queries": len(valid.group), "measure": measure,
-           "first stage": float(per_query(valid, first_stage_scores(valid), measure).mean()),
-           "in order": float(per_query(valid, model.predict(valid), measure).mean()),
-           "shuffled, without ranks": float(per_query(valid, unranked, measure).mean())}
-    run.log(f"{name}: {measure} on {out['queries']} validation queries: {out['in order']:.4f} in the first stage's "
-            f"order with its ranks, {out['shuffled, without ranks']:.4f} shuffled without them (first stage "
-            f"{out['first stage']:.4f})")
-    return out
+    cfg = run.cfg
+    measure = cfg.evaluate.measures[0]
+    source = run.feature_source()
+    model.serves = "model"
+    ranked, data = score_stored(model, source, specs, valid_q)
+    check = guard(data, ranked.scores, measure=measure, action=cfg.ranker.guard,
+                  where="every validation query (also used for early stopping), served stage by stage")
+    figures = {"queries": len(data.group), "measure": measure,
+               "first stage": float(per_query(data, first_stage_scores(data), measure).mean()),
+               "in order": float(per_query(data, ranked.scores, measure).mean())}
+    line = f"{figures['in order']:.4f} in the first stage's order with its ranks"
+    if run.for_apps:  # and as an app's list shuffled without ranks
+        unranked, shuffled = score_stored(model, source, specs, valid_q, ranked=False,
+                                          list_features=run.list_features, seed=cfg.ranker.base_params.seed)
+        figures["shuffled, without ranks"] = float(per_query(shuffled, unranked.scores, measure).mean())
+        line += f", {figures['shuffled, without ranks']:.4f} shuffled without them"
+    run.log(f"lambdamart: {measure} on {figures['queries']} validation queries: {line} (first stage "
+            f"{figures['first stage']:.4f})")
+    served = serve(check["serves"], ranked.scores, first_stage_scores(data), data.group)
+    return {"figures": figures, "guard": check, "served": served, "data": data}
 
 
 def hidden_when_unranked(run, features) -> list[str]:
@@ -176,13 +179,17 @@ def train_cascade(run, serving: dict) -> dict:
     info = cascade.train(cfg.ranker, run.feature_source(), staged, train_q, valid_q, list(data.test.unique_qids),
                          settings(cfg.ranker, cfg.evaluate.measures[0]), layout.model(), extra,
                          lambda folder: save_extractor_state(run, folder), log=run.log)
-    run.features_changed()  # the deferred features now have values, and costs (the report reads both)
-    data = run.matrices
     if data.valid is not None:  # the cascade as served: deeper stages first, then the stage's score
         model = RankingModel.load(layout.model(), verify=False)  # sealed below, once calibrated
-        valid = learned_every_stage(model, data.valid)
-        info["validation"] = validation_figures(run, "lambdamart", model, valid)
-        info["calibration"] = calibrate(run, "lambdamart", model.predict(data.valid), data.valid, layout.model())
+        checked = validate_cascade(run, model, staged.raw_specs, data.valid.unique_qids)
+        info["validation"], info["guard"] = checked["figures"], checked["guard"]
+        manifest_file = layout.model() / "manifest.json"
+        manifest = json.loads(manifest_file.read_text())
+        manifest |= {"guard": checked["guard"], "validation": checked["figures"]}
+        manifest_file.write_text(json.dumps(manifest, indent=2, default=str))
+        warn_guard(run, "lambdamart", checked["guard"])
+        info["calibration"] = calibrate(run, "lambdamart", checked["served"], checked["data"], layout.model())
+    run.features_changed()  # the deferred features now have values, and costs (the report reads both)
     seal(layout.model())  # checksums last: Scorer.load verifies them before a booster is read
     return info
 

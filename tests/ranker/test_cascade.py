@@ -91,12 +91,43 @@ def test_deferred_extractors_are_computed_only_for_documents_that_reach_their_st
     with FeatureStore(run_dir / "features.duckdb", read_only=True) as store:
         per_query = store.sql("SELECT qid, count(*) AS n FROM features WHERE feature = 'coverage' GROUP BY qid")
         cheap = store.sql("SELECT DISTINCT qid FROM features WHERE feature = 'bm25'")
+    from ranker.config import load_config
+    from ranker.run import Run
+
+    valid = set(Run(load_config(run_dir.parent / "gen.toml"), progress=False).matrices.valid.unique_qids)
     test = {f"q{i}" for i in range(22, 32)}
-    # its 5 survivors only, of every test query and of the 10 training queries stage 2 learns from
-    # (max_train_queries); stage 1 learned from all 22
-    assert set(per_query["qid"]) >= test and len(per_query) == 20 and (per_query["n"] == 5).all()
+    n = per_query.set_index("qid")["n"]
+    learners = set(n.index) - test - valid
+    # its 5 survivors only, of every test query and of the training queries stage 2 learns from (10 sampled,
+    # max_train_queries; stage 1 learned from all 22); every validation query's served survivors (the guard
+    # and calibration score them stage by stage), and for one sampled too, the cross-fitted 5
+    assert set(n.index) >= test | valid and len(learners) <= 10 and valid and len(valid) < 22
+    assert (n[sorted(test | learners)] == 5).all() and (n[sorted(valid)] >= 5).all()
     assert len(cheap) == 32
     assert [s["train_queries"] for s in manifest["report"]] == [22, 10]
+
+
+def test_scoring_from_the_store_computes_the_costly_features_a_stage_reaches(run, tmp_path):
+    """score_stored (evaluate's and validation's path): the deferred values missing from the store are
+    computed for the documents that reach their stage, and the order is the offline evaluation's."""
+    from ranker.cascade import score_stored
+
+    r = copied_run(run, tmp_path)
+    qids = ["q22", "q23"]
+    with FeatureStore(r.layout.store) as store:
+        store.con.execute("DELETE FROM features WHERE feature = 'coverage' AND qid IN ('q22', 'q23')")
+    model = RankingModel.load(r.layout.model())
+    scored, data = score_stored(model, r.feature_source(), r.feature_set.raw_specs, qids)
+    with FeatureStore(r.layout.store, read_only=True) as store:
+        stored = store.sql("SELECT qid, docno FROM features WHERE feature = 'coverage' AND qid IN ('q22', 'q23')")
+    reached = set(zip(data.qids[scored.masks[1]], data.docnos[scored.masks[1]]))
+    assert set(zip(stored["qid"], stored["docno"])) == reached and len(reached) == 10
+    assert not np.isnan(scored.parts[1].X).any()  # every value the last stage read was computed
+    offline = read_trec_run(run[0] / "eval" / "test" / "runs" / "lambdamart.trec")
+    for q in qids:
+        rows = data.qids == q
+        mine = data.docnos[rows][np.argsort(-scored.scores[rows], kind="stable")].tolist()
+        assert mine == offline[offline["qid"] == q].sort_values("rank")["docno"].tolist()
 
 
 def test_the_scorer_serves_the_offline_cascade(run):
@@ -333,6 +364,20 @@ def test_a_model_that_learned_without_ranks_scores_a_list_given_without_them_in_
         assert all(np.isnan(v) for v in fs_rank.values()) != depends
     ranked = hidden.rerank(queries["q25"], [d | {"rank": k + 1} for k, d in enumerate(docs)], explain=True)
     assert sorted(r.features["fs_rank"] for r in ranked) == list(range(1, len(docs) + 1))  # given ranks are used
+    # evaluate's "shuffled without ranks" is the Scorer's order of each test query's candidates sent so
+    from ranker.config import load_config
+    from ranker.layout import RunLayout
+    from ranker.run import Run
+
+    r = Run(load_config(config), progress=False)
+    sent = hidden.model.unranked(r.matrices.test, r.list_features, seed=r.cfg.ranker.base_params.seed)
+    offline = read_trec_run(RunLayout(tmp_path / "run").eval_trec("test", "lambdamart, shuffled without ranks"))
+    texts = load_beir(str(folder)).corpus.set_index("docno")
+    for qid in sent.unique_qids:
+        order = sent.docnos[sent.qids == qid]
+        served = hidden.rerank(queries[qid], [{"id": d, "text": texts.loc[d, "text"], "title": texts.loc[d, "title"]}
+                                             for d in order])
+        assert [x.id for x in served] == offline[offline["qid"] == qid].sort_values("rank")["docno"].tolist()
 
 
 def test_masked_and_without_ranks_hide_the_list_features_as_the_scorer_does():
@@ -344,11 +389,17 @@ def test_masked_and_without_ranks_hide_the_list_features_as_the_scorer_does():
     rows = data.qids == data.unique_qids[0]
     assert np.isnan(masked.X[rows, 0]).all() and not np.isnan(masked.X[~rows, 0]).any()
     assert np.array_equal(masked.X[:, 1:], data.X[:, 1:]) and not np.isnan(data.X).any()  # a copy
-    shuffled = without_ranks(data, ["fs_rank", "signal"], hides=False, seed=1)  # a model that takes positions
-    assert np.isnan(shuffled.X[:, 1]).all()  # other list features: not given
-    for q in data.unique_qids:  # fs_rank: each query's positions 1..n, in another order
-        pos = shuffled.X[data.qids == q, 0]
-        assert sorted(pos) == list(range(1, 11)) and pos.tolist() != list(range(1, 11))
-    hidden = without_ranks(data, ["fs_rank", "signal"], hides=True)
-    assert np.isnan(hidden.X[:, :2]).all() and np.array_equal(hidden.X[:, 2:], data.X[:, 2:])
+    row_of = {(q, d): i for i, (q, d) in enumerate(zip(data.qids, data.docnos))}
+    for hides in (False, True):
+        shuffled = without_ranks(data, ["fs_rank", "signal"], hides=hides, seed=1)
+        assert np.array_equal(shuffled.group, data.group)
+        same = [row_of[(q, d)] for q, d in zip(shuffled.qids, shuffled.docnos)]  # each row's original
+        assert sorted(same) == list(range(len(data.y))) and same != sorted(same)  # the rows, in another order
+        assert np.array_equal(shuffled.y, data.y[same]) and np.array_equal(shuffled.X[:, 2:], data.X[same, 2:])
+        assert np.isnan(shuffled.X[:, 1]).all()  # other list features: not given
+        for q in data.unique_qids:  # fs_rank: hidden, or each query's positions 1..n in the new order
+            rows = shuffled.qids == q
+            assert (shuffled.docnos[rows].tolist() != data.docnos[data.qids == q].tolist())
+            pos = shuffled.X[rows, 0]
+            assert np.isnan(pos).all() if hides else pos.tolist() == list(range(1, rows.sum() + 1))
 
