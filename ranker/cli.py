@@ -85,6 +85,27 @@ def _rerank(args) -> None:
     print(f"wrote {args.output}" + (f" and {args.jsonl}" if args.jsonl else ""))
 
 
+def _events(args) -> None:
+    import json
+
+    from features.events import ingest
+
+    if (args.config is None) == (args.store is None):
+        raise UsageError("events ingest: give the run's --config or a --store file (one of them)")
+    if args.config is not None:
+        from .layout import RunLayout
+
+        store = RunLayout.of(load_config(args.config)).store
+    else:
+        store = args.store
+    report = ingest(store, args.files, log=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(report.as_dict()))
+    print(f"stored in {store}")
+    if report.refused:
+        raise UsageError(f"events ingest: {len(report.refused)} line(s) refused (listed above); the other events "
+                         "were stored")
+
+
 def _config_docs(args) -> None:
     from .config_docs import write
 
@@ -157,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", default="fusion-ltr", help="the run tag (the TREC file's last column)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_rerank)
+
+    p = sub.add_parser("events", help="the interaction log: ingest impressions and interactions (JSONL or Parquet) "
+                                      "into the run's feature store")
+    p.add_argument("action", choices=["ingest"])
+    p.add_argument("files", nargs="+", type=Path, help="event files (.jsonl or .parquet)")
+    p.add_argument("--config", help="the run whose feature store keeps the log")
+    p.add_argument("--store", type=Path, help="a feature store file instead of a run's")
+    p.set_defaults(func=_events)
 
     p = sub.add_parser("config-docs", help="write the configuration reference (docs/configuration.md) from the "
                                            "config dataclasses")

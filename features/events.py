@@ -1,0 +1,315 @@
+"""The interaction log: what an app showed (impressions) and what people did with it (interactions), kept
+in the feature store's DuckDB file beside the features they become.
+
+Tables (plain SQL)::
+
+    impressions      (impression_id, time, qid, query, model, user_id, session_id, explored, source)
+    impression_docs  (impression_id, position, docno)          the list shown, position 1 first
+    interactions     (event_id, impression_id, docno, kind, time, value, source)
+
+``explored``: the list was randomised for exploration (so examination can be estimated from it);
+``source``: the file and line the event came from. Times are stored in UTC.
+
+Event files are JSON lines, or Parquet files with the same fields as columns, one event each::
+
+    {"type": "impression", "id": "i1", "time": "2026-05-01T10:00:00Z", "query": "statins and LDL",
+     "qid": "q7", "docs": ["d3", "d1", "d9"], "model": "runs/demo", "user": "u1", "session": "s1",
+     "explored": false}
+    {"type": "interaction", "id": "e1", "impression": "i1", "doc": "d1", "kind": "click",
+     "time": "2026-05-01T10:00:04Z", "value": 12.5, "position": 2}
+
+An impression needs ``id``, ``time``, ``docs`` (ids in the order shown, no repeats) and ``query`` or
+``qid``; an interaction ``id``, ``impression``, ``doc``, ``kind`` and ``time`` (``value``: e.g. dwell
+seconds; ``position``: checked against the list shown). A time without a zone is UTC.
+
+:func:`ingest` is idempotent by event id (an id already stored is skipped, so ingesting a file twice
+stores nothing twice) and refuses each bad line by file, line and field (an interaction for an unknown
+impression, a document not shown, a position out of range, a time before its impression's), keeping the
+rest. All impressions are read before any interaction, so the order of the files does not matter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from retrieval.errors import MissingInputError, UsageError
+
+from .store import FeatureStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS impressions (impression_id VARCHAR PRIMARY KEY, time TIMESTAMPTZ NOT NULL, qid VARCHAR,
+    query VARCHAR, model VARCHAR, user_id VARCHAR, session_id VARCHAR, explored BOOLEAN, source VARCHAR);
+CREATE TABLE IF NOT EXISTS impression_docs (impression_id VARCHAR, position INTEGER, docno VARCHAR,
+    PRIMARY KEY (impression_id, position));
+CREATE TABLE IF NOT EXISTS interactions (event_id VARCHAR PRIMARY KEY, impression_id VARCHAR NOT NULL,
+    docno VARCHAR NOT NULL, kind VARCHAR NOT NULL, time TIMESTAMPTZ NOT NULL, value DOUBLE, source VARCHAR);
+"""
+
+IMPRESSION_FIELDS = ("type", "id", "time", "query", "qid", "docs", "model", "user", "session", "explored")
+INTERACTION_FIELDS = ("type", "id", "impression", "doc", "kind", "time", "value", "position")
+
+
+class BadEvent(UsageError):
+    """One event line that cannot be stored: names the field, what was expected and what was found."""
+
+    def __init__(self, field_: str, message: str):
+        super().__init__(f"{field_}: {message}")
+        self.field = field_
+
+
+@dataclass
+class IngestReport:
+    """What one :func:`ingest` stored, skipped (ids already stored, or repeated) and refused."""
+
+    impressions: int = 0
+    interactions: int = 0
+    duplicates: int = 0
+    refused: list[str] = field(default_factory=list)  # "file:line: field: message", in file order
+
+    def as_dict(self) -> dict:
+        return {"impressions": self.impressions, "interactions": self.interactions, "duplicates": self.duplicates,
+                "refused": len(self.refused)}
+
+
+def create(store: FeatureStore) -> None:
+    """Create the log's tables in ``store`` if they are not there."""
+    store.con.execute(SCHEMA)
+
+
+# ----------------------------------------------------------------------------------- reading files
+def read_events(path: str | Path):
+    """``(line, event)`` of each event in a JSONL or Parquet file; a line that is not a JSON object comes
+    as ``(line, BadEvent)``. Blank lines are skipped."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingInputError(f"{path}: no such event file")
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+        for i, row in enumerate(frame.to_dict(orient="records"), start=1):
+            yield i, {k: _plain(v) for k, v in row.items() if not _missing(v)}
+        return
+    with path.open(encoding="utf-8", errors="strict") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield i, BadEvent("line", f"expected a JSON object, found invalid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            yield i, event if isinstance(event, dict) else BadEvent("line", f"expected a JSON object, found "
+                                                                          f"{type(event).__name__}")
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _plain(value):
+    """A Parquet cell as JSON would give it (arrays as lists, numpy scalars as Python ones)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return value
+
+
+# ----------------------------------------------------------------------------------- checking events
+def _text(event: dict, name: str, *, required: bool = True) -> str | None:
+    value = event.get(name)
+    if value is None:
+        if required:
+            raise BadEvent(name, "missing (expected a non-empty string)")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+        raise BadEvent(name, f"expected a non-empty string, found {value!r}")
+    return str(value)
+
+
+def _time(event: dict) -> datetime:
+    value = event.get("time")
+    if value is None:
+        raise BadEvent("time", "missing (expected an ISO 8601 time, e.g. 2026-05-01T10:00:00Z)")
+    if isinstance(value, datetime) or isinstance(value, pd.Timestamp):
+        stamp = pd.Timestamp(value)
+    elif isinstance(value, str):
+        try:
+            stamp = pd.Timestamp(value)
+        except (ValueError, TypeError):
+            raise BadEvent("time", f"expected an ISO 8601 time (e.g. 2026-05-01T10:00:00Z), found {value!r}") from None
+    else:
+        raise BadEvent("time", f"expected an ISO 8601 time string, found {value!r}")
+    if pd.isna(stamp):
+        raise BadEvent("time", f"expected an ISO 8601 time, found {value!r}")
+    stamp = stamp.tz_localize(timezone.utc) if stamp.tzinfo is None else stamp.tz_convert(timezone.utc)
+    return stamp.to_pydatetime()
+
+
+def _unknown(event: dict, allowed) -> None:
+    unknown = sorted(set(event) - set(allowed))
+    if unknown:
+        raise BadEvent(unknown[0], f"unknown field; an {event.get('type')} has {sorted(set(allowed) - {'type'})}")
+
+
+def check_impression(event: dict) -> dict:
+    """An impression event as a row (and its list), or :class:`BadEvent`."""
+    _unknown(event, IMPRESSION_FIELDS)
+    row = {"impression_id": _text(event, "id"), "time": _time(event), "qid": _text(event, "qid", required=False),
+           "query": _text(event, "query", required=False), "model": _text(event, "model", required=False),
+           "user_id": _text(event, "user", required=False), "session_id": _text(event, "session", required=False)}
+    if row["qid"] is None and row["query"] is None:
+        raise BadEvent("query", "missing (an impression needs its query text, its qid, or both)")
+    docs = event.get("docs")
+    if not isinstance(docs, list) or not docs:
+        raise BadEvent("docs", f"expected a non-empty list of document ids in the order shown, found {docs!r}")
+    ids = []
+    for k, d in enumerate(docs):
+        if isinstance(d, bool) or not isinstance(d, (str, int)) or not str(d).strip():
+            raise BadEvent(f"docs[{k}]", f"expected a document id (a non-empty string), found {d!r}")
+        ids.append(str(d))
+    repeated = sorted({d for d in ids if ids.count(d) > 1})
+    if repeated:
+        raise BadEvent("docs", f"each document is shown once; {repeated} appear more than once")
+    explored = event.get("explored", False)
+    if not isinstance(explored, bool):
+        raise BadEvent("explored", f"expected true or false, found {explored!r}")
+    row["explored"] = explored
+    return row | {"docs": ids}
+
+
+def check_interaction(event: dict, shown: dict[str, tuple[datetime, list[str]]]) -> dict:
+    """An interaction event as a row, or :class:`BadEvent`; ``shown``: impression id -> (time, docs)."""
+    _unknown(event, INTERACTION_FIELDS)
+    row = {"event_id": _text(event, "id"), "impression_id": _text(event, "impression"), "docno": _text(event, "doc"),
+           "kind": _text(event, "kind"), "time": _time(event)}
+    if row["impression_id"] not in shown:
+        raise BadEvent("impression", f"unknown impression {row['impression_id']!r} (not stored, and not in the "
+                                     "files ingested)")
+    at, docs = shown[row["impression_id"]]
+    if row["docno"] not in docs:
+        raise BadEvent("doc", f"document {row['docno']!r} was not shown in impression {row['impression_id']!r} "
+                              f"({len(docs)} documents shown)")
+    if row["time"] < at:
+        raise BadEvent("time", f"{row['time'].isoformat()} is before its impression's time {at.isoformat()}")
+    position = event.get("position")
+    if isinstance(position, float) and position.is_integer():  # a Parquet column with gaps is float
+        position = int(position)
+    if position is not None:
+        if isinstance(position, bool) or not isinstance(position, int) or not 1 <= position <= len(docs):
+            raise BadEvent("position", f"expected a position from 1 to {len(docs)} (the list shown), found {position!r}")
+        if docs[position - 1] != row["docno"]:
+            raise BadEvent("position", f"{row['docno']!r} was shown at position {docs.index(row['docno']) + 1}, "
+                                       f"found {position}")
+    value = event.get("value")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        raise BadEvent("value", f"expected a finite number, found {value!r}")
+    return row | {"value": None if value is None else float(value)}
+
+
+# ----------------------------------------------------------------------------------- ingesting
+def ingest(store_path: str | Path, files, *, log=print) -> IngestReport:
+    """Store the events of ``files`` (JSONL or Parquet, see the module docstring) in the store at
+    ``store_path``, in one transaction: impressions first, then interactions; ids already stored are
+    skipped; each bad line is refused by file, line and field and the rest are kept."""
+    report = IngestReport()
+    lines, refused = [], []  # ((file number, line), event) of every event line; ((file number, line), error)
+    for n, path in enumerate(files):
+        for i, event in read_events(path):
+            where = (n, i)
+            if isinstance(event, BadEvent):
+                refused.append((where, event))
+            elif event.get("type") not in ("impression", "interaction"):
+                refused.append((where, BadEvent("type", f"expected \"impression\" or \"interaction\", found "
+                                                        f"{event.get('type')!r}")))
+            else:
+                lines.append((where, event))
+    names = [str(p) for p in files]
+
+    def source(where) -> str:
+        return f"{names[where[0]]}:{where[1]}"
+
+    with FeatureStore(store_path) as store:
+        create(store)
+        known = set(store.sql("SELECT impression_id FROM impressions")["impression_id"])
+        seen_events = set(store.sql("SELECT event_id FROM interactions")["event_id"])
+        impressions, listed, shown = [], [], {}
+        for where, event in (x for x in lines if x[1]["type"] == "impression"):
+            try:
+                row = check_impression(event)
+            except BadEvent as exc:
+                refused.append((where, exc))
+                continue
+            iid = row["impression_id"]
+            if iid in known or iid in shown:
+                report.duplicates += 1
+                continue
+            shown[iid] = (row["time"], row["docs"])
+            listed += [(iid, k + 1, d) for k, d in enumerate(row.pop("docs"))]
+            impressions.append(row | {"source": source(where)})
+        stored = _stored_lists(store, {e.get("impression") for _, e in lines if e["type"] == "interaction"} - set(shown))
+        interactions = []
+        for where, event in (x for x in lines if x[1]["type"] == "interaction"):
+            try:
+                row = check_interaction(event, shown | stored)
+            except BadEvent as exc:
+                refused.append((where, exc))
+                continue
+            if row["event_id"] in seen_events:
+                report.duplicates += 1
+                continue
+            seen_events.add(row["event_id"])
+            interactions.append(row | {"source": source(where)})
+        store.con.execute("BEGIN TRANSACTION")
+        try:
+            if impressions:
+                frame = pd.DataFrame(impressions)
+                store.con.register("_imp", frame)
+                store.con.execute("INSERT INTO impressions SELECT impression_id, time, qid, query, model, user_id, "
+                                  "session_id, explored, source FROM _imp")
+                store.con.register("_docs", pd.DataFrame(listed, columns=["impression_id", "position", "docno"]))
+                store.con.execute("INSERT INTO impression_docs SELECT impression_id, position, docno FROM _docs")
+            if interactions:
+                store.con.register("_int", pd.DataFrame(interactions))
+                store.con.execute("INSERT INTO interactions SELECT event_id, impression_id, docno, kind, time, value, "
+                                  "source FROM _int")
+            store.con.execute("COMMIT")
+        except Exception:
+            store.con.execute("ROLLBACK")
+            raise
+    report.impressions, report.interactions = len(impressions), len(interactions)
+    report.refused = [f"{source(where)}: {exc}" for where, exc in sorted(refused, key=lambda r: r[0])]
+    for line in report.refused:
+        log(f"refused {line}")
+    return report
+
+
+def _stored_lists(store: FeatureStore, ids) -> dict[str, tuple[datetime, list[str]]]:
+    """Impression id -> (time, docs in order shown) of the stored impressions among ``ids``."""
+    ids = sorted(i for i in ids if i is not None)
+    if not ids:
+        return {}
+    store.con.register("_ids", pd.DataFrame({"impression_id": [str(i) for i in ids]}))
+    rows = store.sql("SELECT i.impression_id, i.time, d.position, d.docno FROM impressions i "
+                     "JOIN impression_docs d USING (impression_id) WHERE i.impression_id IN (SELECT impression_id "
+                     "FROM _ids) ORDER BY i.impression_id, d.position")
+    out = {}
+    for iid, part in rows.groupby("impression_id", sort=False):
+        at = pd.Timestamp(part["time"].iloc[0]).tz_convert(timezone.utc).to_pydatetime()
+        out[str(iid)] = (at, part["docno"].astype(str).tolist())
+    return out
+
+
+def impressions_frame(store: FeatureStore) -> pd.DataFrame:
+    """Every stored impression's shown documents with their clicks: one row per (impression, position),
+    with ``clicked`` (any interaction of kind "click" on it) and the impression's time, query and ``explored``."""
+    if store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'impressions'")["n"][0] == 0:
+        raise MissingInputError(f"{store.path}: no interaction log (run `fusion-ltr events ingest FILE...` first)")
+    return store.sql(
+        "SELECT i.impression_id, i.time, i.qid, i.query, i.model, i.explored, d.position, d.docno, "
+        "EXISTS (SELECT 1 FROM interactions x WHERE x.impression_id = d.impression_id AND x.docno = d.docno "
+        "AND x.kind = 'click') AS clicked FROM impressions i JOIN impression_docs d USING (impression_id) "
+        "ORDER BY i.time, i.impression_id, d.position")
