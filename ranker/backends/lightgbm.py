@@ -43,11 +43,13 @@ class LightGBMBackend(Backend):
     def fit(cls, p, train, valid):
         lgb = cls.library()
         params = cls.params(p, train.feature_names, len(train.y))
+        # shown positions (click labels): LightGBM's unbiased lambdarank learns the position bias beside the trees
         dtrain = lgb.Dataset(train.X, train.y, group=train.group, feature_name=train.feature_names,
-                             init_score=train.base, free_raw_data=False)
+                             init_score=train.base, position=train.position, free_raw_data=False)
         sets, names, callbacks, evals = [dtrain], ["train"], [], {}
         if valid is not None:
-            sets.append(lgb.Dataset(valid.X, valid.y, group=valid.group, init_score=valid.base, reference=dtrain))
+            sets.append(lgb.Dataset(valid.X, valid.y, group=valid.group, init_score=valid.base, reference=dtrain,
+                                    position=valid.position))
             names.append("valid")
             if p.early_stopping_rounds:
                 callbacks.append(lgb.early_stopping(p.early_stopping_rounds, verbose=False))

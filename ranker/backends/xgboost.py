@@ -12,6 +12,18 @@ from retrieval.errors import UsageError
 from . import Backend
 
 
+def check_shown_order(data) -> None:
+    """XGBoost takes a group's row order for the order shown: the rows must come by position, 1, 2, ..."""
+    starts = np.cumsum(np.r_[0, data.group[:-1]]).astype(int)
+    expected = np.concatenate([np.arange(1, g + 1) for g in data.group]) if len(data.group) else np.arange(0)
+    if not np.array_equal(data.position, expected):
+        first = int(np.flatnonzero(data.position != expected)[0])
+        q = int(np.searchsorted(starts, first, side="right") - 1)
+        raise UsageError(f"xgboost with shown positions: query {data.qids[first]!r}'s rows must come in the order shown "
+                         f"(positions 1..{data.group[q]}), found position {data.position[first]} at row "
+                         f"{first - starts[q] + 1}")
+
+
 class XGBoostBackend(Backend):
     name = "xgboost"
     install = "pip install 'fusion-ltr[xgboost]'"
@@ -38,6 +50,9 @@ class XGBoostBackend(Backend):
     def fit(cls, p, train, valid):
         xgb = cls.library()
         params = cls.params(p, train.feature_names)
+        if train.position is not None:  # click labels: XGBoost's unbiased LambdaMART reads each query group's rows
+            check_shown_order(train)     # as the positions shown
+            params |= {"lambdarank_unbiased": True}
         dtrain = xgb.DMatrix(train.X, train.y, missing=np.nan, feature_names=train.feature_names)
         dtrain.set_group(train.group)
         if train.base is not None:
