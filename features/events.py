@@ -303,13 +303,25 @@ def _stored_lists(store: FeatureStore, ids) -> dict[str, tuple[datetime, list[st
     return out
 
 
-def impressions_frame(store: FeatureStore) -> pd.DataFrame:
+def impressions_frame(store: FeatureStore, kinds=("click",)) -> pd.DataFrame:
     """Every stored impression's shown documents with their clicks: one row per (impression, position),
-    with ``clicked`` (any interaction of kind "click" on it) and the impression's time, query and ``explored``."""
+    with ``clicked`` (any interaction of one of ``kinds`` on it) and the impression's time, query and
+    ``explored``, by time."""
     if store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'impressions'")["n"][0] == 0:
         raise MissingInputError(f"{store.path}: no interaction log (run `fusion-ltr events ingest FILE...` first)")
+    store.con.register("_kinds", pd.DataFrame({"kind": [str(k) for k in kinds]}))
     return store.sql(
         "SELECT i.impression_id, i.time, i.qid, i.query, i.model, i.explored, d.position, d.docno, "
         "EXISTS (SELECT 1 FROM interactions x WHERE x.impression_id = d.impression_id AND x.docno = d.docno "
-        "AND x.kind = 'click') AS clicked FROM impressions i JOIN impression_docs d USING (impression_id) "
-        "ORDER BY i.time, i.impression_id, d.position")
+        "AND x.kind IN (SELECT kind FROM _kinds)) AS clicked FROM impressions i JOIN impression_docs d "
+        "USING (impression_id) ORDER BY i.time, i.impression_id, d.position")
+
+
+def fingerprint(store: FeatureStore) -> list:
+    """What identifies the log's content for a step's cache: its events' counts and latest times (events are
+    only ever added)."""
+    if store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'impressions'")["n"][0] == 0:
+        return [0, 0]
+    imp = store.sql("SELECT count(*) AS n, max(time) AS t FROM impressions")
+    act = store.sql("SELECT count(*) AS n, max(time) AS t FROM interactions")
+    return [int(imp["n"][0]), str(imp["t"][0]), int(act["n"][0]), str(act["t"][0])]

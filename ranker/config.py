@@ -154,6 +154,20 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class LabelsConfig:
+    # what the training queries' labels come from: "qrels" (relevance judgements) or "clicks" (the run
+    # store's interaction log, `fusion-ltr events ingest`); the test split is evaluated on its judgements
+    source: Literal["qrels", "clicks"] = "qrels"
+    # clicks: "position" (each impression a query group, its clicks the labels, the positions shown fed
+    # to the booster's position-bias correction), "raw" (the same without the positions), "pbm" (one row per
+    # query and document shown, labelled by the position-based model's P(click | examined), examination
+    # estimated from the log by EM) or "ctr" (the same rows labelled by the click-through rate)
+    click_model: Literal["position", "raw", "pbm", "ctr"] = "position"
+    kinds: tuple[str, ...] = ("click",)  # interaction kinds that count as a click
+    until: str = ""  # only impressions before this ISO 8601 time (empty: the whole log)
+
+
+@dataclass(frozen=True)
 class RunConfig:
     dir: str = "runs/default"  # the run folder (relative paths are relative to the working directory)
     cache: str = ""  # embedding cache folder; empty: the user cache (~/.cache/fusion-ltr)
@@ -168,6 +182,7 @@ class Config:
     finetune_biencoder: FinetuneBiencoderConfig = field(default_factory=FinetuneBiencoderConfig)
     ranker: RankerConfig = field(default_factory=RankerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
     run: RunConfig = field(default_factory=RunConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     source: str = ""  # the file it was read from (set by load_config)
@@ -224,6 +239,18 @@ class Config:
             if any(s.max_train_queries < 0 for s in stages):
                 raise ConfigError(f"{self.source}: ranker.cascade: max_train_queries must be >= 0 (0: no cap), found "
                                   f"{[s.max_train_queries for s in stages]}")
+        if self.labels.source == "clicks":
+            if self.dataset.format == "letor" or stages or self.ranker.cv_folds:
+                raise ConfigError(f"{self.source}: labels.source = \"clicks\" trains a plain model on a run's training "
+                                  "split (not LETOR, ranker.cascade or ranker.cv_folds)")
+            if self.labels.until:
+                import pandas as pd
+
+                try:
+                    pd.Timestamp(self.labels.until)
+                except ValueError:
+                    raise ConfigError(f"{self.source}: labels.until: expected an ISO 8601 time, found "
+                                      f"{self.labels.until!r}") from None
         if not 0 <= self.ranker.hide_ranks <= 1:
             raise ConfigError(f"{self.source}: ranker.hide_ranks must be in [0, 1], found {self.ranker.hide_ranks}")
         if self.ranker.tune_folds < 2:

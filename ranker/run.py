@@ -414,6 +414,12 @@ class Run:
                 fit_q, valid_q = hash_split(train_q, cfg.ranker.valid_fraction, cfg.ranker.base_params.seed, salt="valid:")
                 train = matrix(fit_q)
                 valid = matrix(valid_q) if valid_q else None
+                if cfg.labels.source == "clicks":  # the training queries' labels from the interaction log
+                    from .labels import click_matrix
+
+                    train = click_matrix(store, train, cfg.labels, log=self.log)
+                    if valid is not None:
+                        valid = click_matrix(store, valid, cfg.labels, log=self.log, required=False)
         return Matrices(train, valid, test, test_qrels, sorted(leaked))
 
     @property

@@ -77,7 +77,8 @@ def _describe(tp) -> str:
 def from_dict(cls, data: dict, where: str = ""):
     """Build dataclass ``cls`` from a dict, rejecting unknown keys with the list of allowed ones."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "source"}
+    # the top level's ``source`` is the file the config was read from, not a key
+    fields = {f.name for f in dataclasses.fields(cls) if f.init and not (f.name == "source" and not where)}
     allowed = sorted(fields)
     kwargs = {}
     for key, value in data.items():

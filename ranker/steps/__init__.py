@@ -63,9 +63,16 @@ def _train_key(run):
 
     from ..calibration import VERSION as CALIBRATION
 
-    return [cfg.dataset.name, cfg.dataset.fold, [(s.name, s.version) for s in run.feature_set.specs],
-            dataclasses.asdict(cfg.ranker), cfg.features.extractors,  # extractor configs go into the model
-            FORMAT if cfg.ranker.cascade else None, CALIBRATION]
+    key = [cfg.dataset.name, cfg.dataset.fold, [(s.name, s.version) for s in run.feature_set.specs],
+           dataclasses.asdict(cfg.ranker), cfg.features.extractors,  # extractor configs go into the model
+           FORMAT if cfg.ranker.cascade else None, CALIBRATION]
+    if cfg.labels.source == "clicks":  # labels from the interaction log: a grown log trains again
+        from features.events import fingerprint
+        from features.store import FeatureStore
+
+        with FeatureStore(run.layout.store, read_only=True) as store:
+            key += [dataclasses.asdict(cfg.labels), fingerprint(store)]
+    return key
 
 
 STEPS: list[Step] = [

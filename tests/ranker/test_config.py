@@ -25,7 +25,7 @@ def test_defaults_and_values(tmp_path):
 
 
 def test_unknown_top_level_key_lists_allowed(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown key 'retreival' in the top level; allowed keys: compute, dataset, evaluate, features, finetune, finetune_biencoder, ranker, retrieval, run"):
+    with pytest.raises(ConfigError, match=r"unknown key 'retreival' in the top level; allowed keys: compute, dataset, evaluate, features, finetune, finetune_biencoder, labels, ranker, retrieval, run"):
         load_config(write(tmp_path, "[retreival]\nk = 5\n"))
 
 
