@@ -250,11 +250,12 @@ def ingest(store_path: str | Path, files, *, log=print) -> IngestReport:
             shown[iid] = (row["time"], row["docs"])
             listed += [(iid, k + 1, d) for k, d in enumerate(row.pop("docs"))]
             impressions.append(row | {"source": source(where)})
-        stored = _stored_lists(store, {e.get("impression") for _, e in lines if e["type"] == "interaction"} - set(shown))
+        lists = _stored_lists(store, {e.get("impression") for _, e in lines if e["type"] == "interaction"} - set(shown))
+        lists |= shown
         interactions = []
         for where, event in (x for x in lines if x[1]["type"] == "interaction"):
             try:
-                row = check_interaction(event, shown | stored)
+                row = check_interaction(event, lists)
             except BadEvent as exc:
                 refused.append((where, exc))
                 continue
@@ -325,3 +326,36 @@ def fingerprint(store: FeatureStore) -> list:
     imp = store.sql("SELECT count(*) AS n, max(time) AS t FROM impressions")
     act = store.sql("SELECT count(*) AS n, max(time) AS t FROM interactions")
     return [int(imp["n"][0]), str(imp["t"][0]), int(act["n"][0]), str(act["t"][0])]
+
+
+class EventWriter:
+    """Appends events (the ingest format) to a JSON-lines file of its own in ``folder``, one per process
+    (``events-<host>-<pid>-<time>.jsonl``): each :meth:`write` is flushed and fsynced before it returns, so an
+    event a caller acknowledged survives a killed process; `fusion-ltr events ingest` then stores the
+    folder's files (idempotent, so a file may be ingested again as it grows)."""
+
+    def __init__(self, folder: str | Path):
+        import os
+        import socket
+        import threading
+
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        self.path = self.folder / f"events-{socket.gethostname()}-{os.getpid()}-{stamp}.jsonl"
+        self._lock = threading.Lock()
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, *events: dict) -> None:
+        """Append ``events``, durable on return."""
+        import os
+
+        text = "".join(json.dumps(e, ensure_ascii=False, default=str) + "\n" for e in events)
+        with self._lock:
+            self._file.write(text)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()

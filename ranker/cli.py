@@ -52,7 +52,8 @@ def _serve(args) -> None:
           batching=not args.no_batching, max_wait_ms=args.max_wait_ms,
           limits=ServeLimits(max_documents=args.max_documents, max_chars=args.max_chars,
                              max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout_s),
-          api_key_file=args.api_key_file, tracing=args.tracing)
+          api_key_file=args.api_key_file, tracing=args.tracing, log_impressions=args.log_impressions,
+          explore=args.explore)
 
 
 def _init(args) -> None:
@@ -149,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracing", action="store_true", help="OpenTelemetry spans per request, stage and extractor, "
                    "continuing the caller's trace (to the tracer provider the process configures; "
                    "pip install 'fusion-ltr[tracing]')")
+    p.add_argument("--log-impressions", metavar="DIR", help="log every rerank/search answer as an impression and take "
+                   "POST /v1/feedback, as event files in DIR, durable before each answer (`fusion-ltr events ingest "
+                   "DIR/*.jsonl` stores them)")
+    p.add_argument("--explore", type=float, default=0.0, help="with --log-impressions: the share of answers in which two "
+                   "adjacent results are swapped at random (logged as explored), for estimating position bias")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("init", help="write a config for your own data (a BEIR-form folder: corpus.jsonl, "

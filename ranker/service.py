@@ -277,11 +277,19 @@ def api_key_from(env: dict, file: str | None = None) -> str | None:
 
 # ------------------------------------------------------------------------------ the app
 def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = True, max_wait_ms: float = 5.0,
-               max_batch_pairs: int = 256, model_name: str = "", api_key: str | None = None, tracing: bool = False):
+               max_batch_pairs: int = 256, model_name: str = "", api_key: str | None = None, tracing: bool = False,
+               log_impressions: str | None = None, explore: float = 0.0, seed: int | None = None):
     """The FastAPI app serving ``scorer`` (see the module docstring); with ``api_key``, every endpoint but
     ``/healthz`` needs ``Authorization: Bearer <api_key>`` (compared in constant time); with ``tracing``, an
     OpenTelemetry span per request, continuing the caller's trace, and per stage and extractor
-    (:mod:`ranker.tracing`)."""
+    (:mod:`ranker.tracing`); with ``log_impressions`` (a folder), every rerank and search answer is logged
+    as an impression (its ``id``) and ``POST /v1/feedback`` takes interactions with it, both durable before
+    the answer (:class:`features.events.EventWriter`); ``explore``: the share of those answers in which two
+    adjacent results, chosen at random, are swapped (logged as ``explored``)."""
+    if not 0 <= explore <= 1:
+        raise UsageError(f"explore: expected a share in [0, 1], found {explore}")
+    if explore and not log_impressions:
+        raise UsageError("explore: swapping results is only useful with --log-impressions (the swaps are logged)")
     try:
         from fastapi import FastAPI, Request
         from fastapi.exceptions import RequestValidationError
@@ -345,6 +353,43 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
         return_documents: StrictBool = True
         min_score: Finite | None = None
         model: str | None = None
+
+    class InteractionIn(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        impression: str  # the answer's ``id``
+        doc: str | StrictInt  # the document's ``id`` as sent (its index in the request when it had none), or search's
+        kind: str = "click"
+        time: str | None = None  # ISO 8601; default: when the service receives it
+        value: Finite | None = None
+        position: StrictInt | None = None
+        id: str | None = None  # the event's id (ingest skips an id it has); default: a new one
+
+    class FeedbackIn(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        interactions: list[InteractionIn]
+
+    import random
+    from datetime import datetime, timezone
+
+    from features.events import EventWriter
+
+    writer = EventWriter(log_impressions) if log_impressions else None
+    chance = random.Random(seed)
+
+    def shown(ranking) -> tuple[list, bool]:
+        """The results as shown, two adjacent ones swapped in a share ``explore`` of the answers, and whether
+        they were; the impression logged (durably) when the service logs them."""
+        results, explored = list(ranking), False
+        if writer is not None and explore and len(results) > 1 and chance.random() < explore:
+            k = chance.randrange(len(results) - 1)
+            results[k], results[k + 1] = results[k + 1], results[k]
+            explored = True
+        return results, explored
+
+    def log_impression(request_id: str, query: str, results, explored: bool) -> None:
+        if writer is not None:
+            writer.write({"type": "impression", "id": request_id, "time": datetime.now(timezone.utc).isoformat(),
+                          "query": query, "docs": [r.id for r in results], "model": name, "explored": explored})
 
     app = FastAPI(title="fusion-ltr rerank", version="1")
 
@@ -505,7 +550,11 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
             warnings = warnings_of(body)
             if warnings:
                 meta["warnings"] = warnings
-            return {"id": request_id, "model": name, "results": results_of(ranking, body, index), "meta": meta}
+            results, explored = shown(ranking)
+            log_impression(request_id, body.query, results, explored)
+            if explored:
+                meta["explored"] = True
+            return {"id": request_id, "model": name, "results": results_of(results, body, index), "meta": meta}
         return handle(endpoint, request_id, work, request)
 
     @app.post("/v1/rerank")
@@ -537,9 +586,29 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
         def work():
             check_top_k(body.top_n, "top_n")
             ranking = scorer.search(body.query, top_k=body.top_n, min_score=body.min_score)
-            return {"id": request_id, "model": name, "results": results_of(ranking, body),
-                    "meta": {"calibrated": scorer.calibrator is not None, "timing_ms": observe(ranking)}}
+            meta = {"calibrated": scorer.calibrator is not None, "timing_ms": observe(ranking)}
+            results, explored = shown(ranking)
+            log_impression(request_id, body.query, results, explored)
+            if explored:
+                meta["explored"] = True
+            return {"id": request_id, "model": name, "results": results_of(results, body), "meta": meta}
         return handle("/v1/search", request_id, work, request)
+
+    @app.post("/v1/feedback")
+    def feedback(body: FeedbackIn, request: Request):
+        request_id = uuid.uuid4().hex
+
+        def work():
+            if writer is None:
+                raise MissingInputError("this service does not log impressions (start it with --log-impressions DIR)")
+            now = datetime.now(timezone.utc).isoformat()
+            events = [{"type": "interaction", "id": x.id or uuid.uuid4().hex, "impression": x.impression,
+                       "doc": str(x.doc), "kind": x.kind, "time": x.time or now}
+                      | ({"value": x.value} if x.value is not None else {})
+                      | ({"position": x.position} if x.position is not None else {}) for x in body.interactions]
+            writer.write(*events)  # durable before the answer; checked against the impressions at ingest
+            return {"id": request_id, "accepted": len(events), "ids": [e["id"] for e in events]}
+        return handle("/v1/feedback", request_id, work, request)
 
     @app.get("/healthz")
     def healthz():
@@ -576,7 +645,8 @@ class LimitError(InputError):
 
 def serve(run_dir: str, *, model: str = "model", host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           batching: bool = True, max_wait_ms: float = 5.0, limits: ServeLimits = ServeLimits(),
-          api_key_file: str | None = None, tracing: bool = False) -> None:
+          api_key_file: str | None = None, tracing: bool = False, log_impressions: str | None = None,
+          explore: float = 0.0) -> None:
     """Load the Scorer once and serve it with uvicorn (``workers`` processes, each with its own models).
 
     The API key is the first line of ``api_key_file``, else the ``FUSION_LTR_API_KEY`` environment
@@ -596,6 +666,8 @@ def serve(run_dir: str, *, model: str = "model", host: str = "127.0.0.1", port: 
                        "FUSION_LTR_SERVE_WAIT_MS": str(max_wait_ms),
                        "FUSION_LTR_SERVE_API_KEY_FILE": api_key_file or "",
                        "FUSION_LTR_SERVE_TRACING": "1" if tracing else "0",
+                       "FUSION_LTR_SERVE_LOG_IMPRESSIONS": log_impressions or "",
+                       "FUSION_LTR_SERVE_EXPLORE": str(explore),
                        **{f"FUSION_LTR_SERVE_{f.name.upper()}": str(getattr(limits, f.name)) for f in fields(limits)}})
     if workers > 1:
         uvicorn.run("ranker.service:app_from_env", factory=True, host=host, port=port, workers=workers)
@@ -617,4 +689,6 @@ def app_from_env():
     return create_app(scorer, limits=limits, batching=env.get("FUSION_LTR_SERVE_BATCHING", "1") == "1",
                       max_wait_ms=float(env.get("FUSION_LTR_SERVE_WAIT_MS", 5.0)),
                       api_key=api_key_from(env, env.get("FUSION_LTR_SERVE_API_KEY_FILE") or None),
-                      tracing=env.get("FUSION_LTR_SERVE_TRACING", "0") == "1")
+                      tracing=env.get("FUSION_LTR_SERVE_TRACING", "0") == "1",
+                      log_impressions=env.get("FUSION_LTR_SERVE_LOG_IMPRESSIONS") or None,
+                      explore=float(env.get("FUSION_LTR_SERVE_EXPLORE") or 0.0))
