@@ -17,7 +17,10 @@ import pytest
 from features.events import ingest
 from features.store import FeatureStore
 from ranker import Scorer
-from tests.ranker.test_service import DOCS, QUERY, run_dir  # noqa: F401 (the module's tiny run)
+from tests.ranker import test_service
+from tests.ranker.test_service import DOCS, QUERY
+
+run_dir = test_service.run_dir  # the service tests' tiny run (a fixture)
 
 pytest.importorskip("fastapi")
 
@@ -35,7 +38,7 @@ def client_for(run_dir, folder, **kw):
                       raise_server_exceptions=False)
 
 
-def test_answers_are_impressions_and_feedback_is_ingested_with_them(run_dir, tmp_path):  # noqa: F811
+def test_answers_are_impressions_and_feedback_is_ingested_with_them(run_dir, tmp_path):
     folder = tmp_path / "log"
     with client_for(run_dir, folder) as c:
         answer = c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 3}).json()
@@ -64,7 +67,7 @@ def test_answers_are_impressions_and_feedback_is_ingested_with_them(run_dir, tmp
     assert shown["docno"].tolist() == impressions[answer["id"]]["docs"]
 
 
-def test_feedback_needs_the_log_and_exploration_swaps_two_adjacent_results(run_dir, tmp_path):  # noqa: F811
+def test_feedback_needs_the_log_and_exploration_swaps_two_adjacent_results(run_dir, tmp_path):
     with client_for(run_dir, None) as c:
         r = c.post("/v1/feedback", json={"interactions": [{"impression": "x", "doc": "0"}]})
         assert r.status_code == 404 and "--log-impressions" in r.json()["error"]["message"]
@@ -91,7 +94,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_killed_worker_loses_nothing_that_was_answered(run_dir, tmp_path):  # noqa: F811
+def test_a_killed_worker_loses_nothing_that_was_answered(run_dir, tmp_path):
     """Two worker processes under load; one is killed with SIGKILL half-way. Every impression and
     interaction answered 200 is in the event files (each written and fsynced before its answer)."""
     import httpx
