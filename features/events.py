@@ -3,12 +3,14 @@ in the feature store's DuckDB file beside the features they become.
 
 Tables (plain SQL)::
 
-    impressions      (impression_id, time, qid, query, model, user_id, session_id, explored, source)
-    impression_docs  (impression_id, position, docno)          the list shown, position 1 first
+    impressions      (impression_id, time, qid, query, model, user_id, session_id, explored, source, interleaved)
+    impression_docs  (impression_id, position, docno, team)    the list shown, position 1 first
     interactions     (event_id, impression_id, docno, kind, time, value, source)
 
 ``explored``: the list was randomised for exploration (so examination can be estimated from it);
-``source``: the file and line the event came from. Times are stored in UTC.
+``source``: the file and line the event came from; an interleaved impression (two models compared by team
+draft, :mod:`ranker.interleaving`) has ``interleaved`` (JSON: the models of teams "a" and "b") and each
+shown document's ``team``. Times are stored in UTC.
 
 Event files are JSON lines, or Parquet files with the same fields as columns, one event each::
 
@@ -44,14 +46,18 @@ from .store import FeatureStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS impressions (impression_id VARCHAR PRIMARY KEY, time TIMESTAMPTZ NOT NULL, qid VARCHAR,
-    query VARCHAR, model VARCHAR, user_id VARCHAR, session_id VARCHAR, explored BOOLEAN, source VARCHAR);
-CREATE TABLE IF NOT EXISTS impression_docs (impression_id VARCHAR, position INTEGER, docno VARCHAR,
+    query VARCHAR, model VARCHAR, user_id VARCHAR, session_id VARCHAR, explored BOOLEAN, source VARCHAR,
+    interleaved VARCHAR);
+CREATE TABLE IF NOT EXISTS impression_docs (impression_id VARCHAR, position INTEGER, docno VARCHAR, team VARCHAR,
     PRIMARY KEY (impression_id, position));
+ALTER TABLE impressions ADD COLUMN IF NOT EXISTS interleaved VARCHAR;
+ALTER TABLE impression_docs ADD COLUMN IF NOT EXISTS team VARCHAR;
 CREATE TABLE IF NOT EXISTS interactions (event_id VARCHAR PRIMARY KEY, impression_id VARCHAR NOT NULL,
     docno VARCHAR NOT NULL, kind VARCHAR NOT NULL, time TIMESTAMPTZ NOT NULL, value DOUBLE, source VARCHAR);
 """
 
-IMPRESSION_FIELDS = ("type", "id", "time", "query", "qid", "docs", "model", "user", "session", "explored")
+IMPRESSION_FIELDS = ("type", "id", "time", "query", "qid", "docs", "model", "user", "session", "explored", "teams",
+                     "models")
 INTERACTION_FIELDS = ("type", "id", "impression", "doc", "kind", "time", "value", "position")
 
 
@@ -178,7 +184,16 @@ def check_impression(event: dict) -> dict:
     if not isinstance(explored, bool):
         raise BadEvent("explored", f"expected true or false, found {explored!r}")
     row["explored"] = explored
-    return row | {"docs": ids}
+    teams, models = event.get("teams"), event.get("models")
+    if (teams is None) != (models is None):
+        raise BadEvent("teams" if teams is None else "models", "an interleaved impression has both teams and models")
+    if teams is not None:
+        if not isinstance(teams, list) or len(teams) != len(ids) or any(t not in ("a", "b") for t in teams):
+            raise BadEvent("teams", f"expected \"a\" or \"b\" for each of the {len(ids)} documents, found {teams!r}")
+        if not isinstance(models, dict) or set(models) != {"a", "b"} or not all(isinstance(v, str) for v in models.values()):
+            raise BadEvent("models", f"expected {{\"a\": model, \"b\": model}}, found {models!r}")
+    row["interleaved"] = json.dumps(models, sort_keys=True) if models is not None else None
+    return row | {"docs": ids, "teams": teams or [None] * len(ids)}
 
 
 def check_interaction(event: dict, shown: dict[str, tuple[datetime, list[str]]]) -> dict:
@@ -248,7 +263,7 @@ def ingest(store_path: str | Path, files, *, log=print) -> IngestReport:
                 report.duplicates += 1
                 continue
             shown[iid] = (row["time"], row["docs"])
-            listed += [(iid, k + 1, d) for k, d in enumerate(row.pop("docs"))]
+            listed += [(iid, k + 1, d, t) for k, (d, t) in enumerate(zip(row.pop("docs"), row.pop("teams")))]
             impressions.append(row | {"source": source(where)})
         lists = _stored_lists(store, {e.get("impression") for _, e in lines if e["type"] == "interaction"} - set(shown))
         lists |= shown
@@ -270,9 +285,9 @@ def ingest(store_path: str | Path, files, *, log=print) -> IngestReport:
                 frame = pd.DataFrame(impressions)
                 store.con.register("_imp", frame)
                 store.con.execute("INSERT INTO impressions SELECT impression_id, time, qid, query, model, user_id, "
-                                  "session_id, explored, source FROM _imp")
-                store.con.register("_docs", pd.DataFrame(listed, columns=["impression_id", "position", "docno"]))
-                store.con.execute("INSERT INTO impression_docs SELECT impression_id, position, docno FROM _docs")
+                                  "session_id, explored, source, interleaved FROM _imp")
+                store.con.register("_docs", pd.DataFrame(listed, columns=["impression_id", "position", "docno", "team"]))
+                store.con.execute("INSERT INTO impression_docs SELECT impression_id, position, docno, team FROM _docs")
             if interactions:
                 store.con.register("_int", pd.DataFrame(interactions))
                 store.con.execute("INSERT INTO interactions SELECT event_id, impression_id, docno, kind, time, value, "

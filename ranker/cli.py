@@ -53,7 +53,7 @@ def _serve(args) -> None:
           limits=ServeLimits(max_documents=args.max_documents, max_chars=args.max_chars,
                              max_body_bytes=args.max_body_bytes, body_timeout_s=args.body_timeout_s),
           api_key_file=args.api_key_file, tracing=args.tracing, log_impressions=args.log_impressions,
-          explore=args.explore)
+          explore=args.explore, interleave=args.interleave)
 
 
 def _init(args) -> None:
@@ -92,13 +92,23 @@ def _events(args) -> None:
     from features.events import ingest
 
     if (args.config is None) == (args.store is None):
-        raise UsageError("events ingest: give the run's --config or a --store file (one of them)")
+        raise UsageError(f"events {args.action}: give the run's --config or a --store file (one of them)")
     if args.config is not None:
         from .layout import RunLayout
 
         store = RunLayout.of(load_config(args.config)).store
     else:
         store = args.store
+    if args.action == "interleaving":
+        from features.store import FeatureStore
+
+        from .interleaving import outcomes
+
+        with FeatureStore(store, read_only=True) as s:
+            print(json.dumps(outcomes(s), indent=2))
+        return
+    if not args.files:
+        raise UsageError("events ingest: name the event files (.jsonl or .parquet)")
     report = ingest(store, args.files, log=lambda line: print(line, file=sys.stderr))
     print(json.dumps(report.as_dict()))
     print(f"stored in {store}")
@@ -155,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "DIR/*.jsonl` stores them)")
     p.add_argument("--explore", type=float, default=0.0, help="with --log-impressions: the share of answers in which two "
                    "adjacent results are swapped at random (logged as explored), for estimating position bias")
+    p.add_argument("--interleave", metavar="MODEL_A,MODEL_B", help="with --log-impressions: answer with the team-draft "
+                   "interleaving of two model folders of the run (e.g. model,model-content); `fusion-ltr events "
+                   "interleaving` reports which one the clicks prefer")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("init", help="write a config for your own data (a BEIR-form folder: corpus.jsonl, "
@@ -187,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("events", help="the interaction log: ingest impressions and interactions (JSONL or Parquet) "
                                       "into the run's feature store")
-    p.add_argument("action", choices=["ingest"])
-    p.add_argument("files", nargs="+", type=Path, help="event files (.jsonl or .parquet)")
+    p.add_argument("action", choices=["ingest", "interleaving"], help="ingest: store event files; interleaving: the "
+                   "wins, ties and losses of interleaved models in the log, with a sign test")
+    p.add_argument("files", nargs="*", type=Path, help="event files (.jsonl or .parquet)")
     p.add_argument("--config", help="the run whose feature store keeps the log")
     p.add_argument("--store", type=Path, help="a feature store file instead of a run's")
     p.set_defaults(func=_events)

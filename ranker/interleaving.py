@@ -78,3 +78,26 @@ class Outcome:
 
     def as_dict(self) -> dict:
         return {"wins": self.wins, "losses": self.losses, "ties": self.ties, "p_value": self.p_value}
+
+
+def outcomes(store, kinds=("click",)) -> dict[str, dict]:
+    """Per pair of interleaved models in ``store``'s interaction log (``{"a": ..., "b": ...}`` as JSON), the
+    wins, losses and ties of team "a" and the sign test, over the interleaved impressions."""
+    import json
+
+    import pandas as pd
+
+    store.con.register("_kinds", pd.DataFrame({"kind": [str(k) for k in kinds]}))
+    rows = store.sql(
+        "SELECT i.interleaved, d.impression_id, d.team, EXISTS (SELECT 1 FROM interactions x WHERE "
+        "x.impression_id = d.impression_id AND x.docno = d.docno AND x.kind IN (SELECT kind FROM _kinds)) AS clicked "
+        "FROM impressions i JOIN impression_docs d USING (impression_id) WHERE i.interleaved IS NOT NULL "
+        "ORDER BY d.impression_id, d.position")
+    out = {}
+    for pair, part in rows.groupby("interleaved", sort=True):
+        result = Outcome()
+        for _, imp in part.groupby("impression_id", sort=False):
+            result.add(credit(imp["team"].tolist(), imp["clicked"].tolist()))
+        models = json.loads(pair)
+        out[f"{models['a']} vs {models['b']}"] = {"a": models["a"], "b": models["b"], **result.as_dict()}
+    return out

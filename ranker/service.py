@@ -278,14 +278,20 @@ def api_key_from(env: dict, file: str | None = None) -> str | None:
 # ------------------------------------------------------------------------------ the app
 def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = True, max_wait_ms: float = 5.0,
                max_batch_pairs: int = 256, model_name: str = "", api_key: str | None = None, tracing: bool = False,
-               log_impressions: str | None = None, explore: float = 0.0, seed: int | None = None):
+               log_impressions: str | None = None, explore: float = 0.0, seed: int | None = None,
+               interleave: tuple | None = None):
     """The FastAPI app serving ``scorer`` (see the module docstring); with ``api_key``, every endpoint but
     ``/healthz`` needs ``Authorization: Bearer <api_key>`` (compared in constant time); with ``tracing``, an
     OpenTelemetry span per request, continuing the caller's trace, and per stage and extractor
     (:mod:`ranker.tracing`); with ``log_impressions`` (a folder), every rerank and search answer is logged
     as an impression (its ``id``) and ``POST /v1/feedback`` takes interactions with it, both durable before
     the answer (:class:`features.events.EventWriter`); ``explore``: the share of those answers in which two
-    adjacent results, chosen at random, are swapped (logged as ``explored``)."""
+    adjacent results, chosen at random, are swapped (logged as ``explored``); ``interleave``: ``(name_a,
+    name_b, scorer_b)``: each rerank and search answer is the team-draft interleaving of ``scorer``'s ranking
+    (team "a") and ``scorer_b``'s (:mod:`ranker.interleaving`), logged with each result's team for
+    `fusion-ltr events interleaving`."""
+    if interleave is not None and not log_impressions:
+        raise UsageError("interleave: comparing two models needs --log-impressions (the teams and clicks are logged)")
     if not 0 <= explore <= 1:
         raise UsageError(f"explore: expected a share in [0, 1], found {explore}")
     if explore and not log_impressions:
@@ -308,8 +314,9 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
     Finite = Annotated[float, Field(allow_inf_nan=False)]
 
     metrics = Metrics()
-    share_extractors(scorer, batching=batching, metrics=metrics, max_wait_ms=max_wait_ms,
-                     max_batch_pairs=max_batch_pairs)
+    for each in [scorer] + ([interleave[2]] if interleave is not None else []):
+        share_extractors(each, batching=batching, metrics=metrics, max_wait_ms=max_wait_ms,
+                         max_batch_pairs=max_batch_pairs)
     name = model_name or (scorer.run_dir.name if scorer.run_dir else "fusion-ltr")  # never a server path
 
     class DocumentIn(BaseModel):
@@ -386,10 +393,26 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
             explored = True
         return results, explored
 
-    def log_impression(request_id: str, query: str, results, explored: bool) -> None:
+    def log_impression(request_id: str, query: str, results, explored: bool, teams=None) -> None:
         if writer is not None:
-            writer.write({"type": "impression", "id": request_id, "time": datetime.now(timezone.utc).isoformat(),
-                          "query": query, "docs": [r.id for r in results], "model": name, "explored": explored})
+            event = {"type": "impression", "id": request_id, "time": datetime.now(timezone.utc).isoformat(),
+                     "query": query, "docs": [r.id for r in results], "model": name, "explored": explored}
+            if teams is not None:
+                event |= {"teams": teams, "models": {"a": interleave[0], "b": interleave[1]}}
+            writer.write(event)
+
+    def ranked(rank, query: str, top_k, **kw) -> tuple[list, list | None]:
+        """``rank(scorer, query, top_k=..., **kw)``'s results, or with ``interleave`` the team-draft of the two
+        models' rankings (each result from its team's model) and the teams."""
+        if interleave is None:
+            return rank(scorer, query, top_k=top_k, **kw), None
+        from .interleaving import team_draft
+
+        a, b = rank(scorer, query, top_k=None, **kw), rank(interleave[2], query, top_k=None, **kw)
+        ids, teams = team_draft([r.id for r in a], [r.id for r in b], chance, k=top_k)
+        by = {"a": {r.id: r for r in a}, "b": {r.id: r for r in b}}
+        ranking = type(a)([by[t][i] for i, t in zip(ids, teams)], {k: v + b.timing.get(k, 0.0) for k, v in a.timing.items()})
+        return ranking, teams
 
     app = FastAPI(title="fusion-ltr rerank", version="1")
 
@@ -543,17 +566,21 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
         def work():
             check_limits(body)
             check_top_k(body.top_n, "top_n")
-            ranking = scorer.rerank(body.query, documents_of(body), top_k=body.top_n, min_score=body.min_score)
+            docs = documents_of(body)
+            ranking, teams = ranked(lambda sc, q, **kw: sc.rerank(q, docs, **kw), body.query, body.top_n,
+                                    min_score=body.min_score)
             index = {str(i if isinstance(d, str) or d.id is None else d.id): i for i, d in enumerate(body.documents)}
             meta = {"api_version": {"version": version}, "calibrated": scorer.calibrator is not None,
                     "documents": len(body.documents), "timing_ms": observe(ranking)}
             warnings = warnings_of(body)
             if warnings:
                 meta["warnings"] = warnings
-            results, explored = shown(ranking)
-            log_impression(request_id, body.query, results, explored)
+            results, explored = shown(ranking) if teams is None else (list(ranking), False)
+            log_impression(request_id, body.query, results, explored, teams)
             if explored:
                 meta["explored"] = True
+            if teams is not None:
+                meta["interleaved"] = True
             return {"id": request_id, "model": name, "results": results_of(results, body, index), "meta": meta}
         return handle(endpoint, request_id, work, request)
 
@@ -585,12 +612,15 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
 
         def work():
             check_top_k(body.top_n, "top_n")
-            ranking = scorer.search(body.query, top_k=body.top_n, min_score=body.min_score)
+            ranking, teams = ranked(lambda sc, q, **kw: sc.search(q, **kw), body.query, body.top_n,
+                                    min_score=body.min_score)
             meta = {"calibrated": scorer.calibrator is not None, "timing_ms": observe(ranking)}
-            results, explored = shown(ranking)
-            log_impression(request_id, body.query, results, explored)
+            results, explored = shown(ranking) if teams is None else (list(ranking), False)
+            log_impression(request_id, body.query, results, explored, teams)
             if explored:
                 meta["explored"] = True
+            if teams is not None:
+                meta["interleaved"] = True
             return {"id": request_id, "model": name, "results": results_of(results, body), "meta": meta}
         return handle("/v1/search", request_id, work, request)
 
@@ -646,7 +676,7 @@ class LimitError(InputError):
 def serve(run_dir: str, *, model: str = "model", host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
           batching: bool = True, max_wait_ms: float = 5.0, limits: ServeLimits = ServeLimits(),
           api_key_file: str | None = None, tracing: bool = False, log_impressions: str | None = None,
-          explore: float = 0.0) -> None:
+          explore: float = 0.0, interleave: str | None = None) -> None:
     """Load the Scorer once and serve it with uvicorn (``workers`` processes, each with its own models).
 
     The API key is the first line of ``api_key_file``, else the ``FUSION_LTR_API_KEY`` environment
@@ -668,6 +698,7 @@ def serve(run_dir: str, *, model: str = "model", host: str = "127.0.0.1", port: 
                        "FUSION_LTR_SERVE_TRACING": "1" if tracing else "0",
                        "FUSION_LTR_SERVE_LOG_IMPRESSIONS": log_impressions or "",
                        "FUSION_LTR_SERVE_EXPLORE": str(explore),
+                       "FUSION_LTR_SERVE_INTERLEAVE": interleave or "",
                        **{f"FUSION_LTR_SERVE_{f.name.upper()}": str(getattr(limits, f.name)) for f in fields(limits)}})
     if workers > 1:
         uvicorn.run("ranker.service:app_from_env", factory=True, host=host, port=port, workers=workers)
@@ -682,7 +713,11 @@ def app_from_env():
     from .scorer import Scorer
 
     env = os.environ
-    scorer = Scorer.load(env["FUSION_LTR_SERVE_RUN"], model=env.get("FUSION_LTR_SERVE_MODEL", "model"))
+    pair = [m.strip() for m in (env.get("FUSION_LTR_SERVE_INTERLEAVE") or "").split(",") if m.strip()]
+    if pair and len(pair) != 2:
+        raise UsageError(f"--interleave: expected two model folders of the run, MODEL_A,MODEL_B, found {pair}")
+    scorer = Scorer.load(env["FUSION_LTR_SERVE_RUN"], model=pair[0] if pair else env.get("FUSION_LTR_SERVE_MODEL", "model"))
+    interleave = (pair[0], pair[1], Scorer.load(env["FUSION_LTR_SERVE_RUN"], model=pair[1])) if pair else None
     default = ServeLimits()
     limits = ServeLimits(**{f.name: type(getattr(default, f.name))(env[k]) for f in fields(ServeLimits)
                             if (k := f"FUSION_LTR_SERVE_{f.name.upper()}") in env})
@@ -691,4 +726,4 @@ def app_from_env():
                       api_key=api_key_from(env, env.get("FUSION_LTR_SERVE_API_KEY_FILE") or None),
                       tracing=env.get("FUSION_LTR_SERVE_TRACING", "0") == "1",
                       log_impressions=env.get("FUSION_LTR_SERVE_LOG_IMPRESSIONS") or None,
-                      explore=float(env.get("FUSION_LTR_SERVE_EXPLORE") or 0.0))
+                      explore=float(env.get("FUSION_LTR_SERVE_EXPLORE") or 0.0), interleave=interleave)

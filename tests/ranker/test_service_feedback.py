@@ -153,3 +153,35 @@ def test_a_killed_worker_loses_nothing_that_was_answered(run_dir, tmp_path):
     logged = {(e["type"], e["id"]) for e in events_in(folder)}
     assert set(answered) <= logged
     assert len(list(folder.glob("*.jsonl"))) >= 2  # one file per worker process
+
+
+def test_interleaved_answers_log_teams_and_the_report_credits_the_clicks(run_dir, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from ranker.cli import main
+    from ranker.service import create_app
+
+    a, b = Scorer.load(run_dir), Scorer.load(run_dir)
+    app = create_app(a, log_impressions=str(tmp_path / "log"), interleave=("model", "model-copy", b), seed=1)
+    plain = [r.id for r in Scorer.load(run_dir).rerank(QUERY, DOCS)]
+    ids = ["0", "chess", "roast", "3", "7"]
+    with TestClient(app, raise_server_exceptions=False) as c:
+        answers = [c.post("/v1/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 4}).json() for _ in range(6)]
+        logged = {e["id"]: e for e in events_in(tmp_path / "log")}
+        for n, ans in enumerate(answers):
+            assert ans["meta"]["interleaved"] is True
+            assert [ids[r["index"]] for r in ans["results"]] == plain[:4]  # one ranking interleaved with itself
+            teams = logged[ans["id"]]["teams"]
+            assert sorted(teams) == ["a", "a", "b", "b"] and logged[ans["id"]]["models"] == {"a": "model", "b": "model-copy"}
+            # the first four answers: a click on each of team a's documents; the last two: on one of b's
+            clicks = [d for d, t in zip(logged[ans["id"]]["docs"], teams) if t == ("a" if n < 4 else "b")][:2 if n < 4 else 1]
+            c.post("/v1/feedback", json={"interactions": [{"impression": ans["id"], "doc": d} for d in clicks]})
+    with pytest.raises(Exception, match="needs --log-impressions"):
+        create_app(a, interleave=("model", "model-copy", b))
+    store = tmp_path / "features.duckdb"
+    assert main(["events", "ingest", *map(str, sorted((tmp_path / "log").glob("*.jsonl"))), "--store", str(store)]) == 0
+    capsys.readouterr()
+    assert main(["events", "interleaving", "--store", str(store)]) == 0
+    result = json.loads(capsys.readouterr().out)["model vs model-copy"]
+    assert (result["wins"], result["losses"], result["ties"]) == (4, 2, 0)
+    assert result["p_value"] == pytest.approx(0.6875)  # 2 * P(X >= 4), X ~ Binomial(6, 0.5)
