@@ -48,16 +48,21 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, nargs="+", default=[1000, 10000, 100000])
     ap.add_argument("--models", nargs="+", default=["raw", "position", "pbm"])
     ap.add_argument("--eta", type=float, default=1.0)
+    ap.add_argument("--explore", type=float, default=0.0, help="the share of sessions shown in a random order")
+    ap.add_argument("--start", default="2026-01-01T00:00:00+00:00", help="the simulated log's first time (one log "
+                    "per start: each run learns from its own log's window)")
     ap.add_argument("--root", default="runs/scifact-clicks")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "clicks_scifact.json"))
+    ap.add_argument("--out", default="")
     args = ap.parse_args()
     root = Path(args.root)
-    events = root / f"events-eta{args.eta:g}.jsonl"
-    start = datetime.fromisoformat("2026-01-01T00:00:00+00:00")
+    args.out = args.out or str(Path(__file__).parent / "results" / f"clicks_scifact-eta{args.eta:g}-explore{args.explore:g}.json")
+    tag = f"eta{args.eta:g}-explore{args.explore:g}"
+    events = root / f"events-{tag}.jsonl"
+    start = datetime.fromisoformat(args.start)
     if not events.exists():
         cli_py = [sys.executable, str(Path(__file__).parent / "simulate_events.py"), "--config", str(BASE),
-                  "--sessions", str(max(args.sessions)), "--eta", str(args.eta), "--start", start.isoformat(),
-                  "--out", str(events)]
+                  "--sessions", str(max(args.sessions)), "--eta", str(args.eta), "--explore", str(args.explore),
+                  "--start", start.isoformat(), "--prefix", f"sim-{tag}", "--out", str(events)]
         print("$", " ".join(cli_py), flush=True)
         subprocess.run(cli_py, check=True)
     cli("events", "ingest", str(events), "--config", str(BASE))  # idempotent: a second run stores nothing
@@ -67,9 +72,9 @@ def main() -> None:
     for n in args.sessions:
         until = (start + timedelta(minutes=n)).isoformat()  # session k is at start + k minutes
         for model in args.models:
-            name = f"{model}-{n}"
+            name = f"{model}-{n}" + (f"-{tag}" if tag != "eta1-explore0" else "")
             todo.append((name, config(root, name, f'[labels]\nsource = "clicks"\nclick_model = "{model}"\n'
-                                                  f'until = "{until}"\n')))
+                                                  f'since = "{start.isoformat()}"\nuntil = "{until}"\n')))
     for name, path in todo:
         cli("train", "--config", str(path))
         cli("evaluate", "--config", str(path))
@@ -79,19 +84,20 @@ def main() -> None:
         runs[name] = str(path)
     means = {k: float(v.mean()) for k, v in per_q.items()}
     tests = {}
+    suffix = f"-{tag}" if tag != "eta1-explore0" else ""
     for n in args.sessions:
         for m in args.models:
-            refs = ["judgements"] + ([f"raw-{n}"] if m != "raw" and "raw" in args.models else [])
+            refs = ["judgements"] + ([f"raw-{n}{suffix}"] if m != "raw" and "raw" in args.models else [])
             for a in refs:
-                tests[f"{m}-{n} vs {a}"] = ev.compare(per_q[a].to_frame(MEASURE), per_q[f"{m}-{n}"].to_frame(MEASURE),
-                                                      MEASURE).as_dict()
-    print(f"SciFact test ({len(per_q['judgements'])} queries), {MEASURE}, eta {args.eta}:")
+                tests[f"{m}-{n}{suffix} vs {a}"] = ev.compare(per_q[a].to_frame(MEASURE),
+                                                              per_q[f"{m}-{n}{suffix}"].to_frame(MEASURE), MEASURE).as_dict()
+    print(f"SciFact test ({len(per_q['judgements'])} queries), {MEASURE}, eta {args.eta}, explore {args.explore}:")
     for k, v in means.items():
         print(f"  {k}: {v:.4f}")
     for k, c in tests.items():
         print(f"  {k}: {c['delta']:+.4f} (p={c['p_value']:.3g}, wins/losses {c['wins']}/{c['losses']})")
     Path(args.out).parent.mkdir(exist_ok=True)
-    Path(args.out).write_text(json.dumps({"eta": args.eta, "means": means, "tests": tests, "configs": runs},
+    Path(args.out).write_text(json.dumps({"eta": args.eta, "explore": args.explore, "means": means, "tests": tests, "configs": runs},
                                          indent=2, default=float))
 
 

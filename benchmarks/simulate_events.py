@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--explore", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", default="2026-01-01T00:00:00+00:00")
+    ap.add_argument("--prefix", default="sim", help="impression ids are <prefix>-<n> (one prefix per simulated log)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     cfg = load_config(args.config)
@@ -59,7 +60,7 @@ def main() -> None:
             at = start + timedelta(minutes=number)
             docs = sessions.docnos[b:b + g].tolist()
             ranked = docs == data.docnos[data.qids == qid][np.argsort(-first[data.qids == qid], kind="stable")][:g].tolist()
-            iid = f"sim-{number}"
+            iid = f"{args.prefix}-{number}"
             f.write(json.dumps({"type": "impression", "id": iid, "time": at.isoformat(), "qid": qid,
                                 "query": texts[qid], "docs": docs, "model": "first stage", "explored": not ranked}) + "\n")
             for k in np.flatnonzero(sessions.y[b:b + g]):

@@ -164,7 +164,8 @@ class LabelsConfig:
     # estimated from the log by EM) or "ctr" (the same rows labelled by the click-through rate)
     click_model: Literal["position", "raw", "pbm", "ctr"] = "position"
     kinds: tuple[str, ...] = ("click",)  # interaction kinds that count as a click
-    until: str = ""  # only impressions before this ISO 8601 time (empty: the whole log)
+    since: str = ""  # only impressions at or after this ISO 8601 time (empty: from the start of the log)
+    until: str = ""  # only impressions before this ISO 8601 time (empty: to its end)
 
 
 @dataclass(frozen=True)
@@ -243,14 +244,15 @@ class Config:
             if self.dataset.format == "letor" or stages or self.ranker.cv_folds:
                 raise ConfigError(f"{self.source}: labels.source = \"clicks\" trains a plain model on a run's training "
                                   "split (not LETOR, ranker.cascade or ranker.cv_folds)")
-            if self.labels.until:
-                import pandas as pd
+            import pandas as pd
 
+            for key in ("since", "until"):
+                value = getattr(self.labels, key)
                 try:
-                    pd.Timestamp(self.labels.until)
+                    if value:
+                        pd.Timestamp(value)
                 except ValueError:
-                    raise ConfigError(f"{self.source}: labels.until: expected an ISO 8601 time, found "
-                                      f"{self.labels.until!r}") from None
+                    raise ConfigError(f"{self.source}: labels.{key}: expected an ISO 8601 time, found {value!r}") from None
         if not 0 <= self.ranker.hide_ranks <= 1:
             raise ConfigError(f"{self.source}: ranker.hide_ranks must be in [0, 1], found {self.ranker.hide_ranks}")
         if self.ranker.tune_folds < 2:

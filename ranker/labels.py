@@ -25,10 +25,13 @@ def click_matrix(store, data: RankingData, labels, *, log=print, required: bool 
     the labels (``position``: with the positions shown); ``pbm`` and ``ctr``: a row per query and document
     shown, graded by the click model."""
     shown = impressions_frame(store, labels.kinds)
+    times = pd.to_datetime(shown["time"], utc=True)
+    keep = np.ones(len(shown), dtype=bool)
+    if labels.since:
+        keep &= (times >= utc(labels.since)).to_numpy()
     if labels.until:
-        until = pd.Timestamp(labels.until)
-        until = until.tz_localize("UTC") if until.tzinfo is None else until
-        shown = shown[pd.to_datetime(shown["time"], utc=True) < until]
+        keep &= (times < utc(labels.until)).to_numpy()
+    shown = shown[keep]
     known = store.sql("SELECT query, qid FROM queries")
     by_text = dict(zip(known["query"], known["qid"]))
     qid = shown["qid"].where(shown["qid"].notna(), shown["query"].map(by_text))
@@ -64,3 +67,9 @@ def click_matrix(store, data: RankingData, labels, *, log=print, required: bool 
         return RankingData(sessions.X, sessions.y, sessions.group, sessions.qids, sessions.docnos,
                            sessions.feature_names, sessions.feature_versions)
     return sessions
+
+
+def utc(value: str) -> pd.Timestamp:
+    """An ISO 8601 time as a UTC timestamp (a time without a zone is UTC)."""
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")

@@ -89,6 +89,9 @@ def test_click_models_give_the_configured_rows_and_training_runs_through_the_cli
                                                                                 until="2026-01-01T00:10:00Z"))
     m = Run(until, progress=False).matrices
     assert len(m.train.group) + (len(m.valid.group) if m.valid is not None else 0) == 10  # impressions before 00:10
+    window = dataclasses.replace(until, labels=dataclasses.replace(until.labels, since="2026-01-01T00:04:00"))
+    m = Run(window, progress=False).matrices  # 00:04 (a time without a zone: UTC) up to 00:10
+    assert len(m.train.group) + (len(m.valid.group) if m.valid is not None else 0) == 6
     before = dataclasses.replace(until, labels=dataclasses.replace(until.labels, until="2025-01-01T00:00:00Z"))
     with pytest.raises(UsageError, match="no impression of these .* training queries before 2025"):
         Run(before, progress=False).matrices
