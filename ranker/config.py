@@ -166,6 +166,9 @@ class LabelsConfig:
     kinds: tuple[str, ...] = ("click",)  # interaction kinds that count as a click
     since: str = ""  # only impressions at or after this ISO 8601 time (empty: from the start of the log)
     until: str = ""  # only impressions before this ISO 8601 time (empty: to its end)
+    # the model reorders the first stage's top N and keeps the rest below, in its order: it learned from no
+    # document shown deeper (0: the deepest position of the training impressions; -1: every candidate)
+    rerank_depth: int = 0
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from retrieval.errors import UsageError
 from .clicks import pair_labels
 
 
-def click_matrix(store, data: RankingData, labels, *, log=print, required: bool = True) -> RankingData | None:
+def click_matrix(store, data: RankingData, labels, *, log=print,
+                 required: bool = True) -> tuple[RankingData | None, int]:
     """The click-labelled training rows of ``data``'s queries (``data``: their candidates' stored features,
     one row per query and document) from ``store``'s interaction log, by ``labels`` (a
     :class:`ranker.config.LabelsConfig`): ``position`` and ``raw``: a query group per impression, the clicks
@@ -40,7 +41,7 @@ def click_matrix(store, data: RankingData, labels, *, log=print, required: bool 
     shown = shown[shown["qid"].isin(wanted)]
     if shown.empty and not required:
         log(f"labels from clicks: no impression of the {len(wanted)} validation queries; no validation split")
-        return None
+        return None, 0
     if shown.empty:
         raise UsageError(f"{store.path}: labels.source = \"clicks\": the interaction log has no impression of these "
                          f"{len(wanted)} training queries" + (f" before {labels.until}" if labels.until else "")
@@ -50,6 +51,7 @@ def click_matrix(store, data: RankingData, labels, *, log=print, required: bool 
     missing = int((rows < 0).sum())
     shown, rows = shown[rows >= 0], rows[rows >= 0]
     number = {iid: n for n, iid in enumerate(pd.unique(shown["impression_id"]))}
+    depth = int(shown["position"].max())
     sessions = RankingData.from_arrays(
         data.X[rows], shown["clicked"].to_numpy().astype(np.int32),
         [f"{q}#{number[i]:09d}" for q, i in zip(shown["qid"], shown["impression_id"])], data.docnos[rows],
@@ -62,11 +64,11 @@ def click_matrix(store, data: RankingData, labels, *, log=print, required: bool 
         pairs, theta = pair_labels(sessions, model=labels.click_model)
         if theta is not None:
             log("  examination by position (EM, position 1 = 1): " + " ".join(f"{t:.3f}" for t in theta[:10]))
-        return pairs
+        return pairs, depth
     if labels.click_model == "raw":  # the clicks as they are: no position for the booster to correct
         return RankingData(sessions.X, sessions.y, sessions.group, sessions.qids, sessions.docnos,
-                           sessions.feature_names, sessions.feature_versions)
-    return sessions
+                           sessions.feature_names, sessions.feature_versions), depth
+    return sessions, depth
 
 
 def utc(value: str) -> pd.Timestamp:

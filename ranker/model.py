@@ -14,6 +14,9 @@ about scoring with it:
 - **the first-stage guard**: what training decided on held-out training queries (``ranker.guard``):
   ``"model"``, ``"first stage"`` (the first-stage order) or ``"blend"`` (the reciprocal rank fusion of
   the two orders), applied to the served order;
+- **the rerank depth**: a model that learned from clicks on the first stage's top ``depth`` documents only
+  (``rerank_depth`` in the manifest) reorders those and keeps the rest below them, in the first stage's
+  order (it never saw a document ranked deeper);
 - **calibration**: P(relevant) of a served score (``calibration.json``, :mod:`ranker.calibration`).
 
 Everything that scores with a trained model calls it: the Scorer (which computes each stage's features
@@ -67,7 +70,8 @@ class Scored:
 
     @property
     def shown(self) -> np.ndarray:
-        """The score a result reports: its stage's score, or the served one when the guard replaced it."""
+        """The score a result reports: its stage's score (below the rerank depth too: the model's opinion of
+        the document), or the served one when the guard replaced the model's order."""
         return self.stage_scores if self.serves == "model" else self.scores
 
 
@@ -135,6 +139,17 @@ def blended(model: np.ndarray, first: np.ndarray, group, k: int = 60) -> np.ndar
     return fused
 
 
+#: A served score above every first-stage score (minus a rank): the documents within the rerank depth.
+ABOVE = 1e6
+
+
+def within_depth(scores: np.ndarray, first: np.ndarray, depth: int) -> np.ndarray:
+    """The rerank depth's served order: rows among the first stage's top ``depth`` (``first``: minus the
+    first-stage rank) by ``scores``, above the others, which keep the first stage's order."""
+    first = np.asarray(first, dtype=np.float64)
+    return np.where(-first <= depth, ABOVE + scores, first)
+
+
 def serve(serves: str, scores: np.ndarray, first: np.ndarray, group) -> np.ndarray:
     """The first-stage guard's policy on a model's scores (``serves``: "model", "first stage", "blend")."""
     if serves == "first stage":
@@ -157,6 +172,7 @@ class RankingModel:
     manifest: dict = field(default_factory=dict)
     cascade: bool = False
     path: Path | None = None
+    depth: int = 0  # the rerank depth (0: every row); see the module docstring
 
     def __post_init__(self):
         if self.serves not in SERVES.values():
@@ -164,10 +180,11 @@ class RankingModel:
                              f"found {self.serves!r}")
 
     @classmethod
-    def plain(cls, model: LambdaMART, *, guard: dict | None = None, calibrator=None) -> "RankingModel":
-        """A fitted LambdaMART as a one-stage model (``guard``: the first-stage guard's decision)."""
+    def plain(cls, model: LambdaMART, *, guard: dict | None = None, calibrator=None, depth: int = 0) -> "RankingModel":
+        """A fitted LambdaMART as a one-stage model (``guard``: the first-stage guard's decision; ``depth``:
+        the rerank depth)."""
         return cls([Stage(model, list(model.feature_names_), 0)], serves=(guard or {}).get("serves", "model"),
-                   calibrator=calibrator, manifest=getattr(model, "manifest_", None) or {})
+                   calibrator=calibrator, manifest=getattr(model, "manifest_", None) or {}, depth=depth)
 
     @classmethod
     def load(cls, path: str | Path, *, verify: bool = True) -> "RankingModel":
@@ -197,7 +214,7 @@ class RankingModel:
         calibrator = Calibrator.load(path, required=bool(manifest.get("calibrated")))
         serves = (manifest.get("guard") or {}).get("serves", "model")
         return cls(stages, serves=serves, calibrator=calibrator, manifest=manifest,
-                   cascade=manifest.get("kind") == CASCADE, path=path)
+                   cascade=manifest.get("kind") == CASCADE, path=path, depth=int(manifest.get("rerank_depth") or 0))
 
     # ------------------------------------------------------------------------------- what it uses
     @property
@@ -234,6 +251,8 @@ class RankingModel:
             if stage.keep and k < len(self.stages) - 1:
                 reach = narrow(reach, part.group, s, stage.keep)
         key = final_scores(depth, score) if self.cascade else score.copy()
+        if self.depth and first_stage is not None:
+            key = within_depth(key, first_stage, self.depth)
         serves = self.serves if first_stage is not None else "model"
         served = serve(serves, key, first_stage, parts[0].group)
         return Scored(served, score, depth.astype(int), masks, parts, serves)

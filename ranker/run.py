@@ -67,6 +67,7 @@ class Matrices:
     test: RankingData
     qrels: pd.DataFrame  # the test split's judgments
     leaked: list[str]  # training queries kept from the ranker (an extractor's model learned from them)
+    shown_depth: int = 0  # labels from clicks: the deepest position shown in the training impressions
 
 
 class Run:
@@ -417,9 +418,10 @@ class Run:
                 if cfg.labels.source == "clicks":  # the training queries' labels from the interaction log
                     from .labels import click_matrix
 
-                    train = click_matrix(store, train, cfg.labels, log=self.log)
+                    train, depth = click_matrix(store, train, cfg.labels, log=self.log)
                     if valid is not None:
-                        valid = click_matrix(store, valid, cfg.labels, log=self.log, required=False)
+                        valid, _ = click_matrix(store, valid, cfg.labels, log=self.log, required=False)
+                    return Matrices(train, valid, test, test_qrels, sorted(leaked), depth)
         return Matrices(train, valid, test, test_qrels, sorted(leaked))
 
     @property

@@ -194,6 +194,19 @@ def train_cascade(run, serving: dict) -> dict:
     return info
 
 
+def rerank_depth(run, data) -> int:
+    """How deep a model learned from clicks reorders the first stage (``labels.rerank_depth``; 0 there: the
+    deepest position its training impressions showed); 0 (every candidate) for a model of judgements."""
+    labels = run.cfg.labels
+    if labels.source != "clicks" or labels.rerank_depth < 0:
+        return 0
+    depth = labels.rerank_depth or data.shown_depth
+    if depth:
+        run.log(f"labels from clicks: the model reorders the first stage's top {depth} (labels.rerank_depth), the "
+                "rest keeps its order below them")
+    return depth
+
+
 def train(run) -> dict:
     """Train the LambdaMART (and its variants) on the training split's candidates; save the models."""
     cfg, layout, log = run.cfg, run.layout, run.log
@@ -212,6 +225,7 @@ def train(run) -> dict:
     if cfg.ranker.cascade:  # the main model is a cascade of stage models (ranker.cascade)
         info["lambdamart"] = train_cascade(run, serving)
         data = run.matrices  # read again: the deferred features now have values, and costs
+    depth = rerank_depth(run, data)
     for name, feats in run.models().items():
         if name == "lambdamart" and cfg.ranker.cascade:
             continue
@@ -230,7 +244,7 @@ def train(run) -> dict:
         model = fit(run, params, run.hide_ranks(fit_data), run.hide_ranks(fit_valid))  # ranker.hide_ranks
         check = first_stage_guard(run, model, params, fit_data, fit_valid, tuning)
         seconds = time.perf_counter() - t
-        extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving,
+        extra = {"dataset": cfg.dataset.name, "config": cfg.source, **serving, "rerank_depth": depth,
                  "hidden_when_unranked": hidden_when_unranked(run, feats),
                  "train_queries": len(train_data.group), "leaked_queries_excluded": len(data.leaked),
                  "fit_seconds": seconds, "tuning": tuning.as_dict() if tuning else None, "guard": check}
@@ -239,7 +253,7 @@ def train(run) -> dict:
             model.save(tmp, extra=extra)
             if not run.letor:
                 save_extractor_state(run, tmp)
-            served = RankingModel.plain(model, guard=check).predict(fit_valid) if fit_valid is not None else None
+            served = RankingModel.plain(model, guard=check, depth=depth).predict(fit_valid) if fit_valid is not None else None
             calibration = calibrate(run, name, served, fit_valid, tmp)
             seal(tmp)
         info[name] = {"path": str(path), "best_iteration": model.best_iteration_, "seconds": seconds,

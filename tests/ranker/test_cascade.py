@@ -403,3 +403,12 @@ def test_masked_and_without_ranks_hide_the_list_features_as_the_scorer_does():
             pos = shuffled.X[rows, 0]
             assert np.isnan(pos).all() if hides else pos.tolist() == list(range(1, rows.sum() + 1))
 
+
+
+def test_the_rerank_depth_orders_the_first_stages_top_by_the_model_and_keeps_the_rest():
+    from ranker.model import within_depth
+
+    scores = np.array([0.1, 0.9, -3.0, 5.0, 4.0])  # the model's: it likes the 4th and 5th best of the first stage
+    first = -np.arange(1.0, 6.0)  # first-stage ranks 1..5
+    served = within_depth(scores, first, 3)
+    assert np.argsort(-served, kind="stable").tolist() == [1, 0, 2, 3, 4]

@@ -98,6 +98,15 @@ def test_click_models_give_the_configured_rows_and_training_runs_through_the_cli
     run_steps(config, ("train", "evaluate"))
     result = json.loads((config.parent / "run" / "eval" / "test" / "ranker.json").read_text())
     assert "lambdamart" in result["means"]  # evaluated on the test split's judgements
+    # the log showed 4 candidates (and "ghost"): the model reorders the first stage's top 4, the rest below
+    manifest = json.loads((config.parent / "run" / "model" / "manifest.json").read_text())
+    assert manifest["rerank_depth"] == 4
+    first = read_trec_run(config.parent / "run" / "retrieval" / "bm25.test.trec")
+    served = read_trec_run(config.parent / "run" / "eval" / "test" / "runs" / "lambdamart.trec")
+    for q, part in served.groupby("qid"):
+        order = part.sort_values("rank")["docno"].tolist()
+        fs = first[first["qid"] == q].sort_values("rank")["docno"].tolist()
+        assert set(order[:4]) == set(fs[:4]) and order[4:] == fs[4:]
 
 
 def test_a_grown_log_changes_the_train_steps_key(clicks_run, tmp_path):
