@@ -401,6 +401,17 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
                 event |= {"teams": teams, "models": {"a": interleave[0], "b": interleave[1]}}
             writer.write(event)
 
+    def present(request_id: str, query: str, ranking, teams, meta: dict) -> list:
+        """The results as shown (two swapped by exploration, or the interleaving of ``teams``), logged as the
+        answer's impression; ``meta`` says which."""
+        results, explored = shown(ranking) if teams is None else (list(ranking), False)
+        log_impression(request_id, query, results, explored, teams)
+        if explored:
+            meta["explored"] = True
+        if teams is not None:
+            meta["interleaved"] = True
+        return results
+
     def ranked(rank, query: str, top_k, **kw) -> tuple[list, list | None]:
         """``rank(scorer, query, top_k=..., **kw)``'s results, or with ``interleave`` the team-draft of the two
         models' rankings (each result from its team's model) and the teams."""
@@ -575,12 +586,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
             warnings = warnings_of(body)
             if warnings:
                 meta["warnings"] = warnings
-            results, explored = shown(ranking) if teams is None else (list(ranking), False)
-            log_impression(request_id, body.query, results, explored, teams)
-            if explored:
-                meta["explored"] = True
-            if teams is not None:
-                meta["interleaved"] = True
+            results = present(request_id, body.query, ranking, teams, meta)
             return {"id": request_id, "model": name, "results": results_of(results, body, index), "meta": meta}
         return handle(endpoint, request_id, work, request)
 
@@ -615,12 +621,7 @@ def create_app(scorer, *, limits: ServeLimits = ServeLimits(), batching: bool = 
             ranking, teams = ranked(lambda sc, q, **kw: sc.search(q, **kw), body.query, body.top_n,
                                     min_score=body.min_score)
             meta = {"calibrated": scorer.calibrator is not None, "timing_ms": observe(ranking)}
-            results, explored = shown(ranking) if teams is None else (list(ranking), False)
-            log_impression(request_id, body.query, results, explored, teams)
-            if explored:
-                meta["explored"] = True
-            if teams is not None:
-                meta["interleaved"] = True
+            results = present(request_id, body.query, ranking, teams, meta)
             return {"id": request_id, "model": name, "results": results_of(results, body), "meta": meta}
         return handle("/v1/search", request_id, work, request)
 
