@@ -24,7 +24,9 @@ def click_matrix(store, data: RankingData, labels, *, log=print,
     one row per query and document) from ``store``'s interaction log, by ``labels`` (a
     :class:`ranker.config.LabelsConfig`): ``position`` and ``raw``: a query group per impression, the clicks
     the labels (``position``: with the positions shown); ``pbm`` and ``ctr``: a row per query and document
-    shown, graded by the click model."""
+    shown, graded by the click model. Also the deepest position shown (how deep a model learned from them
+    may reorder). No impression of these queries: an error, or ``(None, 0)`` when not ``required`` (the
+    validation queries)."""
     shown = impressions_frame(store, labels.kinds)
     times = pd.to_datetime(shown["time"], utc=True)
     keep = np.ones(len(shown), dtype=bool)
@@ -39,17 +41,18 @@ def click_matrix(store, data: RankingData, labels, *, log=print,
     shown = shown.assign(qid=qid.astype("string"))
     wanted = set(map(str, data.unique_qids))
     shown = shown[shown["qid"].isin(wanted)]
+    row_of = {(q, d): i for i, (q, d) in enumerate(zip(data.qids, data.docnos))}
+    rows = np.array([row_of.get((q, d), -1) for q, d in zip(shown["qid"], shown["docno"])], dtype=int)
+    missing = int((rows < 0).sum())
+    shown, rows = shown[rows >= 0], rows[rows >= 0]
     if shown.empty and not required:
         log(f"labels from clicks: no impression of the {len(wanted)} validation queries; no validation split")
         return None, 0
     if shown.empty:
         raise UsageError(f"{store.path}: labels.source = \"clicks\": the interaction log has no impression of these "
-                         f"{len(wanted)} training queries" + (f" before {labels.until}" if labels.until else "")
+                         f"{len(wanted)} training queries" + (f" from {labels.since}" if labels.since else "")
+                         + (f" before {labels.until}" if labels.until else "") + " that shows one of their candidates"
                          + "; ingest the app's events with `fusion-ltr events ingest FILE... --config ...`")
-    row_of = {(q, d): i for i, (q, d) in enumerate(zip(data.qids, data.docnos))}
-    rows = np.array([row_of.get((q, d), -1) for q, d in zip(shown["qid"], shown["docno"])])
-    missing = int((rows < 0).sum())
-    shown, rows = shown[rows >= 0], rows[rows >= 0]
     number = {iid: n for n, iid in enumerate(pd.unique(shown["impression_id"]))}
     depth = int(shown["position"].max())
     sessions = RankingData.from_arrays(
