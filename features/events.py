@@ -265,16 +265,21 @@ def ingest(store_path: str | Path, files, *, log=print) -> IngestReport:
             shown[iid] = (row["time"], row["docs"])
             listed += [(iid, k + 1, d, t) for k, (d, t) in enumerate(zip(row.pop("docs"), row.pop("teams")))]
             impressions.append(row | {"source": source(where)})
-        lists = _stored_lists(store, {e.get("impression") for _, e in lines if e["type"] == "interaction"} - set(shown))
-        lists |= shown
-        interactions = []
+        todo = []  # interactions whose id is not stored yet (a stored id is skipped unread, as ingested before)
         for where, event in (x for x in lines if x[1]["type"] == "interaction"):
+            if isinstance(event.get("id"), (str, int)) and str(event["id"]) in seen_events:
+                report.duplicates += 1
+            else:
+                todo.append((where, event))
+        lists = _stored_lists(store, {e.get("impression") for _, e in todo} - set(shown)) | shown
+        interactions = []
+        for where, event in todo:
             try:
                 row = check_interaction(event, lists)
             except BadEvent as exc:
                 refused.append((where, exc))
                 continue
-            if row["event_id"] in seen_events:
+            if row["event_id"] in seen_events:  # repeated within these files
                 report.duplicates += 1
                 continue
             seen_events.add(row["event_id"])
