@@ -34,6 +34,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,8 +103,13 @@ def read_events(path: str | Path):
         for i, row in enumerate(frame.to_dict(orient="records"), start=1):
             yield i, {k: _plain(v) for k, v in row.items() if not _missing(v)}
         return
-    with path.open(encoding="utf-8", errors="strict") as f:
-        for i, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield i, BadEvent("line", f"expected UTF-8 text, found byte {raw[exc.start]:#04x} at column {exc.start + 1}")
+                continue
             if not line.strip():
                 continue
             try:
@@ -231,6 +239,7 @@ def ingest(store_path: str | Path, files, *, log=print) -> IngestReport:
     ``store_path``, in one transaction: impressions first, then interactions; ids already stored are
     skipped; each bad line is refused by file, line and field and the rest are kept."""
     report = IngestReport()
+    files = list(files)
     lines, refused = [], []  # ((file number, line), event) of every event line; ((file number, line), error)
     for n, path in enumerate(files):
         for i, event in read_events(path):
@@ -355,10 +364,6 @@ class EventWriter:
     folder's files (idempotent, so a file may be ingested again as it grows)."""
 
     def __init__(self, folder: str | Path):
-        import os
-        import socket
-        import threading
-
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
@@ -368,8 +373,6 @@ class EventWriter:
 
     def write(self, *events: dict) -> None:
         """Append ``events``, durable on return."""
-        import os
-
         text = "".join(json.dumps(e, ensure_ascii=False, default=str) + "\n" for e in events)
         with self._lock:
             self._file.write(text)

@@ -52,14 +52,16 @@ def test_ingest_stores_good_events_refuses_each_bad_line_by_name_and_is_idempote
     # interactions before their impressions in the file: impressions are read first
     events = INTERACTIONS + list(BAD.values()) + IMPRESSIONS
     path = write_jsonl(tmp_path / "log.jsonl", events, extra_lines=["{not json"])
+    path.write_bytes(path.read_bytes() + b'{"type": "impression", "id": "\xff"}\n')  # not UTF-8
     store = tmp_path / "features.duckdb"
     report = ingest(store, [path], log=lambda *_: None)
     assert (report.impressions, report.interactions, report.duplicates) == (2, 3, 0)
-    assert len(report.refused) == len(BAD) + 1
+    assert len(report.refused) == len(BAD) + 2
     for k, (name, _) in enumerate(BAD.items()):
         line = len(INTERACTIONS) + k + 1
         assert any(r.startswith(f"{path}:{line}: {name}: ") for r in report.refused), (name, report.refused)
-    assert report.refused[-1].startswith(f"{path}:{len(events) + 1}: line: expected a JSON object")
+    assert report.refused[-2].startswith(f"{path}:{len(events) + 1}: line: expected a JSON object")
+    assert report.refused[-1] == f"{path}:{len(events) + 2}: line: expected UTF-8 text, found byte 0xff at column 31"
     assert counts(store) == (2, 5, 3)
     with FeatureStore(store, read_only=True) as s:
         docs = s.sql("SELECT position, docno FROM impression_docs WHERE impression_id = 'i1' ORDER BY position")
