@@ -125,7 +125,7 @@ def section(title: str, cls, *, intro: str = "", skip: tuple[str, ...] = (), arr
     notes = field_comments(cls)
     rows, nested = [], []
     for f in dataclasses.fields(cls):
-        if not f.init or f.name in skip or f.name == "source":
+        if not f.init or f.name in skip or (f.name == "source" and cls.__name__ == "Config"):  # the file read
             continue
         tp = hints[f.name]
         default = (f.default_factory() if f.default_factory is not dataclasses.MISSING
