@@ -6,7 +6,8 @@ label 0 rising to 1.0 for label 2, ``--non-relevant``); ``--explore``: the share
 random order. LambdaMART then learns from the clicks alone:
 
 - ``raw``: each session a query group, its clicks the labels;
-- ``position``: the same with the positions shown: LightGBM's unbiased lambdarank (Hu et al., WWW 2019);
+- ``position``: the same with the positions shown: LightGBM's unbiased lambdarank (Hu et al., WWW 2019), or
+  XGBoost's ``lambdarank_unbiased`` with ``--backend xgboost``;
 - ``pbm``: one row per (query, document) shown, labelled by the PBM's P(click | examined), with the
   examination curve estimated from the log by EM (``ranker.clicks.pair_labels``);
 - ``ctr``: the same rows labelled by the raw click-through rate;
@@ -80,8 +81,11 @@ def main() -> None:
     ap.add_argument("--non-relevant", type=float, default=0.1)
     ap.add_argument("--explore", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backend", default="lightgbm", help="lightgbm (unbiased lambdarank) or xgboost (lambdarank_unbiased)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "clicks_letor.json"))
     args = ap.parse_args()
+    global PARAMS
+    PARAMS = dataclasses.replace(PARAMS, backend=args.backend)
     per_q, info = {}, {}
     for fold in args.folds:
         part, info[fold] = fold_run(fold, args)
@@ -101,7 +105,7 @@ def main() -> None:
     for k, c in tests.items():
         print(f"  {k}: {c['delta']:+.4f} (p={c['p_value']:.3g}, wins/losses {c['wins']}/{c['losses']})")
     true = examination(np.arange(1, 11), args.eta)
-    table = {"folds": args.folds, "eta": args.eta, "non_relevant": args.non_relevant, "explore": args.explore,
+    table = {"backend": args.backend, "folds": args.folds, "eta": args.eta, "non_relevant": args.non_relevant, "explore": args.explore,
              "true_examination": (true / true[0]).round(4).tolist(), "means": means, "tests": tests, "runs": info}
     Path(args.out).parent.mkdir(exist_ok=True)
     Path(args.out).write_text(json.dumps(table, indent=2, default=float))
