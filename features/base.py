@@ -33,6 +33,8 @@ checked when the class is created, with an error naming what is missing:
 - :class:`TrainedOnQueries`: the extractor's model learned from some queries' judgments;
   ``trained_qids()`` lists them, and the leakage exclusion keeps every such query away from the ranker
   (and refuses a test query). Example: the fine-tuned cross-encoder.
+- :class:`ReadsLog`: values from the store's interaction log; ``read_log(store)`` takes a snapshot of it
+  (with :class:`CorpusState`, the snapshot is what serving reads). Example: the feedback features.
 
 A feature's **version** is derived from the extractor's code version, its parameters (except
 ``top_n``, ``batch_size`` and ``device``, which never change a value), its model id (and a local
@@ -94,7 +96,15 @@ class TrainedOnQueries:
         raise NotImplementedError
 
 
-CAPABILITIES = (CorpusState, TrainedOnQueries)
+class ReadsLog:
+    """Capability: values from the feature store's interaction log (:mod:`features.events`);
+    ``read_log(store)`` takes its snapshot (``fusion-ltr features`` calls it before the build; the snapshot is
+    the extractor's corpus state, saved beside the model). Example: the feedback features."""
+
+    REQUIRES = ("read_log",)
+
+
+CAPABILITIES = (CorpusState, TrainedOnQueries, ReadsLog)
 
 
 def _resets_version(method):
@@ -288,6 +298,7 @@ for _name, _target in {
     "lm_likelihood": "features.lm_likelihood:LMLikelihoodExtractor",
     "length": "features.length:LengthExtractor",
     "freshness": "features.freshness:FreshnessExtractor",
+    "feedback": "features.feedback:FeedbackExtractor",
 }.items():
     register(_name, _target)
 

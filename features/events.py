@@ -333,11 +333,16 @@ def _stored_lists(store: FeatureStore, ids) -> dict[str, tuple[datetime, list[st
     return out
 
 
+def has_log(store: FeatureStore) -> bool:
+    """Whether ``store`` holds the interaction log's tables."""
+    return bool(store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'impressions'")["n"][0])
+
+
 def impressions_frame(store: FeatureStore, kinds=("click",)) -> pd.DataFrame:
     """Every stored impression's shown documents with their clicks: one row per (impression, position),
     with ``clicked`` (any interaction of one of ``kinds`` on it) and the impression's time, query and
     ``explored``, by time."""
-    if store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'impressions'")["n"][0] == 0:
+    if not has_log(store):
         raise MissingInputError(f"{store.path}: no interaction log (run `fusion-ltr events ingest FILE...` first)")
     store.con.register("_kinds", pd.DataFrame({"kind": [str(k) for k in kinds]}))
     return store.sql(
@@ -350,7 +355,7 @@ def impressions_frame(store: FeatureStore, kinds=("click",)) -> pd.DataFrame:
 def fingerprint(store: FeatureStore) -> list:
     """What identifies the log's content for a step's cache: its events' counts and latest times (events are
     only ever added)."""
-    if store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'impressions'")["n"][0] == 0:
+    if not has_log(store):
         return [0, 0]
     imp = store.sql("SELECT count(*) AS n, max(time) AS t FROM impressions")
     act = store.sql("SELECT count(*) AS n, max(time) AS t FROM interactions")

@@ -11,22 +11,26 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.base import ReadsLog, create
 from features.events import impressions_frame
 from features.matrix import RankingData
+from features import query_norm
 from retrieval.errors import UsageError
+from retrieval.frames import DOCNO, QUERY
 
 from .clicks import pair_labels
 
 
-def click_matrix(store, data: RankingData, labels, *, log=print,
-                 required: bool = True) -> tuple[RankingData | None, int]:
+def click_matrix(store, data: RankingData, labels, *, log=print, required: bool = True,
+                 at_time=None) -> tuple[RankingData | None, int]:
     """The click-labelled training rows of ``data``'s queries (``data``: their candidates' stored features,
     one row per query and document) from ``store``'s interaction log, by ``labels`` (a
     :class:`ranker.config.LabelsConfig`): ``position`` and ``raw``: a query group per impression, the clicks
     the labels (``position``: with the positions shown); ``pbm`` and ``ctr``: a row per query and document
     shown, graded by the click model. Also the deepest position shown (how deep a model learned from them
     may reorder). No impression of these queries: an error, or ``(None, 0)`` when not ``required`` (the
-    validation queries)."""
+    validation queries). ``at_time`` (:func:`point_in_time`): the log-derived features' values at each
+    impression's own time, in place of the stored ones."""
     shown = impressions_frame(store, labels.kinds)
     times = pd.to_datetime(shown["time"], utc=True)
     keep = np.ones(len(shown), dtype=bool)
@@ -55,8 +59,15 @@ def click_matrix(store, data: RankingData, labels, *, log=print,
                          + "; ingest the app's events with `fusion-ltr events ingest FILE... --config ...`")
     number = {iid: n for n, iid in enumerate(pd.unique(shown["impression_id"]))}
     depth = int(shown["position"].max())
+    X = data.X[rows]
+    if at_time is not None:  # the feedback features as they were when each list was shown
+        texts = dict(zip(known["qid"].astype(str), known["query"]))
+        frame = pd.DataFrame({QUERY: [texts.get(q, t) for q, t in zip(shown["qid"], shown["query"])],
+                              DOCNO: shown["docno"].astype(str).to_numpy()})
+        for name, values in at_time(frame, shown["time"]).items():
+            X[:, data.feature_names.index(name)] = values
     sessions = RankingData.from_arrays(
-        data.X[rows], shown["clicked"].to_numpy().astype(np.int32),
+        X, shown["clicked"].to_numpy().astype(np.int32),
         [f"{q}#{number[i]:09d}" for q, i in zip(shown["qid"], shown["impression_id"])], data.docnos[rows],
         data.feature_names, data.feature_versions,
         position=shown["position"].to_numpy())
@@ -78,3 +89,34 @@ def utc(value: str) -> pd.Timestamp:
     """An ISO 8601 time as a UTC timestamp (a time without a zone is UTC)."""
     stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def point_in_time(store, extractors, names: list[str]):
+    """For the features among ``names`` that an extractor computes from the interaction log (a
+    :class:`features.base.ReadsLog`), a function ``(frame, times) -> {feature: values}`` giving their values
+    at each row's own time (``frame``: ``query``, ``docno``); ``None`` when there are none. Refuses a snapshot
+    older than ``store``'s log (the stored values and the served ones come from the snapshot) and a
+    per-query derivative of such a feature (its stored value would disagree)."""
+    wanted = set(names)
+    readers = [e for e in extractors if isinstance(e, ReadsLog) and wanted & set(e.FEATURES)]
+    if not readers:
+        return None
+    for ext in readers:
+        derived = [n for n in names if query_norm.split(n) and query_norm.split(n)[0] in ext.FEATURES]
+        if derived:
+            raise UsageError(f"labels.source = \"clicks\": {derived} normalise {ext.name} features per query; the "
+                             f"values at each impression's time are not normalised: leave them out of ranker.normalize")
+        now = create(ext.name, ext.config()).read_log(store).state()
+        if now["content"] != ext.state()["content"]:
+            raise UsageError(f"{store.path}: the interaction log changed since `fusion-ltr features` took the {ext.name} "
+                             f"features' snapshot ({ext.state()['impressions']} shown documents then, {now['impressions']} "
+                             "now): run `fusion-ltr features` (or `fusion-ltr run`) again")
+
+    def at_time(frame, times):
+        out = {}
+        for ext in readers:
+            values = ext.compute_at(frame, times)
+            out |= {n: v for n, v in values.items() if n in wanted}
+        return out
+
+    return at_time

@@ -198,10 +198,24 @@ class Run:
 
     @cached_property
     def fitted_extractors(self) -> list:
-        """The extractors fitted on the corpus (once per run)."""
+        """The extractors fitted on the corpus (once per run); those that read the interaction log with
+        their snapshot (:attr:`log_readers`)."""
         for ext in self.extractors:
             ext.fit(self.dataset.corpus)
+        self.log_readers
         return self.extractors
+
+    @cached_property
+    def log_readers(self) -> list:
+        """The extractors that read the interaction log (:class:`features.base.ReadsLog`), with the snapshot
+        `fusion-ltr features` took (none yet: `features` takes it)."""
+        readers = [e for e in self.extractors if isinstance(e, fbase.ReadsLog)]
+        for ext in readers:
+            try:
+                ext.load_state(self.layout.extractor_state)
+            except MissingInputError:
+                pass
+        return readers
 
     def leaked_queries(self, test_qids) -> set[str]:
         """Queries the ranker must not learn from: those any extractor's model was trained on (a
@@ -416,11 +430,13 @@ class Run:
                 train = matrix(fit_q)
                 valid = matrix(valid_q) if valid_q else None
                 if cfg.labels.source == "clicks":  # the training queries' labels from the interaction log
-                    from .labels import click_matrix
+                    from .labels import click_matrix, point_in_time
 
-                    train, depth = click_matrix(store, train, cfg.labels, log=self.log)
+                    at_time = point_in_time(store, self.log_readers, [s.name for s in raw])
+                    train, depth = click_matrix(store, train, cfg.labels, log=self.log, at_time=at_time)
                     if valid is not None:
-                        valid, _ = click_matrix(store, valid, cfg.labels, log=self.log, required=False)
+                        valid, _ = click_matrix(store, valid, cfg.labels, log=self.log, required=False,
+                                                at_time=at_time)
                     return Matrices(train, valid, test, test_qrels, sorted(leaked), depth)
         return Matrices(train, valid, test, test_qrels, sorted(leaked))
 

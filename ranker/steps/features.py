@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 
+from features.base import ReadsLog
 from features.build import build, feature_specs, summary_table
 from features.store import FeatureStore
 from retrieval.data import read_trec_run
@@ -52,6 +53,9 @@ def features(run, split: list[str] | None = None, quiet: bool = False) -> dict:
             log(f"skipping {len(leaked)} queries a fine-tuned model of this run learned from (the ranker never uses them)")
         pairs = store.pairs(qids, retriever=candidates)
         extractors = run.fitted_extractors
+        for ext in extractors:
+            if isinstance(ext, ReadsLog):  # this store's log as it is now (its snapshot is saved below)
+                ext.read_log(store)
         specs = feature_specs(extractors)  # versions include the fitted corpus statistics
         deferred = {e.name for e in run.deferred}
         if deferred:

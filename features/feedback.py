@@ -1,0 +1,235 @@
+"""Feedback features: what people did with a document before, read from the interaction log
+(:mod:`features.events`), **point in time**: the value for a moment ``t`` counts only the events before ``t``.
+
+Per document, and per (query, document) with the query's text normalised (case and spaces)::
+
+    ctr_doc, ctr_doc_recent                 clicks / impressions of the document over the last window_days /
+    ctr_query_doc, ctr_query_doc_recent     recent_days (and of the pair), Bayes-smoothed toward the log's own
+                                            click-through rate over the window (prior_strength pseudo-impressions)
+    shown_doc, shown_query_doc              log(1 + impressions) over window_days
+    last_click_days                         days since the document's last click (NaN: none before t)
+
+An impression counts at its time, a click (an interaction of one of ``kinds``, once per impression and
+document) at the time of its first such interaction. The log's global rate that the smoothing shrinks toward
+is itself counted before ``t``, so adding later events never changes an earlier moment's value.
+
+Which moment: an impression's own time when training from clicks (``ranker.labels`` computes the values at
+each impression's time with :meth:`FeedbackExtractor.compute_at`), otherwise ``reference_time``: ``"log"``
+is just after the snapshot's last event, resolved when the log is read. The snapshot is this extractor's
+corpus state: read from the run's feature store by ``fusion-ltr features`` (:meth:`read_log`), saved beside
+a trained model, and what the Scorer and the service read: they serve the values as of the snapshot (a
+grown log is served after ``fusion-ltr run`` builds and trains again), the same values training and
+evaluation stored for the same pairs. Not corrected for position: a document shown first is clicked more.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from retrieval.errors import MissingInputError
+from retrieval.frames import DOCNO, QUERY
+from retrieval.params import ConfigError
+
+from .base import BaseExtractor, CorpusState, ReadsLog, digest
+
+DAY_NS = 86_400 * 10**9
+LOG_END = "log"
+
+
+@dataclass(frozen=True)
+class FeedbackParams:
+    kinds: tuple[str, ...] = ("click",)  # interaction kinds that count as a click
+    window_days: float = 30.0  # the long window of ctr_* and shown_*
+    recent_days: float = 7.0  # the short window of *_recent
+    prior_strength: float = 10.0  # pseudo-impressions of the smoothing prior (its mean: the log's CTR before t)
+    reference_time: str = LOG_END  # the moment of stored and served values: "log" (just after the last event) or ISO
+    top_n: int | None = None  # compute only for each query's first-stage top-N (none: every candidate; the rest NaN)
+    batch_size: int = 4096  # pairs per batch of the feature build (stored as each batch completes)
+
+
+def query_key(text) -> str:
+    """A query's identity in the log: its text, lower case, runs of white space as one space."""
+    return "" if text is None or (isinstance(text, float) and np.isnan(text)) else " ".join(str(text).lower().split())
+
+
+class _Times:
+    """Event times by key, sorted: counts in a window before each row's moment, and the last time before it."""
+
+    def __init__(self, keys, times: np.ndarray):
+        codes, self.uniques = pd.factorize(pd.Series(keys, dtype=object), sort=False)
+        order = np.lexsort((times, codes))
+        self.times = np.asarray(times, dtype=np.int64)[order]
+        codes = codes[order]
+        n = len(self.uniques)
+        self.start = np.searchsorted(codes, np.arange(n), side="left")
+        self.end = np.searchsorted(codes, np.arange(n), side="right")
+
+    def _rows(self, keys):
+        return pd.Index(self.uniques).get_indexer(pd.Series(keys, dtype=object)) if len(self.uniques) else \
+            np.full(len(keys), -1)
+
+    def count(self, keys, at: np.ndarray, width_ns: int) -> np.ndarray:
+        """Events of each row's key in [at - width, at)."""
+        codes, out = self._rows(keys), np.zeros(len(at), dtype=np.float64)
+        for c in np.unique(codes[codes >= 0]):
+            rows = np.flatnonzero(codes == c)
+            seg = self.times[self.start[c]:self.end[c]]
+            out[rows] = np.searchsorted(seg, at[rows], side="left") - np.searchsorted(seg, at[rows] - width_ns,
+                                                                                        side="left")
+        return out
+
+    def last(self, keys, at: np.ndarray) -> np.ndarray:
+        """The latest event time of each row's key before its moment (NaN: none)."""
+        codes, out = self._rows(keys), np.full(len(at), np.nan)
+        for c in np.unique(codes[codes >= 0]):
+            rows = np.flatnonzero(codes == c)
+            seg = self.times[self.start[c]:self.end[c]]
+            i = np.searchsorted(seg, at[rows], side="left") - 1
+            out[rows] = np.where(i >= 0, seg[np.maximum(i, 0)].astype(np.float64), np.nan)
+        return out
+
+
+class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
+    """Click-through rates, impression counts and last-click age from the interaction log, point in time
+    (see the module doc)."""
+
+    name = "feedback"
+    CODE_VERSION = "1"
+    Params = FeedbackParams
+    FEATURES = {
+        "ctr_doc": "the document's smoothed click-through rate over window_days before t",
+        "ctr_doc_recent": "the document's smoothed click-through rate over recent_days before t",
+        "ctr_query_doc": "the (query, document) pair's smoothed click-through rate over window_days before t",
+        "ctr_query_doc_recent": "the pair's smoothed click-through rate over recent_days before t",
+        "shown_doc": "log(1 + the document's impressions over window_days before t)",
+        "shown_query_doc": "log(1 + the pair's impressions over window_days before t)",
+        "last_click_days": "days since the document's last click before t (NaN: none)",
+    }
+
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        p = self.params
+        if not p.kinds:
+            raise ConfigError("features.feedback.kinds: expected at least one interaction kind, found none")
+        if not 0 < p.recent_days <= p.window_days:
+            raise ConfigError(f"features.feedback: expected 0 < recent_days <= window_days, found recent_days = "
+                              f"{p.recent_days}, window_days = {p.window_days}")
+        if p.prior_strength < 0:
+            raise ConfigError(f"features.feedback.prior_strength must be >= 0, found {p.prior_strength}")
+        if p.reference_time != LOG_END and pd.isna(pd.to_datetime(p.reference_time, utc=True, errors="coerce")):
+            raise ConfigError(f"features.feedback.reference_time: expected an ISO time or 'log', found "
+                              f"{p.reference_time!r}")
+        self._use(_empty(), _empty())
+
+    # -- the snapshot ------------------------------------------------------------------------
+    def _use(self, shown: pd.DataFrame, clicks: pd.DataFrame) -> None:
+        self.shown_, self.clicks_ = shown.reset_index(drop=True), clicks.reset_index(drop=True)
+        self._times = {}
+        for name, frame in (("shown", shown), ("clicks", clicks)):
+            t = frame["time"].to_numpy(np.int64)
+            self._times[name] = {"doc": _Times(frame[DOCNO].to_numpy(object), t),
+                                 "pair": _Times(_pair_keys(frame["query"], frame[DOCNO]), t),
+                                 "all": _Times(np.zeros(len(frame), dtype=object), t)}
+        last = max([int(f["time"].max()) for f in (shown, clicks) if len(f)], default=None)
+        if self.params.reference_time != LOG_END:
+            self.reference_ns = int(epoch_ns([self.params.reference_time])[0])
+        else:  # just after the last event, so that it counts; an empty log: its values are the priors
+            self.reference_ns = (last + 1000) if last is not None else 0
+        self._version = None
+
+    def read_log(self, store) -> "FeedbackExtractor":
+        """Take the snapshot of ``store``'s interaction log (none there: an empty one)."""
+        from .events import has_log
+
+        if not has_log(store):
+            self._use(_empty(), _empty())
+            return self
+        store.con.register("_feedback_kinds", pd.DataFrame({"kind": [str(k) for k in self.params.kinds]}))
+        query = "coalesce(q.query, i.query)"  # the store's text for a known qid: the pairs' text
+        shown = store.sql(f"SELECT epoch_ns(i.time) AS time, d.docno, {query} AS query FROM impressions i "
+                          "JOIN impression_docs d USING (impression_id) LEFT JOIN queries q ON q.qid = i.qid")
+        clicks = store.sql(f"SELECT epoch_ns(min(x.time)) AS time, x.docno, any_value({query}) AS query "
+                           "FROM interactions x JOIN impressions i USING (impression_id) LEFT JOIN queries q "
+                           "ON q.qid = i.qid WHERE x.kind IN (SELECT kind FROM _feedback_kinds) "
+                           "GROUP BY x.impression_id, x.docno")
+        self._use(_plain(shown), _plain(clicks))
+        return self
+
+    def fit(self, corpus: pd.DataFrame) -> "FeedbackExtractor":
+        """The corpus plays no part (the snapshot is :meth:`read_log`'s)."""
+        return self
+
+    def state(self) -> dict:
+        frames = [self.shown_, self.clicks_]
+        content = [int(pd.util.hash_pandas_object(f, index=False).sum()) if len(f) else 0 for f in frames]
+        return {"impressions": len(self.shown_), "clicks": len(self.clicks_), "content": digest(content),
+                "reference": pd.Timestamp(self.reference_ns, tz="UTC").isoformat()}
+
+    def save_state(self, folder: Path) -> None:
+        out = Path(folder) / self.name
+        out.mkdir(parents=True, exist_ok=True)
+        self.shown_.to_parquet(out / "shown.parquet", index=False)
+        self.clicks_.to_parquet(out / "clicks.parquet", index=False)
+        (out / "state.json").write_text(json.dumps(self.state(), indent=2))
+
+    def load_state(self, folder: Path) -> "FeedbackExtractor":
+        out = Path(folder) / self.name
+        if not (out / "shown.parquet").exists() or not (out / "clicks.parquet").exists():
+            raise MissingInputError(f"{out}: the interaction log snapshot the feedback features were built from is "
+                                    "missing (expected shown.parquet and clicks.parquet)")
+        self._use(pd.read_parquet(out / "shown.parquet"), pd.read_parquet(out / "clicks.parquet"))
+        return self
+
+    # -- values ------------------------------------------------------------------------------
+    def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
+        return self.compute_at(pairs, np.full(len(pairs), self.reference_ns, dtype=np.int64))
+
+    def compute_at(self, pairs: pd.DataFrame, at) -> dict[str, np.ndarray]:
+        """The features of ``pairs`` (``query``, ``docno``) at moments ``at`` (one per row: UTC times, or
+        nanoseconds since the epoch), from the events before each."""
+        at = epoch_ns(at)
+        docs = pairs[DOCNO].astype(str).to_numpy(object)
+        keys = {"doc": docs, "pair": _pair_keys(pairs[QUERY], pairs[DOCNO])}
+        s, c = self._times["shown"], self._times["clicks"]
+        out = {}
+        for window, suffix in ((self.params.window_days, ""), (self.params.recent_days, "_recent")):
+            width = int(window * DAY_NS)
+            all_ = np.zeros(len(at), dtype=object)
+            prior = (c["all"].count(all_, at, width) + 1.0) / (s["all"].count(all_, at, width) + 2.0)
+            for kind, name in (("doc", "ctr_doc"), ("pair", "ctr_query_doc")):
+                shown, clicked = s[kind].count(keys[kind], at, width), c[kind].count(keys[kind], at, width)
+                k = self.params.prior_strength
+                out[name + suffix] = (clicked + k * prior) / (shown + k) if k > 0 else \
+                    np.where(shown > 0, clicked / np.maximum(shown, 1), prior)
+                if not suffix:
+                    out["shown_doc" if kind == "doc" else "shown_query_doc"] = np.log1p(shown)
+        out["last_click_days"] = (at - c["doc"].last(keys["doc"], at)) / DAY_NS
+        return {n: out[n] for n in self.FEATURES}
+
+
+def epoch_ns(times) -> np.ndarray:
+    """Times (UTC datetimes, ISO strings, or already nanoseconds since the epoch) as int64 nanoseconds."""
+    values = np.asarray(times)
+    if np.issubdtype(values.dtype, np.integer):
+        return values.astype(np.int64)
+    return pd.to_datetime(pd.Series(times), utc=True).dt.as_unit("ns").array.asi8.astype(np.int64)
+
+
+def _pair_keys(queries, docnos) -> np.ndarray:
+    return np.array([f"{query_key(q)}\x1f{d}" for q, d in zip(queries, docnos)], dtype=object)
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({"time": pd.Series([], dtype=np.int64), DOCNO: pd.Series([], dtype=object),
+                         "query": pd.Series([], dtype=object)})
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"time": frame["time"].astype(np.int64), DOCNO: frame[DOCNO].astype(str).astype(object),
+                         "query": frame["query"].astype(object)})
+
