@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ranker.cli import main
@@ -25,7 +26,7 @@ def log_for(run_dir, queries):
     """One impression per training query: its BM25 top 4 shown with the relevant document moved to position
     3 (and an unknown document "ghost" last), the relevant document clicked; a second impression of q0 in
     which nothing is clicked. Times one minute apart."""
-    trec = read_trec_run(run_dir / "retrieval" / "bm25.train.trec")
+    trec = pd.concat([read_trec_run(run_dir / "retrieval" / f"bm25.{split}.trec") for split in ("train", "test")])
     events = []
     for n, q in enumerate(queries):
         top = trec[trec["qid"] == q].sort_values("rank")["docno"].tolist()
@@ -134,3 +135,107 @@ def test_clicks_are_refused_where_they_cannot_train(tmp_path):
                  ranker=LABELS.format(model="raw") + 'until = "yesterday"')
     with pytest.raises(Exception, match="labels.until: expected an ISO 8601 time"):
         load_config(config)
+
+
+# ------------------------------------------------------------------------------- feedback features
+@pytest.fixture(scope="module")
+def feedback_run(tmp_path_factory):
+    """The clicks run with the feedback features, its log (also impressions of the test queries, as an app
+    logs every query) ingested before the features are built."""
+    tmp = tmp_path_factory.mktemp("feedback")
+    folder = generated_dataset(tmp / "gen")
+    config = tmp / "gen.toml"
+    write_config(config, folder, tmp / "run", extractors="[features.extractors.bm25]\n[features.extractors.length]\n"
+                 "[features.extractors.feedback]\nprior_strength = 2.0", ranker=RANKER.replace("[ranker]\n", "[ranker]\nguard = \"warn\"\n")
+                 + LABELS.format(model="position"))
+    run_steps(config, ("retrieve",))
+    queries = [f"q{i}" for i in range(32)]
+    events = tmp / "events.jsonl"
+    events.write_text("\n".join(json.dumps(e) for e in log_for(tmp / "run", queries)) + "\n")
+    assert main(["events", "ingest", str(events), "--config", str(config)]) == 0
+    run_steps(config, ("features",))
+    return config, tmp
+
+
+def test_training_from_clicks_reads_the_feedback_features_at_each_impressions_time(feedback_run):
+    from features.feedback import FeedbackExtractor
+    from features.store import FeatureStore
+
+    config, tmp = feedback_run
+    run = Run(load_config(config), progress=False)
+    m = run.matrices
+    data = type(m.train).concat([m.train, m.valid])
+    ext = FeedbackExtractor(prior_strength=2.0).load_state(run.layout.extractor_state)
+    col = data.feature_names.index("shown_doc")
+    # q0's first impression (00:00) comes before any: nothing shown before it; its second (next day) comes
+    # after the first impression showed rel0
+    first = [i for i, (q, d) in enumerate(zip(data.qids, data.docnos)) if q == "q0#000000000" and d == "rel0"]
+    again = [i for i, q in enumerate(data.qids) if q.startswith("q0#") and q != "q0#000000000"]
+    assert data.X[first, col].tolist() == [0.0] and data.X[again, col].tolist() == [pytest.approx(np.log(2))]
+    doc_rate = data.X[again, data.feature_names.index("ctr_doc")]  # rel0 was shown for q0 only so far
+    assert data.X[again, data.feature_names.index("ctr_query_doc")] == pytest.approx(doc_rate)
+    # clicked in i0; the prior: 32 clicks on the 32 x 5 documents shown before (the log counts "ghost" too)
+    assert doc_rate == pytest.approx((1 + 2.0 * (32 + 1) / (32 * 5 + 2)) / (1 + 2.0))
+    # the stored values (what evaluation and serving read) are those at the snapshot's reference time
+    with FeatureStore(run.layout.store, read_only=True) as store:
+        pairs = store.pairs(["q0"], retriever="bm25")
+        stored = store.matrix(run.feature_set.raw_specs, ["q0"], retriever="bm25")
+    at_ref = ext.compute(pairs)["shown_doc"]
+    assert at_ref[list(pairs["docno"]).index("rel0")] == pytest.approx(np.log(3))  # its two impressions
+    assert stored.X[list(stored.docnos).index("rel0"), stored.feature_names.index("shown_doc")] == \
+        pytest.approx(np.log(3))
+
+
+def test_a_log_grown_after_the_features_were_built_is_refused_for_training(feedback_run, tmp_path):
+    import shutil
+
+    config, tmp = feedback_run
+    copy = tmp_path / "run"
+    shutil.copytree(tmp / "run", copy)
+    cfg = load_config(config)
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, dir=str(copy)))
+    more = tmp_path / "more.jsonl"
+    more.write_text(json.dumps({"type": "impression", "id": "late", "time": "2026-02-01T00:00:00Z", "qid": "q3",
+                                "docs": ["rel3"]}) + "\n")
+    from features.events import ingest
+
+    ingest(Run(cfg, progress=False).layout.store, [more], log=lambda *a: None)
+    with pytest.raises(UsageError, match="interaction log changed since `fusion-ltr features`"):
+        Run(cfg, progress=False).matrices
+
+
+def test_the_scorer_and_the_service_read_the_feedback_values_training_stored(feedback_run):
+    from features.store import FeatureStore
+    from ranker import Scorer
+
+    config, tmp = feedback_run
+    run_steps(config, ("train",))
+    run = Run(load_config(config), progress=False)
+    names = ["ctr_doc", "ctr_doc_recent", "ctr_query_doc", "shown_doc", "shown_query_doc", "last_click_days"]
+    scorer = Scorer.load(tmp / "run")
+    with FeatureStore(run.layout.store, read_only=True) as store:
+        test = store.sql("SELECT qid, query FROM queries WHERE qid IN ('q22', 'q23', 'q24')")
+        varied = 0
+        for qid, text in zip(test["qid"], test["query"]):
+            pairs = store.pairs([qid], retriever="bm25")
+            stored = store.matrix(run.feature_set.raw_specs, [qid], retriever="bm25")
+            docs = [{"id": d, "text": t, "rank": int(r), "score": float(sc)}
+                    for d, t, r, sc in zip(pairs["docno"], pairs["text"], pairs["rank"], pairs["score"])]
+            served = {r.id: r.features for r in scorer.rerank(text, docs, explain=True)}
+            for i, d in enumerate(stored.docnos):
+                for n in names:
+                    want = stored.X[i, stored.feature_names.index(n)]
+                    assert served[d][n] == pytest.approx(want, nan_ok=True), (qid, d, n)
+            varied += len({round(float(served[d]["shown_doc"]), 6) for d in served}) > 1
+        assert varied  # the values differ across documents: the log is read, not only the priors
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from ranker.service import create_app
+
+    with TestClient(create_app(Scorer.load(tmp / "run"), max_wait_ms=2)) as client:
+        body = client.post("/v1/rerank", json={"query": text, "documents": [d["text"] for d in docs]}).json()
+    expected = scorer.rerank(text, [d["text"] for d in docs])
+    assert [r["index"] for r in body["results"]] == [int(e.id) for e in expected]
+    assert [r["relevance_score"] for r in body["results"]] == pytest.approx(
+        [e.probability if e.probability is not None else e.score for e in expected])
