@@ -95,8 +95,9 @@ class _Times:
 
 
 class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
-    """Click-through rates, impression counts and last-click age from the interaction log, point in time
-    (see the module doc)."""
+    """Click-through rates (smoothed), impression counts and last-click age of each document and (query,
+    document) pair, from the interaction log; a value counts only the events before its moment: each
+    impression's own time when training from clicks, else ``reference_time``."""
 
     name = "feedback"
     CODE_VERSION = "1"
