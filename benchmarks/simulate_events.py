@@ -4,7 +4,9 @@ the run's first stage. Each session is one of the run's training queries drawn a
 flagged ``explored``), and clicked by the position-based model of :mod:`ranker.clicks` (examination
 (1/rank)^eta; a click on an examined document with probability 1.0 if judged relevant, ``--non-relevant``
 if not). Writes the sessions as events (JSON lines, the `fusion-ltr events ingest` format): session n at
-``--start`` plus n minutes, its clicks a few seconds later. Test queries are never shown.
+``--start`` plus n minutes, its clicks a few seconds later. Test queries are never shown, unless
+``--include-test`` (for feedback features: the test queries have been seen before; never with labels from
+clicks, whose training queries are the training split's anyway).
 
     .venv/bin/python benchmarks/simulate_events.py --config configs/scifact-clicks.toml --sessions 100000 \\
         --out runs/scifact-clicks/events.jsonl
@@ -38,13 +40,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--start", default="2026-01-01T00:00:00+00:00")
     ap.add_argument("--prefix", default="sim", help="impression ids are <prefix>-<n> (one prefix per simulated log)")
+    ap.add_argument("--include-test", action="store_true", help="sessions of the test queries too")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     cfg = load_config(args.config)
     cfg = dataclasses.replace(cfg, labels=LabelsConfig())  # the judgements: the truth the clicks come from
     run = Run(cfg, progress=False)
     m = run.matrices
-    data = RankingData.concat([m.train, m.valid])
+    data = RankingData.concat([m.train, m.valid] + ([m.test] if args.include_test else []))
     first = -data.X[:, data.feature_names.index("fs_rank")]
     sessions = simulate(data, first, args.sessions, top_k=args.top_k, eta=args.eta, non_relevant=args.non_relevant,
                         explore=args.explore, seed=args.seed)
@@ -67,7 +70,7 @@ def main() -> None:
                 f.write(json.dumps({"type": "interaction", "id": f"{iid}-{k + 1}", "impression": iid, "doc": docs[k],
                                     "kind": "click", "position": int(k + 1),
                                     "time": (at + timedelta(seconds=int(3 + 2 * k))).isoformat()}) + "\n")
-    print(f"wrote {args.sessions} sessions ({int(sessions.y.sum())} clicks) of {data.group.size} training queries "
+    print(f"wrote {args.sessions} sessions ({int(sessions.y.sum())} clicks) of {data.group.size} queries "
           f"to {out}: {start.isoformat()} to {(start + timedelta(minutes=args.sessions - 1)).isoformat()}")
 
 
