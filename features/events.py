@@ -234,87 +234,128 @@ def check_interaction(event: dict, shown: dict[str, tuple[datetime, list[str]]])
 
 
 # ----------------------------------------------------------------------------------- ingesting
-def ingest(store_path: str | Path, files, *, log=print) -> IngestReport:
+#: Events checked and stored at a time: memory stays bounded whatever the size of the files.
+CHUNK = 50_000
+
+
+def ingest(store_path: str | Path, files, *, log=print, chunk: int = CHUNK) -> IngestReport:
     """Store the events of ``files`` (JSONL or Parquet, see the module docstring) in the store at
-    ``store_path``, in one transaction: impressions first, then interactions; ids already stored are
-    skipped; each bad line is refused by file, line and field and the rest are kept."""
+    ``store_path``, in one transaction: every file's impressions first, then their interactions, ``chunk``
+    events at a time (the files are read twice, never held whole); ids already stored are skipped; each bad
+    line is refused by file, line and field and the rest are kept."""
     report = IngestReport()
     files = list(files)
-    lines, refused = [], []  # ((file number, line), event) of every event line; ((file number, line), error)
-    for n, path in enumerate(files):
-        for i, event in read_events(path):
-            where = (n, i)
-            if isinstance(event, BadEvent):
-                refused.append((where, event))
-            elif event.get("type") not in ("impression", "interaction"):
-                refused.append((where, BadEvent("type", f"expected \"impression\" or \"interaction\", found "
-                                                        f"{event.get('type')!r}")))
-            else:
-                lines.append((where, event))
     names = [str(p) for p in files]
+    refused = []  # ((file number, line), error)
 
     def source(where) -> str:
         return f"{names[where[0]]}:{where[1]}"
 
+    def events(kind: str):
+        """``(where, event)`` of each line of type ``kind``; a line of no known type is refused (once)."""
+        for n, path in enumerate(files):
+            for i, event in read_events(path):
+                if isinstance(event, BadEvent):
+                    if kind == "impression":
+                        refused.append(((n, i), event))
+                elif event.get("type") not in ("impression", "interaction"):
+                    if kind == "impression":
+                        refused.append(((n, i), BadEvent("type", f"expected \"impression\" or \"interaction\", "
+                                                                 f"found {event.get('type')!r}")))
+                elif event["type"] == kind:
+                    yield (n, i), event
+
     with FeatureStore(store_path) as store:
         create(store)
-        known = set(store.sql("SELECT impression_id FROM impressions")["impression_id"])
-        seen_events = set(store.sql("SELECT event_id FROM interactions")["event_id"])
-        impressions, listed, shown = [], [], {}
-        for where, event in (x for x in lines if x[1]["type"] == "impression"):
-            try:
-                row = check_impression(event)
-            except BadEvent as exc:
-                refused.append((where, exc))
-                continue
-            iid = row["impression_id"]
-            if iid in known or iid in shown:
-                report.duplicates += 1
-                continue
-            shown[iid] = (row["time"], row["docs"])
-            listed += [(iid, k + 1, d, t) for k, (d, t) in enumerate(zip(row.pop("docs"), row.pop("teams")))]
-            impressions.append(row | {"source": source(where)})
-        todo = []  # interactions whose id is not stored yet (a stored id is skipped unread, as ingested before)
-        for where, event in (x for x in lines if x[1]["type"] == "interaction"):
-            if isinstance(event.get("id"), (str, int)) and str(event["id"]) in seen_events:
-                report.duplicates += 1
-            else:
-                todo.append((where, event))
-        lists = _stored_lists(store, {e.get("impression") for _, e in todo} - set(shown)) | shown
-        interactions = []
-        for where, event in todo:
-            try:
-                row = check_interaction(event, lists)
-            except BadEvent as exc:
-                refused.append((where, exc))
-                continue
-            if row["event_id"] in seen_events:  # repeated within these files
-                report.duplicates += 1
-                continue
-            seen_events.add(row["event_id"])
-            interactions.append(row | {"source": source(where)})
         store.con.execute("BEGIN TRANSACTION")
         try:
-            if impressions:
-                frame = pd.DataFrame(impressions)
-                store.con.register("_imp", frame)
-                store.con.execute("INSERT INTO impressions SELECT impression_id, time, qid, query, model, user_id, "
-                                  "session_id, explored, source, interleaved FROM _imp")
-                store.con.register("_docs", pd.DataFrame(listed, columns=["impression_id", "position", "docno", "team"]))
-                store.con.execute("INSERT INTO impression_docs SELECT impression_id, position, docno, team FROM _docs")
-            if interactions:
-                store.con.register("_int", pd.DataFrame(interactions))
-                store.con.execute("INSERT INTO interactions SELECT event_id, impression_id, docno, kind, time, value, "
-                                  "source FROM _int")
+            for part in _batches(events("impression"), chunk):
+                report.impressions += _store_impressions(store, part, refused, report, source)
+            for part in _batches(events("interaction"), chunk):
+                report.interactions += _store_interactions(store, part, refused, report, source)
             store.con.execute("COMMIT")
-        except Exception:
+        except BaseException:
             store.con.execute("ROLLBACK")
             raise
-    report.impressions, report.interactions = len(impressions), len(interactions)
     report.refused = [f"{source(where)}: {exc}" for where, exc in sorted(refused, key=lambda r: r[0])]
     for line in report.refused:
         log(f"refused {line}")
     return report
+
+
+def _batches(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _stored_ids(store: FeatureStore, table: str, column: str, ids) -> set[str]:
+    """Those of ``ids`` already in ``table`` (this transaction's earlier chunks included)."""
+    ids = sorted({str(i) for i in ids if isinstance(i, (str, int)) and not isinstance(i, bool)})
+    if not ids:
+        return set()
+    store.con.register("_ids", pd.DataFrame({"id": ids}))
+    found = store.sql(f"SELECT {column} FROM {table} WHERE {column} IN (SELECT id FROM _ids)")
+    return set(found[column].astype(str))
+
+
+def _store_impressions(store: FeatureStore, part, refused, report: IngestReport, source) -> int:
+    known = _stored_ids(store, "impressions", "impression_id", (e.get("id") for _, e in part))
+    impressions, listed, here = [], [], set()
+    for where, event in part:
+        try:
+            row = check_impression(event)
+        except BadEvent as exc:
+            refused.append((where, exc))
+            continue
+        iid = row["impression_id"]
+        if iid in known or iid in here:
+            report.duplicates += 1
+            continue
+        here.add(iid)
+        listed += [(iid, k + 1, d, t) for k, (d, t) in enumerate(zip(row.pop("docs"), row.pop("teams")))]
+        impressions.append(row | {"source": source(where)})
+    if impressions:
+        store.con.register("_imp", pd.DataFrame(impressions))
+        store.con.execute("INSERT INTO impressions SELECT impression_id, time, qid, query, model, user_id, "
+                          "session_id, explored, source, interleaved FROM _imp")
+        store.con.register("_docs", pd.DataFrame(listed, columns=["impression_id", "position", "docno", "team"]))
+        store.con.execute("INSERT INTO impression_docs SELECT impression_id, position, docno, team FROM _docs")
+    return len(impressions)
+
+
+def _store_interactions(store: FeatureStore, part, refused, report: IngestReport, source) -> int:
+    seen = _stored_ids(store, "interactions", "event_id", (e.get("id") for _, e in part))
+    todo = []  # interactions whose id is not stored yet (a stored id is skipped unread, as ingested before)
+    for where, event in part:
+        if isinstance(event.get("id"), (str, int)) and str(event["id"]) in seen:
+            report.duplicates += 1
+        else:
+            todo.append((where, event))
+    lists = _stored_lists(store, {str(e["impression"]) for _, e in todo
+                                  if isinstance(e.get("impression"), (str, int)) and not isinstance(e["impression"], bool)})
+    interactions = []
+    for where, event in todo:
+        try:
+            row = check_interaction(event, lists)
+        except BadEvent as exc:
+            refused.append((where, exc))
+            continue
+        if row["event_id"] in seen:  # repeated within this chunk
+            report.duplicates += 1
+            continue
+        seen.add(row["event_id"])
+        interactions.append(row | {"source": source(where)})
+    if interactions:
+        store.con.register("_int", pd.DataFrame(interactions))
+        store.con.execute("INSERT INTO interactions SELECT event_id, impression_id, docno, kind, time, value, "
+                          "source FROM _int")
+    return len(interactions)
 
 
 def _stored_lists(store: FeatureStore, ids) -> dict[str, tuple[datetime, list[str]]]:

@@ -106,3 +106,14 @@ def test_events_ingest_command_reports_and_fails_when_a_line_is_refused(tmp_path
     assert f"{bad}:1: doc: document 'd2' was not shown" in err and "1 line(s) refused" in err
     assert main(["events", "ingest", str(good)]) == 2  # neither --config nor --store
     assert "give the run's --config or a --store" in capsys.readouterr().err
+
+
+def test_ingest_in_small_chunks_stores_and_refuses_the_same(tmp_path):
+    # repeats across chunks: an impression and an interaction twice, a chunk of 2 events apart
+    events = IMPRESSIONS + INTERACTIONS + list(BAD.values()) + [IMPRESSIONS[0], INTERACTIONS[0]]
+    path = write_jsonl(tmp_path / "log.jsonl", events)
+    whole = ingest(tmp_path / "a.duckdb", [path], log=lambda *_: None)
+    small = ingest(tmp_path / "b.duckdb", [path], log=lambda *_: None, chunk=2)
+    assert (small.impressions, small.interactions, small.duplicates) == (2, 3, 2)
+    assert small.as_dict() == whole.as_dict() and small.refused == whole.refused and len(whole.refused) == len(BAD)
+    assert counts(tmp_path / "b.duckdb") == counts(tmp_path / "a.duckdb") == (2, 5, 3)
