@@ -58,40 +58,68 @@ def query_key(text) -> str:
 
 
 class _Times:
-    """Event times by key, sorted: counts in a window before each row's moment, and the last time before it."""
+    """Event times by integer key, sorted once: for rows (key, moment), the number of the key's events
+    before the moment, and the latest such time; vectorised and exact (times in nanoseconds)."""
 
-    def __init__(self, keys, times: np.ndarray):
-        codes, self.uniques = pd.factorize(pd.Series(keys, dtype=object), sort=False)
+    def __init__(self, codes: np.ndarray, times: np.ndarray):
+        codes, times = np.asarray(codes, dtype=np.int64), np.asarray(times, dtype=np.int64)
         order = np.lexsort((times, codes))
-        self.times = np.asarray(times, dtype=np.int64)[order]
-        codes = codes[order]
-        n = len(self.uniques)
-        self.start = np.searchsorted(codes, np.arange(n), side="left")
-        self.end = np.searchsorted(codes, np.arange(n), side="right")
+        self.codes, self.times = codes[order], times[order]
+        self.distinct = np.unique(self.times)  # an event's rank among the distinct times keeps the order exact
+        self.span = len(self.distinct) + 1
+        self.sorted_keys = self.codes * self.span + np.searchsorted(self.distinct, self.times)
 
-    def _rows(self, keys):
-        return pd.Index(self.uniques).get_indexer(pd.Series(keys, dtype=object)) if len(self.uniques) else \
-            np.full(len(keys), -1)
+    def _before(self, codes: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: the index just past its key's last event before ``at``, and its key's first index."""
+        rank = np.searchsorted(self.distinct, at, side="left")  # distinct event times < at
+        safe = np.maximum(codes, 0)
+        end = np.searchsorted(self.sorted_keys, safe * self.span + rank, side="left")
+        first = np.searchsorted(self.sorted_keys, safe * self.span, side="left")
+        return end, first
 
-    def count(self, keys, at: np.ndarray, width_ns: int) -> np.ndarray:
-        """Events of each row's key in [at - width, at)."""
-        codes, out = self._rows(keys), np.zeros(len(at), dtype=np.float64)
-        for c in np.unique(codes[codes >= 0]):
-            rows = np.flatnonzero(codes == c)
-            seg = self.times[self.start[c]:self.end[c]]
-            out[rows] = np.searchsorted(seg, at[rows], side="left") - np.searchsorted(seg, at[rows] - width_ns,
-                                                                                        side="left")
-        return out
+    def count(self, codes: np.ndarray, at: np.ndarray, width_ns: int) -> np.ndarray:
+        """Events of each row's key in [at - width, at); 0 for a key with none (code -1)."""
+        end, _ = self._before(codes, at)
+        begin, _ = self._before(codes, at - width_ns)
+        return np.where(codes >= 0, end - begin, 0).astype(np.float64)
 
-    def last(self, keys, at: np.ndarray) -> np.ndarray:
+    def last(self, codes: np.ndarray, at: np.ndarray) -> np.ndarray:
         """The latest event time of each row's key before its moment (NaN: none)."""
-        codes, out = self._rows(keys), np.full(len(at), np.nan)
-        for c in np.unique(codes[codes >= 0]):
-            rows = np.flatnonzero(codes == c)
-            seg = self.times[self.start[c]:self.end[c]]
-            i = np.searchsorted(seg, at[rows], side="left") - 1
-            out[rows] = np.where(i >= 0, seg[np.maximum(i, 0)].astype(np.float64), np.nan)
-        return out
+        end, first = self._before(codes, at)
+        has = (codes >= 0) & (end > first)
+        return np.where(has, self.times[np.maximum(end - 1, 0)].astype(np.float64) if len(self.times) else 0.0,
+                        np.nan)
+
+
+class _Keys:
+    """Documents, and (query, document) pairs with the query's text normalised, as integer codes (-1: not in
+    the log)."""
+
+    def __init__(self, queries, docnos):
+        self.docs = pd.Index(pd.unique(_ids(docnos)))
+        self.queries = pd.Index(pd.unique(_normal(queries)))
+        self.pairs = pd.Index(pd.unique(self._raw_pairs(queries, docnos)))
+
+    def doc_codes(self, docnos) -> np.ndarray:
+        return self.docs.get_indexer(_ids(docnos))
+
+    def _raw_pairs(self, queries, docnos) -> np.ndarray:
+        q, d = self.queries.get_indexer(_normal(queries)), self.doc_codes(docnos)
+        return np.where((q >= 0) & (d >= 0), q.astype(np.int64) * max(len(self.docs), 1) + d, -1)
+
+    def pair_codes(self, queries, docnos) -> np.ndarray:
+        raw = self._raw_pairs(queries, docnos)
+        return np.where(raw >= 0, self.pairs.get_indexer(raw), -1)
+
+
+def _ids(docnos) -> np.ndarray:
+    return np.asarray([str(d) for d in docnos], dtype=object)
+
+
+def _normal(queries) -> np.ndarray:
+    """Each row's :func:`query_key`, computed once per distinct text."""
+    codes, uniques = pd.factorize(pd.Series(list(queries), dtype=object), use_na_sentinel=False)
+    return np.asarray([query_key(u) for u in uniques], dtype=object)[codes] if len(codes) else np.zeros(0, dtype=object)
 
 
 class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
@@ -130,12 +158,13 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
     # -- the snapshot ------------------------------------------------------------------------
     def _use(self, shown: pd.DataFrame, clicks: pd.DataFrame) -> None:
         self.shown_, self.clicks_ = shown.reset_index(drop=True), clicks.reset_index(drop=True)
+        self._keys = keys = _Keys(pd.concat([shown["query"], clicks["query"]]), pd.concat([shown[DOCNO], clicks[DOCNO]]))
         self._times = {}
         for name, frame in (("shown", shown), ("clicks", clicks)):
             t = frame["time"].to_numpy(np.int64)
-            self._times[name] = {"doc": _Times(frame[DOCNO].to_numpy(object), t),
-                                 "pair": _Times(_pair_keys(frame["query"], frame[DOCNO]), t),
-                                 "all": _Times(np.zeros(len(frame), dtype=object), t)}
+            self._times[name] = {"doc": _Times(keys.doc_codes(frame[DOCNO]), t),
+                                 "pair": _Times(keys.pair_codes(frame["query"], frame[DOCNO]), t),
+                                 "all": _Times(np.zeros(len(frame), dtype=np.int64), t)}
         last = max([int(f["time"].max()) for f in (shown, clicks) if len(f)], default=None)
         if self.params.reference_time != LOG_END:
             self.reference_ns = int(epoch_ns([self.params.reference_time])[0])
@@ -194,13 +223,12 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
         """The features of ``pairs`` (``query``, ``docno``) at moments ``at`` (one per row: UTC times, or
         nanoseconds since the epoch), from the events before each."""
         at = epoch_ns(at)
-        docs = pairs[DOCNO].astype(str).to_numpy(object)
-        keys = {"doc": docs, "pair": _pair_keys(pairs[QUERY], pairs[DOCNO])}
+        keys = {"doc": self._keys.doc_codes(pairs[DOCNO]), "pair": self._keys.pair_codes(pairs[QUERY], pairs[DOCNO])}
         s, c = self._times["shown"], self._times["clicks"]
         out = {}
         for window, suffix in ((self.params.window_days, ""), (self.params.recent_days, "_recent")):
             width = int(window * DAY_NS)
-            all_ = np.zeros(len(at), dtype=object)
+            all_ = np.zeros(len(at), dtype=np.int64)
             prior = (c["all"].count(all_, at, width) + 1.0) / (s["all"].count(all_, at, width) + 2.0)
             for kind, name in (("doc", "ctr_doc"), ("pair", "ctr_query_doc")):
                 shown, clicked = s[kind].count(keys[kind], at, width), c[kind].count(keys[kind], at, width)
@@ -219,10 +247,6 @@ def epoch_ns(times) -> np.ndarray:
     if np.issubdtype(values.dtype, np.integer):
         return values.astype(np.int64)
     return pd.to_datetime(pd.Series(times), utc=True).dt.as_unit("ns").array.asi8.astype(np.int64)
-
-
-def _pair_keys(queries, docnos) -> np.ndarray:
-    return np.array([f"{query_key(q)}\x1f{d}" for q, d in zip(queries, docnos)], dtype=object)
 
 
 def _empty() -> pd.DataFrame:
