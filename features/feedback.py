@@ -93,33 +93,39 @@ class _Times:
 
 class _Keys:
     """Documents, and (query, document) pairs with the query's text normalised, as integer codes (-1: not in
-    the log)."""
+    the log). Built from the log's rows in one pass (``log_docs`` / ``log_pairs``: their codes)."""
 
     def __init__(self, queries, docnos):
-        self.docs = pd.Index(pd.unique(_ids(docnos)))
-        self.queries = pd.Index(pd.unique(_normal(queries)))
-        self.pairs = pd.Index(pd.unique(self._raw_pairs(queries, docnos)))
+        self.log_docs, docs = pd.factorize(_ids(docnos))
+        self.docs = pd.Index(docs)
+        codes, normal = _normalised(queries)
+        self.queries = pd.Index(normal)
+        raw = codes.astype(np.int64) * max(len(self.docs), 1) + self.log_docs
+        self.log_pairs, pairs = pd.factorize(raw)
+        self.pairs = pd.Index(pairs)
 
     def doc_codes(self, docnos) -> np.ndarray:
-        return self.docs.get_indexer(_ids(docnos))
-
-    def _raw_pairs(self, queries, docnos) -> np.ndarray:
-        q, d = self.queries.get_indexer(_normal(queries)), self.doc_codes(docnos)
-        return np.where((q >= 0) & (d >= 0), q.astype(np.int64) * max(len(self.docs), 1) + d, -1)
+        return self.docs.get_indexer(_ids(docnos)) if len(self.docs) else np.full(len(docnos), -1)
 
     def pair_codes(self, queries, docnos) -> np.ndarray:
-        raw = self._raw_pairs(queries, docnos)
-        return np.where(raw >= 0, self.pairs.get_indexer(raw), -1)
+        codes, normal = _normalised(queries)
+        q = (self.queries.get_indexer(normal) if len(self.queries) else np.full(len(normal), -1))[codes] \
+            if len(codes) else np.zeros(0, dtype=np.int64)
+        d = self.doc_codes(docnos)
+        raw = np.where((q >= 0) & (d >= 0), q.astype(np.int64) * max(len(self.docs), 1) + d, -1)
+        return np.where(raw >= 0, self.pairs.get_indexer(raw) if len(self.pairs) else -1, -1)
 
 
-def _ids(docnos) -> np.ndarray:
-    return np.asarray([str(d) for d in docnos], dtype=object)
+def _ids(docnos) -> pd.Series:
+    return pd.Series(docnos).reset_index(drop=True).astype(str)
 
 
-def _normal(queries) -> np.ndarray:
-    """Each row's :func:`query_key`, computed once per distinct text."""
-    codes, uniques = pd.factorize(pd.Series(list(queries), dtype=object), use_na_sentinel=False)
-    return np.asarray([query_key(u) for u in uniques], dtype=object)[codes] if len(codes) else np.zeros(0, dtype=object)
+def _normalised(queries) -> tuple[np.ndarray, pd.Index]:
+    """Each row's code into the distinct :func:`query_key` texts, and those texts (normalised once per
+    distinct text)."""
+    codes, uniques = pd.factorize(pd.Series(queries, dtype=object).reset_index(drop=True), use_na_sentinel=False)
+    normal_codes, normal = pd.factorize(pd.Series([query_key(u) for u in uniques], dtype=object))
+    return (normal_codes[codes] if len(codes) else np.zeros(0, dtype=np.int64)), pd.Index(normal, dtype=object)
 
 
 class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
@@ -158,12 +164,12 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
     # -- the snapshot ------------------------------------------------------------------------
     def _use(self, shown: pd.DataFrame, clicks: pd.DataFrame) -> None:
         self.shown_, self.clicks_ = shown.reset_index(drop=True), clicks.reset_index(drop=True)
-        self._keys = keys = _Keys(pd.concat([shown["query"], clicks["query"]]), pd.concat([shown[DOCNO], clicks[DOCNO]]))
+        self._keys = keys = _Keys(pd.concat([shown["query"], clicks["query"]], ignore_index=True),
+                                  pd.concat([shown[DOCNO], clicks[DOCNO]], ignore_index=True))
         self._times = {}
-        for name, frame in (("shown", shown), ("clicks", clicks)):
+        for name, frame, rows in (("shown", shown, slice(0, len(shown))), ("clicks", clicks, slice(len(shown), None))):
             t = frame["time"].to_numpy(np.int64)
-            self._times[name] = {"doc": _Times(keys.doc_codes(frame[DOCNO]), t),
-                                 "pair": _Times(keys.pair_codes(frame["query"], frame[DOCNO]), t),
+            self._times[name] = {"doc": _Times(keys.log_docs[rows], t), "pair": _Times(keys.log_pairs[rows], t),
                                  "all": _Times(np.zeros(len(frame), dtype=np.int64), t)}
         last = max([int(f["time"].max()) for f in (shown, clicks) if len(f)], default=None)
         if self.params.reference_time != LOG_END:
