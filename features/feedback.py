@@ -261,6 +261,6 @@ def _empty() -> pd.DataFrame:
 
 
 def _plain(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"time": frame["time"].astype(np.int64), DOCNO: frame[DOCNO].astype(str).astype(object),
-                         "query": frame["query"].astype(object)})
+    return pd.DataFrame({"time": frame["time"].astype(np.int64), DOCNO: frame[DOCNO].astype(str),
+                         "query": frame["query"]})
 
