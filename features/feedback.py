@@ -39,6 +39,8 @@ from .base import BaseExtractor, CorpusState, ReadsLog, digest
 
 DAY_NS = 86_400 * 10**9
 LOG_END = "log"
+#: The features of the (query, document) pair: what a query never seen before lacks.
+QUERY_FEATURES = ("ctr_query_doc", "ctr_query_doc_recent", "shown_query_doc")
 
 
 @dataclass(frozen=True)
@@ -223,13 +225,17 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
 
     # -- values ------------------------------------------------------------------------------
     def compute(self, pairs: pd.DataFrame) -> dict[str, np.ndarray]:
-        return self.compute_at(pairs, np.full(len(pairs), self.reference_ns, dtype=np.int64))
+        return self.compute_at(pairs)
 
-    def compute_at(self, pairs: pd.DataFrame, at) -> dict[str, np.ndarray]:
+    def compute_at(self, pairs: pd.DataFrame, at=None, *, unseen=None) -> dict[str, np.ndarray]:
         """The features of ``pairs`` (``query``, ``docno``) at moments ``at`` (one per row: UTC times, or
-        nanoseconds since the epoch), from the events before each."""
-        at = epoch_ns(at)
+        nanoseconds since the epoch; none: the reference time), from the events before each. ``unseen``
+        (a boolean per row): those rows' queries as if never seen before (:data:`QUERY_FEATURES` from no
+        history; the documents' own history kept), the case of a new query that training learns to rank."""
+        at = np.full(len(pairs), self.reference_ns, dtype=np.int64) if at is None else epoch_ns(at)
         keys = {"doc": self._keys.doc_codes(pairs[DOCNO]), "pair": self._keys.pair_codes(pairs[QUERY], pairs[DOCNO])}
+        if unseen is not None:
+            keys["pair"] = np.where(np.asarray(unseen, dtype=bool), -1, keys["pair"])
         s, c = self._times["shown"], self._times["clicks"]
         out = {}
         for window, suffix in ((self.params.window_days, ""), (self.params.recent_days, "_recent")):

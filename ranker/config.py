@@ -123,6 +123,10 @@ class RankerConfig:
     # the Scorer then hides them, rather than taking the input position, when no document carries a rank
     # or score (0: never hidden; the position stands in for a missing rank)
     hide_ranks: float = 0.0
+    # share of the training (and validation) queries whose (query, document) feedback features are those of
+    # a query never seen before (the documents' own history kept), so that the models also learn to rank a
+    # new query: without it, a model trained on queries that all have a history ranks new ones poorly
+    hide_history: float = 0.25
 
     @property
     def auto(self) -> bool:
@@ -256,6 +260,8 @@ class Config:
                         pd.Timestamp(value)
                 except ValueError:
                     raise ConfigError(f"{self.source}: labels.{key}: expected an ISO 8601 time, found {value!r}") from None
+        if not 0 <= self.ranker.hide_history <= 1:
+            raise ConfigError(f"{self.source}: ranker.hide_history must be in [0, 1], found {self.ranker.hide_history}")
         if not 0 <= self.ranker.hide_ranks <= 1:
             raise ConfigError(f"{self.source}: ranker.hide_ranks must be in [0, 1], found {self.ranker.hide_ranks}")
         if self.ranker.tune_folds < 2:

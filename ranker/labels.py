@@ -13,6 +13,7 @@ import pandas as pd
 
 from features.base import ReadsLog, create
 from features.events import impressions_frame
+from features.feedback import QUERY_FEATURES
 from features.matrix import RankingData
 from features import query_norm
 from retrieval.errors import UsageError
@@ -22,7 +23,7 @@ from .clicks import pair_labels
 
 
 def click_matrix(store, data: RankingData, labels, *, log=print, required: bool = True,
-                 at_time=None) -> tuple[RankingData | None, int]:
+                 at_time=None, new_queries=frozenset()) -> tuple[RankingData | None, int]:
     """The click-labelled training rows of ``data``'s queries (``data``: their candidates' stored features,
     one row per query and document) from ``store``'s interaction log, by ``labels`` (a
     :class:`ranker.config.LabelsConfig`): ``position`` and ``raw``: a query group per impression, the clicks
@@ -30,7 +31,8 @@ def click_matrix(store, data: RankingData, labels, *, log=print, required: bool 
     shown, graded by the click model. Also the deepest position shown (how deep a model learned from them
     may reorder). No impression of these queries: an error, or ``(None, 0)`` when not ``required`` (the
     validation queries). ``at_time`` (:func:`point_in_time`): the log-derived features' values at each
-    impression's own time, in place of the stored ones."""
+    impression's own time, in place of the stored ones; ``new_queries``: those queries' values as for a query
+    never seen (``ranker.hide_history``)."""
     shown = impressions_frame(store, labels.kinds)
     times = pd.to_datetime(shown["time"], utc=True)
     keep = np.ones(len(shown), dtype=bool)
@@ -64,7 +66,8 @@ def click_matrix(store, data: RankingData, labels, *, log=print, required: bool 
         texts = dict(zip(known["qid"].astype(str), known["query"]))
         frame = pd.DataFrame({QUERY: [texts.get(q, t) for q, t in zip(shown["qid"], shown["query"])],
                               DOCNO: shown["docno"].astype(str).to_numpy()})
-        for name, values in at_time(frame, shown["time"]).items():
+        unseen = shown["qid"].isin(set(new_queries)).to_numpy()
+        for name, values in at_time(frame, shown["time"], unseen).items():
             X[:, data.feature_names.index(name)] = values
     sessions = RankingData.from_arrays(
         X, shown["clicked"].to_numpy().astype(np.int32),
@@ -91,12 +94,13 @@ def utc(value: str) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def point_in_time(store, extractors, names: list[str]):
+def point_in_time(store, extractors, names: list[str], *, current: bool = True):
     """For the features among ``names`` that an extractor computes from the interaction log (a
-    :class:`features.base.ReadsLog`), a function ``(frame, times) -> {feature: values}`` giving their values
-    at each row's own time (``frame``: ``query``, ``docno``); ``None`` when there are none. Refuses a snapshot
-    older than ``store``'s log (the stored values and the served ones come from the snapshot) and a
-    per-query derivative of such a feature (its stored value would disagree)."""
+    :class:`features.base.ReadsLog`), a function ``(frame, times, unseen) -> {feature: values}`` giving their
+    values at each row's own time (``frame``: ``query``, ``docno``; ``times`` None: the reference time;
+    ``unseen``: rows whose query counts as never seen); ``None`` when there are none. Refuses a per-query
+    derivative of such a feature (its stored value would disagree) and, when ``current``, a snapshot older
+    than ``store``'s log (the stored values and the served ones come from the snapshot)."""
     wanted = set(names)
     readers = [e for e in extractors if isinstance(e, ReadsLog) and wanted & set(e.FEATURES)]
     if not readers:
@@ -106,17 +110,37 @@ def point_in_time(store, extractors, names: list[str]):
         if derived:
             raise UsageError(f"labels.source = \"clicks\": {derived} normalise {ext.name} features per query; the "
                              f"values at each impression's time are not normalised: leave them out of ranker.normalize")
+        if not current:
+            continue
         now = create(ext.name, ext.config()).read_log(store).state()
         if now["content"] != ext.state()["content"]:
             raise UsageError(f"{store.path}: the interaction log changed since `fusion-ltr features` took the {ext.name} "
                              f"features' snapshot ({ext.state()['impressions']} shown documents then, {now['impressions']} "
                              "now): run `fusion-ltr features` (or `fusion-ltr run`) again")
 
-    def at_time(frame, times):
+    def at_time(frame, times=None, unseen=None):
         out = {}
         for ext in readers:
-            values = ext.compute_at(frame, times)
+            values = ext.compute_at(frame, times, unseen=unseen)
             out |= {n: v for n, v in values.items() if n in wanted}
         return out
 
     return at_time
+
+
+def as_new_queries(data: RankingData | None, at_time, queries: set[str], texts: dict) -> RankingData | None:
+    """``data`` with the (query, document) feedback features of ``queries``' rows computed as for queries
+    never seen before (at the reference time: the stored values' moment), by ``at_time``
+    (:func:`point_in_time`)."""
+    if data is None or at_time is None or not queries:
+        return data
+    rows = np.flatnonzero(np.isin(data.qids, np.asarray(sorted(queries), dtype=str)))
+    if not len(rows):
+        return data
+    frame = pd.DataFrame({QUERY: [texts.get(q, "") for q in data.qids[rows]], DOCNO: data.docnos[rows]})
+    X = data.X.copy()
+    for name, values in at_time(frame, None, np.ones(len(rows), dtype=bool)).items():
+        if name in QUERY_FEATURES:
+            X[rows, data.feature_names.index(name)] = values
+    return RankingData(X, data.y, data.group, data.qids, data.docnos, list(data.feature_names),
+                       data.feature_versions, data.base, data.position)

@@ -429,15 +429,28 @@ class Run:
                 fit_q, valid_q = hash_split(train_q, cfg.ranker.valid_fraction, cfg.ranker.base_params.seed, salt="valid:")
                 train = matrix(fit_q)
                 valid = matrix(valid_q) if valid_q else None
-                if cfg.labels.source == "clicks":  # the training queries' labels from the interaction log
-                    from .labels import click_matrix, point_in_time
+                clicks = cfg.labels.source == "clicks"
+                at_time, new = None, set()
+                if self.log_readers:  # feedback features: some queries learn as new ones (ranker.hide_history)
+                    from .labels import point_in_time
 
-                    at_time = point_in_time(store, self.log_readers, [s.name for s in raw])
-                    train, depth = click_matrix(store, train, cfg.labels, log=self.log, at_time=at_time)
+                    at_time = point_in_time(store, self.log_readers, [s.name for s in raw], current=clicks)
+                    new = self.new_history_queries(train_q) if at_time else set()
+                if clicks:  # the training queries' labels from the interaction log
+                    from .labels import click_matrix
+
+                    train, depth = click_matrix(store, train, cfg.labels, log=self.log, at_time=at_time,
+                                                new_queries=new)
                     if valid is not None:
                         valid, _ = click_matrix(store, valid, cfg.labels, log=self.log, required=False,
-                                                at_time=at_time)
+                                                at_time=at_time, new_queries=new)
                     return Matrices(train, valid, test, test_qrels, sorted(leaked), depth)
+                if new:
+                    from .labels import as_new_queries
+
+                    known = store.sql("SELECT qid, query FROM queries")
+                    texts = dict(zip(known["qid"].astype(str), known["query"]))
+                    train, valid = (as_new_queries(d, at_time, new, texts) for d in (train, valid))
         return Matrices(train, valid, test, test_qrels, sorted(leaked))
 
     @property
@@ -462,6 +475,16 @@ class Run:
         qids = sorted({str(q) for q in qids})
         return set(qids) if share >= 1 else set(hash_split(qids, share, self.cfg.ranker.base_params.seed,
                                                            salt="hide-ranks:")[1])
+
+    def new_history_queries(self, qids) -> set[str]:
+        """The training queries (of ``qids``) whose (query, document) feedback features are those of a query
+        never seen while the models learn (``ranker.hide_history``: a seeded hash sample of that share)."""
+        share = self.cfg.ranker.hide_history
+        qids = sorted({str(q) for q in qids})
+        if share <= 0 or not qids:
+            return set()
+        return set(qids) if share >= 1 else set(hash_split(qids, share, self.cfg.ranker.base_params.seed,
+                                                           salt="hide-history:")[1])
 
     def hide_ranks(self, data):
         """``data`` (training rows) with the list features hidden for :meth:`hidden_rank_queries`."""

@@ -146,7 +146,7 @@ def feedback_run(tmp_path_factory):
     folder = generated_dataset(tmp / "gen")
     config = tmp / "gen.toml"
     write_config(config, folder, tmp / "run", extractors="[features.extractors.bm25]\n[features.extractors.length]\n"
-                 "[features.extractors.feedback]\nprior_strength = 2.0", ranker=RANKER.replace("[ranker]\n", "[ranker]\nguard = \"warn\"\n")
+                 "[features.extractors.feedback]\nprior_strength = 2.0", ranker=RANKER.replace("[ranker]\n", "[ranker]\nguard = \"warn\"\nhide_history = 0.0\n")
                  + LABELS.format(model="position"))
     run_steps(config, ("retrieve",))
     queries = [f"q{i}" for i in range(32)]
@@ -184,6 +184,31 @@ def test_training_from_clicks_reads_the_feedback_features_at_each_impressions_ti
     assert at_ref[list(pairs["docno"]).index("rel0")] == pytest.approx(np.log(3))  # its two impressions
     assert stored.X[list(stored.docnos).index("rel0"), stored.feature_names.index("shown_doc")] == \
         pytest.approx(np.log(3))
+
+
+@pytest.mark.parametrize("source", ["clicks", "qrels"])
+def test_hide_history_trains_on_some_queries_as_if_never_seen(feedback_run, source):
+    config, tmp = feedback_run
+    base = load_config(config)
+    cfg = dataclasses.replace(base, labels=dataclasses.replace(base.labels, source=source))
+    def rows(share):
+        m = Run(dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, hide_history=share)),
+                progress=False).matrices
+        return type(m.train).concat([m.train, m.valid])
+
+    kept, new = rows(0.0), rows(1.0)
+    names = kept.feature_names
+    assert np.array_equal(kept.y, new.y) and list(kept.qids) == list(new.qids)
+    for n in ("shown_doc", "ctr_doc", "last_click_days", "bm25"):  # the documents' own history is kept
+        assert np.array_equal(kept.X[:, names.index(n)], new.X[:, names.index(n)], equal_nan=True), n
+    assert (kept.X[:, names.index("shown_query_doc")] > 0).any()
+    assert (new.X[:, names.index("shown_query_doc")] == 0).all()  # no query has a history
+    # a new query's pair rate is the log's own, the same for every document of the moment
+    rate = new.X[:, names.index("ctr_query_doc")]
+    assert np.allclose(rate[new.qids == new.qids[0]], rate[0])
+    some = Run(dataclasses.replace(cfg, ranker=dataclasses.replace(cfg.ranker, hide_history=0.5)), progress=False)
+    chosen = some.new_history_queries([f"q{i}" for i in range(22)])
+    assert 0 < len(chosen) < 22 and chosen == some.new_history_queries([f"q{i}" for i in reversed(range(22))])
 
 
 def test_a_log_grown_after_the_features_were_built_is_refused_for_training(feedback_run, tmp_path):
