@@ -63,10 +63,11 @@ class _Times:
     """Event times by integer key, sorted once: for rows (key, moment), the number of the key's events
     before the moment, and the latest such time; vectorised and exact (times in nanoseconds)."""
 
-    def __init__(self, codes: np.ndarray, times: np.ndarray):
+    def __init__(self, codes: np.ndarray, times: np.ndarray, tags: np.ndarray | None = None):
         codes, times = np.asarray(codes, dtype=np.int64), np.asarray(times, dtype=np.int64)
         order = np.lexsort((times, codes))
         self.codes, self.times = codes[order], times[order]
+        self.tags = None if tags is None else np.asarray(tags, dtype=np.int64)[order]  # e.g. each event's pair
         self.distinct = np.unique(self.times)  # an event's rank among the distinct times keeps the order exact
         self.span = len(self.distinct) + 1
         self.sorted_keys = self.codes * self.span + np.searchsorted(self.distinct, self.times)
@@ -85,9 +86,17 @@ class _Times:
         begin, _ = self._before(codes, at - width_ns)
         return np.where(codes >= 0, end - begin, 0).astype(np.float64)
 
-    def last(self, codes: np.ndarray, at: np.ndarray) -> np.ndarray:
-        """The latest event time of each row's key before its moment (NaN: none)."""
+    def last(self, codes: np.ndarray, at: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+        """The latest event time of each row's key before its moment (NaN: none); ``skip`` (a tag per row,
+        -1: none): passing over the events with that tag."""
         end, first = self._before(codes, at)
+        if skip is not None and self.tags is not None:
+            todo = np.flatnonzero((skip >= 0) & (codes >= 0))
+            while len(todo):  # step back past the skipped tag's events, row by row where it is the latest
+                i = end[todo] - 1
+                same = (i >= first[todo]) & (self.tags[np.maximum(i, 0)] == skip[todo])
+                todo = todo[same]
+                end[todo] -= 1
         has = (codes >= 0) & (end > first)
         return np.where(has, self.times[np.maximum(end - 1, 0)].astype(np.float64) if len(self.times) else 0.0,
                         np.nan)
@@ -171,7 +180,8 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
         self._times = {}
         for name, frame, rows in (("shown", shown, slice(0, len(shown))), ("clicks", clicks, slice(len(shown), None))):
             t = frame["time"].to_numpy(np.int64)
-            self._times[name] = {"doc": _Times(keys.log_docs[rows], t), "pair": _Times(keys.log_pairs[rows], t),
+            self._times[name] = {"doc": _Times(keys.log_docs[rows], t, tags=keys.log_pairs[rows]),
+                                 "pair": _Times(keys.log_pairs[rows], t),
                                  "all": _Times(np.zeros(len(frame), dtype=np.int64), t)}
         last = max([int(f["time"].max()) for f in (shown, clicks) if len(f)], default=None)
         if self.params.reference_time != LOG_END:
@@ -230,26 +240,33 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
     def compute_at(self, pairs: pd.DataFrame, at=None, *, unseen=None) -> dict[str, np.ndarray]:
         """The features of ``pairs`` (``query``, ``docno``) at moments ``at`` (one per row: UTC times, or
         nanoseconds since the epoch; none: the reference time), from the events before each. ``unseen``
-        (a boolean per row): those rows' queries as if never seen before (:data:`QUERY_FEATURES` from no
-        history; the documents' own history kept), the case of a new query that training learns to rank."""
+        (a boolean per row): those rows as if their query had never been seen, the case of a new query that
+        training learns to rank: its own events left out of everything, the documents' history from the
+        other queries kept (:data:`QUERY_FEATURES` from no history)."""
         at = np.full(len(pairs), self.reference_ns, dtype=np.int64) if at is None else epoch_ns(at)
-        keys = {"doc": self._keys.doc_codes(pairs[DOCNO]), "pair": self._keys.pair_codes(pairs[QUERY], pairs[DOCNO])}
-        if unseen is not None:
-            keys["pair"] = np.where(np.asarray(unseen, dtype=bool), -1, keys["pair"])
+        docs, pair = self._keys.doc_codes(pairs[DOCNO]), self._keys.pair_codes(pairs[QUERY], pairs[DOCNO])
+        hide = np.zeros(len(at), dtype=bool) if unseen is None else np.asarray(unseen, dtype=bool) & (pair >= 0)
         s, c = self._times["shown"], self._times["clicks"]
-        out = {}
+        k, out = self.params.prior_strength, {}
+
+        def rate(clicked, shown, prior):
+            return (clicked + k * prior) / (shown + k) if k > 0 else np.where(shown > 0, clicked / np.maximum(shown, 1),
+                                                                             prior)
+
         for window, suffix in ((self.params.window_days, ""), (self.params.recent_days, "_recent")):
             width = int(window * DAY_NS)
             all_ = np.zeros(len(at), dtype=np.int64)
             prior = (c["all"].count(all_, at, width) + 1.0) / (s["all"].count(all_, at, width) + 2.0)
-            for kind, name in (("doc", "ctr_doc"), ("pair", "ctr_query_doc")):
-                shown, clicked = s[kind].count(keys[kind], at, width), c[kind].count(keys[kind], at, width)
-                k = self.params.prior_strength
-                out[name + suffix] = (clicked + k * prior) / (shown + k) if k > 0 else \
-                    np.where(shown > 0, clicked / np.maximum(shown, 1), prior)
-                if not suffix:
-                    out["shown_doc" if kind == "doc" else "shown_query_doc"] = np.log1p(shown)
-        out["last_click_days"] = (at - c["doc"].last(keys["doc"], at)) / DAY_NS
+            pair_shown, pair_clicked = s["pair"].count(pair, at, width), c["pair"].count(pair, at, width)
+            doc_shown = s["doc"].count(docs, at, width) - np.where(hide, pair_shown, 0)  # a new query's own: out
+            doc_clicked = c["doc"].count(docs, at, width) - np.where(hide, pair_clicked, 0)
+            pair_shown, pair_clicked = np.where(hide, 0, pair_shown), np.where(hide, 0, pair_clicked)
+            out["ctr_doc" + suffix] = rate(doc_clicked, doc_shown, prior)
+            out["ctr_query_doc" + suffix] = rate(pair_clicked, pair_shown, prior)
+            if not suffix:
+                out["shown_doc"], out["shown_query_doc"] = np.log1p(doc_shown), np.log1p(pair_shown)
+        last = c["doc"].last(docs, at, skip=np.where(hide, pair, -1))
+        out["last_click_days"] = (at - last) / DAY_NS
         return {n: out[n] for n in self.FEATURES}
 
 

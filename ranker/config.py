@@ -123,9 +123,10 @@ class RankerConfig:
     # the Scorer then hides them, rather than taking the input position, when no document carries a rank
     # or score (0: never hidden; the position stands in for a missing rank)
     hide_ranks: float = 0.0
-    # share of the training (and validation) queries whose (query, document) feedback features are those of
-    # a query never seen before (the documents' own history kept), so that the models also learn to rank a
-    # new query: without it, a model trained on queries that all have a history ranks new ones poorly
+    # share of the training (and validation) queries whose feedback features are those of a query never seen
+    # before (its own events left out; the documents' history from other queries kept), so that the models
+    # also learn to rank a new query: without it, a model trained on queries that all have a history ranks
+    # new ones poorly
     hide_history: float = 0.25
 
     @property

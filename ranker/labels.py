@@ -13,7 +13,6 @@ import pandas as pd
 
 from features.base import ReadsLog, create
 from features.events import impressions_frame
-from features.feedback import QUERY_FEATURES
 from features.matrix import RankingData
 from features import query_norm
 from retrieval.errors import UsageError
@@ -129,9 +128,8 @@ def point_in_time(store, extractors, names: list[str], *, current: bool = True):
 
 
 def as_new_queries(data: RankingData | None, at_time, queries: set[str], texts: dict) -> RankingData | None:
-    """``data`` with the (query, document) feedback features of ``queries``' rows computed as for queries
-    never seen before (at the reference time: the stored values' moment), by ``at_time``
-    (:func:`point_in_time`)."""
+    """``data`` with the feedback features of ``queries``' rows computed as for queries never seen before
+    (at the reference time: the stored values' moment), by ``at_time`` (:func:`point_in_time`)."""
     if data is None or at_time is None or not queries:
         return data
     rows = np.flatnonzero(np.isin(data.qids, np.asarray(sorted(queries), dtype=str)))
@@ -140,7 +138,6 @@ def as_new_queries(data: RankingData | None, at_time, queries: set[str], texts: 
     frame = pd.DataFrame({QUERY: [texts.get(q, "") for q in data.qids[rows]], DOCNO: data.docnos[rows]})
     X = data.X.copy()
     for name, values in at_time(frame, None, np.ones(len(rows), dtype=bool)).items():
-        if name in QUERY_FEATURES:
-            X[rows, data.feature_names.index(name)] = values
+        X[rows, data.feature_names.index(name)] = values
     return RankingData(X, data.y, data.group, data.qids, data.docnos, list(data.feature_names),
                        data.feature_versions, data.base, data.position)

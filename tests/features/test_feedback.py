@@ -80,6 +80,22 @@ def test_values_by_hand_before_each_moment(small):
     assert w["last_click_days"][0] == pytest.approx(21 - 20.001)
 
 
+def test_a_query_as_if_never_seen_keeps_only_the_other_queries_history(small):
+    ext = snapshot(small, prior_strength=2.0)
+    pairs = pd.DataFrame({"query": ["statins and ldl", "aspirin", "statins and ldl"], "docno": ["d1", "d1", "d2"]})
+    v = ext.compute_at(pairs, [at(21)] * 3, unseen=[True, True, False])
+    prior = (2 + 1) / (5 + 2)  # the log's own rate before day 21 (every query's events)
+    # (statins, d1) as new: d1's history from "aspirin" only (i3: shown once, clicked at day 20.001)
+    assert v["shown_doc"][0] == pytest.approx(np.log(2)) and v["ctr_doc"][0] == pytest.approx((1 + 2 * prior) / 3)
+    assert v["shown_query_doc"][0] == 0 and v["ctr_query_doc"][0] == pytest.approx(prior)
+    assert v["last_click_days"][0] == pytest.approx(21 - 20.001)
+    # (aspirin, d1) as new: i1 and i2 (shown twice, clicked at day 0.001); its own later click is passed over
+    assert v["shown_doc"][1] == pytest.approx(np.log(3)) and v["last_click_days"][1] == pytest.approx(21 - 0.001)
+    # a row not marked keeps everything
+    same = ext.compute_at(pairs.iloc[[2]], [at(21)])
+    assert all(v[n][2] == pytest.approx(same[n][0], nan_ok=True) for n in same)
+
+
 def test_an_event_at_the_moment_itself_does_not_count(small):
     ext = snapshot(small, prior_strength=0.0)
     v = ext.compute_at(PAIRS, [at(0)] * 3)  # i1 is at day 0 exactly: not before it
