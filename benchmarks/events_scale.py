@@ -96,12 +96,14 @@ def main() -> None:
         log, store = root / f"events-{n}.jsonl", root / f"store-{n}.duckdb"
         store.unlink(missing_ok=True)
         written = write_log(log, n, args.queries, args.docs)
+        print(f"{sum(written.values())} events written to {log}", flush=True)
         total = sum(written.values())
         s, peak, _ = timed([str(bin_ / "fusion-ltr"), "events", "ingest", str(log), "--store", str(store)])
         row = {"events": total, **written, "file_mb": log.stat().st_size / 2**20, "ingest_s": s,
                "ingest_events_per_s": total / s, "ingest_peak_gb": peak}
+        print(json.dumps(row), flush=True)
         s2, peak2, out = timed([sys.executable, "-c", FEEDBACK, str(store), str(args.queries), str(args.docs)])
-        row |= {"feedback": json.loads(out), "feedback_process_s": s2, "feedback_peak_gb": peak2}
+        row |= {"feedback": json.loads(out.strip().splitlines()[-1]), "feedback_process_s": s2, "feedback_peak_gb": peak2}
         rows.append(row)
         print(json.dumps(row))
     Path(args.out).parent.mkdir(exist_ok=True)
