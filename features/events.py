@@ -148,6 +148,13 @@ def _time(event: dict) -> datetime:
     value = event.get("time")
     if value is None:
         raise BadEvent("time", "missing (expected an ISO 8601 time, e.g. 2026-05-01T10:00:00Z)")
+    if isinstance(value, str):  # the common case, fast: Python's own ISO 8601 reader, pandas' for the rest
+        try:
+            fast = datetime.fromisoformat(value)
+        except ValueError:
+            fast = None
+        if fast is not None:
+            return fast.replace(tzinfo=timezone.utc) if fast.tzinfo is None else fast.astimezone(timezone.utc)
     if isinstance(value, datetime) or isinstance(value, pd.Timestamp):
         stamp = pd.Timestamp(value)
     elif isinstance(value, str):
@@ -185,7 +192,7 @@ def check_impression(event: dict) -> dict:
         if isinstance(d, bool) or not isinstance(d, (str, int)) or not str(d).strip():
             raise BadEvent(f"docs[{k}]", f"expected a document id (a non-empty string), found {d!r}")
         ids.append(str(d))
-    repeated = sorted({d for d in ids if ids.count(d) > 1})
+    repeated = sorted({d for d in ids if ids.count(d) > 1}) if len(set(ids)) < len(ids) else []
     if repeated:
         raise BadEvent("docs", f"each document is shown once; {repeated} appear more than once")
     explored = event.get("explored", False)
@@ -364,13 +371,14 @@ def _stored_lists(store: FeatureStore, ids) -> dict[str, tuple[datetime, list[st
     if not ids:
         return {}
     store.con.register("_ids", pd.DataFrame({"impression_id": [str(i) for i in ids]}))
-    rows = store.sql("SELECT i.impression_id, i.time, d.position, d.docno FROM impressions i "
-                     "JOIN impression_docs d USING (impression_id) WHERE i.impression_id IN (SELECT impression_id "
-                     "FROM _ids) ORDER BY i.impression_id, d.position")
+    rows = store.con.execute("SELECT i.impression_id, i.time, d.docno FROM impressions i JOIN impression_docs d "
+                             "USING (impression_id) WHERE i.impression_id IN (SELECT impression_id FROM _ids) "
+                             "ORDER BY i.impression_id, d.position").fetchall()  # Python values: no per-group frames
     out = {}
-    for iid, part in rows.groupby("impression_id", sort=False):
-        at = pd.Timestamp(part["time"].iloc[0]).tz_convert(timezone.utc).to_pydatetime()
-        out[str(iid)] = (at, part["docno"].astype(str).tolist())
+    for iid, at, docno in rows:
+        if iid not in out:
+            out[iid] = (at.astimezone(timezone.utc), [])
+        out[iid][1].append(str(docno))
     return out
 
 
