@@ -215,7 +215,7 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
     def state(self) -> dict:
         frames = [self.shown_, self.clicks_]
         content = [int(pd.util.hash_pandas_object(f, index=False).sum()) if len(f) else 0 for f in frames]
-        return {"impressions": len(self.shown_), "clicks": len(self.clicks_), "content": digest(content),
+        return {"shown": len(self.shown_), "clicks": len(self.clicks_), "content": digest(content),
                 "reference": pd.Timestamp(self.reference_ns, tz="UTC").isoformat()}
 
     def save_state(self, folder: Path) -> None:

@@ -114,7 +114,7 @@ def point_in_time(store, extractors, names: list[str], *, current: bool = True):
         now = create(ext.name, ext.config()).read_log(store).state()
         if now["content"] != ext.state()["content"]:
             raise UsageError(f"{store.path}: the interaction log changed since `fusion-ltr features` took the {ext.name} "
-                             f"features' snapshot ({ext.state()['impressions']} shown documents then, {now['impressions']} "
+                             f"features' snapshot ({ext.state()['shown']} shown documents then, {now['shown']} "
                              "now): run `fusion-ltr features` (or `fusion-ltr run`) again")
 
     def at_time(frame, times=None, unseen=None):
