@@ -469,22 +469,19 @@ class Run:
     def hidden_rank_queries(self, qids, share: float | None = None) -> set[str]:
         """The training queries (of ``qids``) whose list features are hidden while the models learn
         (``ranker.hide_ranks``, or ``share``: a seeded hash sample of that share)."""
-        share = self.cfg.ranker.hide_ranks if share is None else share
-        if share <= 0:
-            return set()
-        qids = sorted({str(q) for q in qids})
-        return set(qids) if share >= 1 else set(hash_split(qids, share, self.cfg.ranker.base_params.seed,
-                                                           salt="hide-ranks:")[1])
+        return self._query_share(qids, self.cfg.ranker.hide_ranks if share is None else share, "hide-ranks:")
 
-    def new_history_queries(self, qids) -> set[str]:
-        """The training queries (of ``qids``) whose (query, document) feedback features are those of a query
-        never seen while the models learn (``ranker.hide_history``: a seeded hash sample of that share)."""
-        share = self.cfg.ranker.hide_history
+    def _query_share(self, qids, share: float, salt: str) -> set[str]:
+        """A seeded hash sample of ``share`` of ``qids`` (the same queries whatever their order)."""
         qids = sorted({str(q) for q in qids})
         if share <= 0 or not qids:
             return set()
-        return set(qids) if share >= 1 else set(hash_split(qids, share, self.cfg.ranker.base_params.seed,
-                                                           salt="hide-history:")[1])
+        return set(qids) if share >= 1 else set(hash_split(qids, share, self.cfg.ranker.base_params.seed, salt=salt)[1])
+
+    def new_history_queries(self, qids) -> set[str]:
+        """The training queries (of ``qids``) whose feedback features are those of a query never seen while the
+        models learn (``ranker.hide_history``: a seeded hash sample of that share)."""
+        return self._query_share(qids, self.cfg.ranker.hide_history, "hide-history:")
 
     def hide_ranks(self, data):
         """``data`` (training rows) with the list features hidden for :meth:`hidden_rank_queries`."""
