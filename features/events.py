@@ -247,9 +247,10 @@ CHUNK = 50_000
 
 def ingest(store_path: str | Path, files, *, log=print, chunk: int = CHUNK) -> IngestReport:
     """Store the events of ``files`` (JSONL or Parquet, see the module docstring) in the store at
-    ``store_path``, in one transaction: every file's impressions first, then their interactions, ``chunk``
-    events at a time (the files are read twice, never held whole); ids already stored are skipped; each bad
-    line is refused by file, line and field and the rest are kept."""
+    ``store_path``: every file's impressions first, then their interactions, ``chunk`` events at a time, each
+    chunk in a transaction of its own (the files are read twice, never held whole, and memory stays bounded);
+    ids already stored are skipped, so an interrupted ingest keeps what it stored and running it again stores
+    the rest; each bad line is refused by file, line and field and the rest are kept."""
     report = IngestReport()
     files = list(files)
     names = [str(p) for p in files]
@@ -274,16 +275,19 @@ def ingest(store_path: str | Path, files, *, log=print, chunk: int = CHUNK) -> I
 
     with FeatureStore(store_path) as store:
         create(store)
-        store.con.execute("BEGIN TRANSACTION")
-        try:
-            for part in _batches(events("impression"), chunk):
-                report.impressions += _store_impressions(store, part, refused, report, source)
-            for part in _batches(events("interaction"), chunk):
-                report.interactions += _store_interactions(store, part, refused, report, source)
-            store.con.execute("COMMIT")
-        except BaseException:
-            store.con.execute("ROLLBACK")
-            raise
+        for kind, put in (("impression", _store_impressions), ("interaction", _store_interactions)):
+            for part in _batches(events(kind), chunk):
+                store.con.execute("BEGIN TRANSACTION")
+                try:
+                    stored = put(store, part, refused, report, source)
+                    store.con.execute("COMMIT")
+                except BaseException:
+                    store.con.execute("ROLLBACK")
+                    raise
+                if kind == "impression":
+                    report.impressions += stored
+                else:
+                    report.interactions += stored
     report.refused = [f"{source(where)}: {exc}" for where, exc in sorted(refused, key=lambda r: r[0])]
     for line in report.refused:
         log(f"refused {line}")
