@@ -107,8 +107,10 @@ def point_in_time(store, extractors, names: list[str], *, current: bool = True):
     for ext in readers:
         derived = [n for n in names if query_norm.split(n) and query_norm.split(n)[0] in ext.FEATURES]
         if derived:
-            raise UsageError(f"labels.source = \"clicks\": {derived} normalise {ext.name} features per query; the "
-                             f"values at each impression's time are not normalised: leave them out of ranker.normalize")
+            raise UsageError(f"{derived} normalise {ext.name} features per query, but their values recomputed for "
+                             "training (at each impression's time, labels.source = \"clicks\"; or as for new queries, "
+                             "ranker.hide_history) are not normalised: leave them out of ranker.normalize, or set "
+                             "ranker.hide_history = 0 with judgements")
         if not current:
             continue
         now = create(ext.name, ext.config()).read_log(store).state()

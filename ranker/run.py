@@ -431,7 +431,8 @@ class Run:
                 valid = matrix(valid_q) if valid_q else None
                 clicks = cfg.labels.source == "clicks"
                 at_time, new = None, set()
-                if self.log_readers:  # feedback features: some queries learn as new ones (ranker.hide_history)
+                if self.log_readers and (clicks or cfg.ranker.hide_history > 0):  # feedback features: values
+                    # at each impression's time, and some queries learn as new ones (ranker.hide_history)
                     from .labels import point_in_time
 
                     at_time = point_in_time(store, self.log_readers, [s.name for s in raw], current=clicks)
