@@ -108,7 +108,8 @@ def main() -> None:
                "ingest_events_per_s": total / s, "ingest_peak_gb": peak}
         print(json.dumps(row), flush=True)
         s2, peak2, out = timed([sys.executable, "-c", FEEDBACK, str(store), str(args.queries), str(args.docs)])
-        row |= {"feedback": json.loads(out.strip().splitlines()[-1]), "feedback_process_s": s2, "feedback_peak_gb": peak2}
+        result = [line for line in out.splitlines() if line.startswith('{"read_log_s"')][-1]  # DuckDB may print too
+        row |= {"feedback": json.loads(result), "feedback_process_s": s2, "feedback_peak_gb": peak2}
         rows.append(row)
         print(json.dumps(row))
     Path(args.out).parent.mkdir(exist_ok=True)
