@@ -39,8 +39,6 @@ from .base import BaseExtractor, CorpusState, ReadsLog, digest
 
 DAY_NS = 86_400 * 10**9
 LOG_END = "log"
-#: The features of the (query, document) pair: what a query never seen before lacks.
-QUERY_FEATURES = ("ctr_query_doc", "ctr_query_doc_recent", "shown_query_doc")
 
 
 @dataclass(frozen=True)
@@ -66,11 +64,11 @@ class _Times:
     def __init__(self, codes: np.ndarray, times: np.ndarray, tags: np.ndarray | None = None):
         codes, times = np.asarray(codes, dtype=np.int64), np.asarray(times, dtype=np.int64)
         order = np.lexsort((times, codes))
-        self.codes, self.times = codes[order], times[order]
+        codes, self.times = codes[order], times[order]
         self.tags = None if tags is None else np.asarray(tags, dtype=np.int64)[order]  # e.g. each event's pair
         self.distinct = np.unique(self.times)  # an event's rank among the distinct times keeps the order exact
         self.span = len(self.distinct) + 1
-        self.sorted_keys = self.codes * self.span + np.searchsorted(self.distinct, self.times)
+        self.sorted_keys = codes * self.span + np.searchsorted(self.distinct, self.times)
 
     def _before(self, codes: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row: the index just past its key's last event before ``at``, and its key's first index."""
@@ -173,8 +171,9 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
         self._use(_empty(), _empty())
 
     # -- the snapshot ------------------------------------------------------------------------
-    def _use(self, shown: pd.DataFrame, clicks: pd.DataFrame) -> None:
+    def _use(self, shown: pd.DataFrame, clicks: pd.DataFrame, log=None) -> None:
         self.shown_, self.clicks_ = shown.reset_index(drop=True), clicks.reset_index(drop=True)
+        self.log_ = log  # the whole log's fingerprint when read (features.events.fingerprint): is it still current?
         self._keys = keys = _Keys(pd.concat([shown["query"], clicks["query"]], ignore_index=True),
                                   pd.concat([shown[DOCNO], clicks[DOCNO]], ignore_index=True))
         self._times = {}
@@ -192,10 +191,10 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
 
     def read_log(self, store) -> "FeedbackExtractor":
         """Take the snapshot of ``store``'s interaction log (none there: an empty one)."""
-        from .events import has_log
+        from .events import fingerprint, has_log
 
         if not has_log(store):
-            self._use(_empty(), _empty())
+            self._use(_empty(), _empty(), log=fingerprint(store))
             return self
         store.con.register("_feedback_kinds", pd.DataFrame({"kind": [str(k) for k in self.params.kinds]}))
         query = "coalesce(q.query, i.query)"  # the store's text for a known qid: the pairs' text
@@ -205,7 +204,7 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
                            "FROM interactions x JOIN impressions i USING (impression_id) LEFT JOIN queries q "
                            "ON q.qid = i.qid WHERE x.kind IN (SELECT kind FROM _feedback_kinds) "
                            "GROUP BY x.impression_id, x.docno")
-        self._use(_plain(shown), _plain(clicks))
+        self._use(_plain(shown), _plain(clicks), log=fingerprint(store))
         return self
 
     def fit(self, corpus: pd.DataFrame) -> "FeedbackExtractor":
@@ -223,14 +222,15 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
         out.mkdir(parents=True, exist_ok=True)
         self.shown_.to_parquet(out / "shown.parquet", index=False)
         self.clicks_.to_parquet(out / "clicks.parquet", index=False)
-        (out / "state.json").write_text(json.dumps(self.state(), indent=2))
+        (out / "state.json").write_text(json.dumps(self.state() | {"log": self.log_}, indent=2))
 
     def load_state(self, folder: Path) -> "FeedbackExtractor":
         out = Path(folder) / self.name
         if not (out / "shown.parquet").exists() or not (out / "clicks.parquet").exists():
             raise MissingInputError(f"{out}: the interaction log snapshot the feedback features were built from is "
                                     "missing (expected shown.parquet and clicks.parquet)")
-        self._use(pd.read_parquet(out / "shown.parquet"), pd.read_parquet(out / "clicks.parquet"))
+        saved = json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else {}
+        self._use(pd.read_parquet(out / "shown.parquet"), pd.read_parquet(out / "clicks.parquet"), log=saved.get("log"))
         return self
 
     # -- values ------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ class FeedbackExtractor(BaseExtractor, CorpusState, ReadsLog):
         nanoseconds since the epoch; none: the reference time), from the events before each. ``unseen``
         (a boolean per row): those rows as if their query had never been seen, the case of a new query that
         training learns to rank: its own events left out of everything, the documents' history from the
-        other queries kept (:data:`QUERY_FEATURES` from no history)."""
+        other queries kept (the pair's features from no history)."""
         at = np.full(len(pairs), self.reference_ns, dtype=np.int64) if at is None else epoch_ns(at)
         docs, pair = self._keys.doc_codes(pairs[DOCNO]), self._keys.pair_codes(pairs[QUERY], pairs[DOCNO])
         hide = np.zeros(len(at), dtype=bool) if unseen is None else np.asarray(unseen, dtype=bool) & (pair >= 0)

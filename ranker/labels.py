@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.base import ReadsLog, create
-from features.events import impressions_frame
+from features.base import ReadsLog
+from features.events import fingerprint, impressions_frame
 from features.matrix import RankingData
 from features import query_norm
 from retrieval.errors import UsageError
@@ -113,11 +113,11 @@ def point_in_time(store, extractors, names: list[str], *, current: bool = True):
                              "ranker.hide_history = 0 with judgements")
         if not current:
             continue
-        now = create(ext.name, ext.config()).read_log(store).state()
-        if now["content"] != ext.state()["content"]:
+        now = fingerprint(store)  # counts and latest times: cheap, where reading the log again is not
+        if now != ext.log_:
             raise UsageError(f"{store.path}: the interaction log changed since `fusion-ltr features` took the {ext.name} "
-                             f"features' snapshot ({ext.state()['shown']} shown documents then, {now['shown']} "
-                             "now): run `fusion-ltr features` (or `fusion-ltr run`) again")
+                             f"features' snapshot (impressions and interactions, with their latest times: {ext.log_} "
+                             f"then, {now} now): run `fusion-ltr features` (or `fusion-ltr run`) again")
 
     def at_time(frame, times=None, unseen=None):
         out = {}
