@@ -224,7 +224,7 @@ def _fit(ranker, source, store, staged, train_q, valid_q, test_q, params, log):
             train, test = read(train_q, learn=True), read(test_q)
         part = rows(train, reach_tr, base_tr if k else None, cumulative[k])
         fit_q = [q for q in part.unique_qids if q not in valid_q]
-        stage_params = params(part) if callable(params) else params
+        stage_params = ranker.stage_params(k) or (params(part) if callable(params) else params)
         model = LambdaMART.from_params(stage_params).fit(
             part.subset(fit_q), part.subset(sorted(valid_q & set(part.unique_qids))) if valid_q else None)
         stages.append(Stage(model, cumulative[k], keeps[k]))

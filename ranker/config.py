@@ -84,6 +84,9 @@ class CascadeStage:
     # so the costly features they add are computed for those training queries only (a CPU budget: the
     # cheap stage before still learns from every query); 0: every training query that reaches it
     max_train_queries: int = 0
+    # this stage's own settings: keys of [ranker.params] replaced for its model (fixed settings, also under
+    # params = "auto"), e.g. small trees without early stopping for a stage that learns from few queries
+    params: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,15 @@ class RankerConfig:
             return None
         return from_dict(LambdaMARTParams, {**dataclasses.asdict(self.base_params), **v["params"]},
                          f"ranker.variants.{name}.params")
+
+    def stage_params(self, k: int) -> LambdaMARTParams | None:
+        """Cascade stage ``k``'s (0-based) own settings (``[ranker.params]`` with its ``params`` replaced), or
+        None when it has none (it is trained with the ranker's settings)."""
+        own = self.cascade[k].params
+        if not own:
+            return None
+        return from_dict(LambdaMARTParams, {**dataclasses.asdict(self.base_params), **own},
+                         f"ranker.cascade[{k}].params")
 
 
 @dataclass(frozen=True)
@@ -248,6 +260,13 @@ class Config:
             if any(s.max_train_queries < 0 for s in stages):
                 raise ConfigError(f"{self.source}: ranker.cascade: max_train_queries must be >= 0 (0: no cap), found "
                                   f"{[s.max_train_queries for s in stages]}")
+            for k in range(len(stages)):
+                try:
+                    params = self.ranker.stage_params(k)
+                    if params is not None:
+                        params.check()
+                except ConfigError as exc:
+                    raise ConfigError(f"{self.source}: {exc}") from None
         if self.labels.source == "clicks":
             if self.dataset.format == "letor" or stages or self.ranker.cv_folds:
                 raise ConfigError(f"{self.source}: labels.source = \"clicks\" trains a plain model on a run's training "

@@ -163,7 +163,7 @@ def build_report(model: LambdaMART, train: RankingData, valid: RankingData | Non
                    "ablation_ci95": abl_by.get(f"[{e}]", abl_by.get(fs[0], {})).get("ci95")}
                   for e, fs in by_ext.items()]
     qid = query or str(test.unique_qids[0])
-    model_info = {k: getattr(model, "manifest_", {}).get(k) for k in ("tuning", "guard")}
+    model_info = {k: getattr(model, "manifest_", {}).get(k) for k in ("tuning", "guard", "unranked_guard")}
     return {"measure": MEASURE, "scope": scope or "test split (held out)", "model": model_info, "features": features, "extractors": extractors, "ablation": abl,
             "explain": explain_query(model, test, qid),
             "notes": {"gain": "total loss reduction of splits on the feature (default importance)",
@@ -196,6 +196,13 @@ def settings_markdown(manifest: dict) -> list[str]:
         lines += [f"First-stage guard on {check['queries']} held-out training queries ({check['held_out']}): model "
                   f"{check['model']:.4f} vs first stage {check['first_stage']:.4f} {check['measure']} "
                   f"(delta {check['delta']:+.4f}, p = {check['p_value']:.3g}): {verdict}.", ""]
+    unranked = manifest.get("unranked_guard")
+    if unranked:
+        verdict = ("not better: the content-only model serves lists without ranks" if unranked["serves"] != "model"
+                   else "not better (ranker.guard = 'warn': served anyway)" if unranked["fired"] else "better")
+        lines += [f"Unranked guard on {unranked['queries']} held-out training queries shuffled without ranks: model "
+                  f"{unranked['model']:.4f} vs a content-only model {unranked['content_model']:.4f} "
+                  f"{unranked['measure']} (delta {unranked['delta']:+.4f}, p = {unranked['p_value']:.3g}): {verdict}.", ""]
     return lines
 
 

@@ -17,7 +17,12 @@ about scoring with it:
 - **the rerank depth**: a model that learned from clicks on the first stage's top ``depth`` documents only
   (``rerank_depth`` in the manifest) reorders those and keeps the rest below them, in the first stage's
   order (it never saw a document ranked deeper);
-- **calibration**: P(relevant) of a served score (``calibration.json``, :mod:`ranker.calibration`).
+- **the unranked guard**: a model for apps' lists (``ranker.hide_ranks``) compared, on the same held-out
+  training queries shuffled without ranks, with a content-only model (stage 1's features less the list
+  ones): where it was not better, a list given without ranks is served by that model (``unranked/`` in
+  the folder, :data:`CONTENT`), which has no first-stage order to fall back to;
+- **calibration**: P(relevant) of a served score (``calibration.json``, :mod:`ranker.calibration`; the
+  content-only model's own in ``unranked/``).
 
 Everything that scores with a trained model calls it: the Scorer (which computes each stage's features
 for the documents that reach it, through :meth:`RankingModel.run`), ``evaluate`` (with ``--model`` too),
@@ -48,6 +53,10 @@ CASCADE = "fusion-ltr cascade"
 FORMAT = 2
 #: What the first-stage guard can serve (``ranker.guard`` -> the served order when the guard fires).
 SERVES = {"fallback": "first stage", "blend": "blend", "warn": "model"}
+#: What the unranked guard serves for a list without ranks when it fires (``ranker.guard`` "fallback" or
+#: "blend"), and the model folder's subfolder that holds it.
+CONTENT = "content model"
+UNRANKED = "unranked"
 
 
 @dataclass
@@ -173,6 +182,9 @@ class RankingModel:
     cascade: bool = False
     path: Path | None = None
     depth: int = 0  # the rerank depth (0: every row); see the module docstring
+    # the unranked guard's content-only model (see the module docstring): served for a list without ranks
+    unranked_stage: Stage | None = None
+    unranked_calibrator: object | None = None
 
     def __post_init__(self):
         if self.serves not in SERVES.values():
@@ -213,8 +225,18 @@ class RankingModel:
             stages = [Stage(booster, list(booster.feature_names_), 0)]
         calibrator = Calibrator.load(path, required=bool(manifest.get("calibrated")))
         serves = (manifest.get("guard") or {}).get("serves", "model")
+        unranked_stage = unranked_calibrator = None
+        if (manifest.get("unranked_guard") or {}).get("serves") == CONTENT:
+            if not (path / UNRANKED / "manifest.json").exists():
+                raise MissingInputError(f"{path}: the manifest's unranked_guard serves the content model, but "
+                                        f"{path / UNRANKED} holds none; retrain it with `fusion-ltr train --config ...`")
+            content = LambdaMART.load(path / UNRANKED)
+            unranked_stage = Stage(content, list(content.feature_names_), 0)
+            unranked_calibrator = Calibrator.load(path / UNRANKED, required=f"{UNRANKED}/calibration.json"
+                                                  in (manifest.get("files") or {}))
         return cls(stages, serves=serves, calibrator=calibrator, manifest=manifest,
-                   cascade=manifest.get("kind") == CASCADE, path=path, depth=int(manifest.get("rerank_depth") or 0))
+                   cascade=manifest.get("kind") == CASCADE, path=path, depth=int(manifest.get("rerank_depth") or 0),
+                   unranked_stage=unranked_stage, unranked_calibrator=unranked_calibrator)
 
     # ------------------------------------------------------------------------------- what it uses
     @property
@@ -238,8 +260,13 @@ class RankingModel:
         rows in ``mask`` (their order kept; ``base``, one per row of the mask, the score they start from,
         None for the first stage): a caller that computes features lazily computes them here, for those
         rows only. ``first_stage``: each row's first-stage order as a score, for the guard's policy; None
-        for rows that come in no first-stage order (a list given without ranks): the model then serves."""
+        for rows that come in no first-stage order (a list given without ranks): the model then serves, or
+        the unranked guard's content-only model where it chose that one."""
         reach = np.ones(n, dtype=bool)
+        if first_stage is None and self.unranked_stage is not None:  # the unranked guard fired
+            part = stage_data(0, reach, None).select(self.unranked_stage.features)
+            s = self.unranked_stage.model.predict(part)
+            return Scored(s, s, np.zeros(n, dtype=int), [reach], [part], CONTENT)
         depth, score = np.zeros(n), np.full(n, np.nan)
         masks, parts = [], []
         for k, stage in enumerate(self.stages):
@@ -286,9 +313,11 @@ class RankingModel:
         """Trained with ``ranker.hide_ranks``: a list without ranks is served with its list features hidden."""
         return bool(self.manifest.get("hidden_when_unranked"))
 
-    def probability(self, scores: np.ndarray) -> np.ndarray | None:
-        """P(relevant) of served scores (:meth:`predict`), or None for a model trained without a calibrator."""
-        return self.calibrator.predict(scores) if self.calibrator is not None else None
+    def probability(self, scores: np.ndarray, serves: str = "model") -> np.ndarray | None:
+        """P(relevant) of served scores (:meth:`predict`; ``serves``: :attr:`Scored.serves`, whose calibrator
+        applies), or None for a model trained without a calibrator."""
+        calibrator = self.unranked_calibrator if serves == CONTENT else self.calibrator
+        return calibrator.predict(scores) if calibrator is not None else None
 
     def stage_extractors(self, extractors: list) -> list[list]:
         """Per stage, the extractors that run there: where the first of their features enters."""

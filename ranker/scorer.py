@@ -43,7 +43,7 @@ from retrieval.frames import DOCNO, QID, QUERY, RANK, SCORE, TEXT, TITLE
 from .documents import QUERY_ID, candidate_frame, check_docs, check_min_score, check_query, check_top_k
 
 from . import tracing
-from .model import RankingModel, Scored
+from .model import CONTENT, RankingModel, Scored
 
 log = logging.getLogger("fusion_ltr.scorer")
 
@@ -283,7 +283,8 @@ class Scorer:
         """SHAP per feature of each row's deepest stage, plus "bias" (and "previous stages": the score a
         later stage started from)."""
         out = {}
-        for k, (stage, mask, part) in enumerate(zip(self.model.stages, scored.masks, scored.parts)):
+        stages = [self.model.unranked_stage] if scored.serves == CONTENT else self.model.stages
+        for k, (stage, mask, part) in enumerate(zip(stages, scored.masks, scored.parts)):
             c = stage.model.contributions(part)
             for j, i in enumerate(np.flatnonzero(mask)):
                 out[int(i)] = {f: float(c[j, m]) for m, f in enumerate(stage.features)} | {"bias": float(c[j, -1])}
@@ -294,18 +295,18 @@ class Scorer:
     def _score(self, frame: pd.DataFrame, t0: float, top_k, explain: bool, min_score, hide=()) -> Ranking:
         scored, values, timing = self.score_frame(frame, hide)
         key, shown = scored.scores, scored.shown
-        prob = self.model.probability(key)
+        prob = self.model.probability(key, scored.serves)
         order = np.lexsort((np.arange(len(frame)), frame[RANK].to_numpy(), -key))
         if min_score is not None:
             order = order[self._thresholded(shown, prob)[order] >= min_score]
         if top_k is not None:
             order = order[:top_k]
         contrib = None
-        if explain and scored.serves == "model":
+        if explain and scored.serves in ("model", CONTENT):
             t = time.perf_counter()
             contrib = self._contributions(scored)
             timing["explain"] = time.perf_counter() - t
-        stage = scored.depth + 1 if self.model.cascade else None
+        stage = scored.depth + 1 if self.model.cascade and scored.serves != CONTENT else None
         results = []
         for new_rank, i in enumerate(order, start=1):
             row = frame.iloc[i]

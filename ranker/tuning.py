@@ -12,7 +12,9 @@ training queries (the tuning's out-of-fold scores, else the validation split, el
 of the chosen settings) with a paired test. When the model is not better, training says so, and
 ``ranker.guard`` decides what is served: ``"fallback"`` (the first-stage order), ``"blend"`` (the
 reciprocal rank fusion of the model's order and the first stage's) or ``"warn"`` (the model); the
-policy itself is the ranking model's (:mod:`ranker.model`), which applies it wherever it scores.
+policy itself is the ranking model's (:mod:`ranker.model`), which applies it wherever it scores. A list
+an app sends without ranks has no first-stage order: a model for such lists is compared instead with a
+content-only model on the same queries shuffled without ranks (:func:`unranked_guard`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from features.matrix import RankingData
 from . import evaluate as ev
 from .data import qrels_of, ranking_from_scores
 from .lambdamart import LambdaMARTParams, cross_val_predict
-from .model import SERVES, first_stage_scores
+from .model import CONTENT, SERVES, first_stage_scores
 
 #: Capacity levels, most regularised first: (num_leaves, min_data_in_leaf, lambda_l2).
 CAPACITY = ((4, 50, 10.0), (7, 30, 3.0), (15, 20, 1.0))
@@ -146,3 +148,17 @@ def guard(data: RankingData, scores: np.ndarray, *, measure: str, action: str, w
             "first_stage": comparison.mean_a, "delta": comparison.delta, "p_value": comparison.p_value,
             "wins": comparison.wins, "losses": comparison.losses, "fired": bool(fired),
             "serves": SERVES[action] if fired else "model", "action": action}
+
+
+def unranked_guard(model_q, content_q, *, measure: str, action: str, where: str) -> dict:
+    """Compare a model for apps' lists on lists shuffled without ranks (``model_q``: its per-query
+    ``measure``) with a content-only model on the same held-out queries (``content_q``): where it is not
+    better, ``ranker.guard`` "fallback" and "blend" serve the content-only model for a list without ranks
+    (there is no first-stage order to fall back to), "warn" the model."""
+    comparison = ev.compare(content_q.to_frame(measure), model_q.to_frame(measure), measure)
+    fired = comparison.delta <= 0
+    return {"measure": measure, "held_out": where, "queries": comparison.n, "model": comparison.mean_b,
+            "content_model": comparison.mean_a, "delta": comparison.delta, "p_value": comparison.p_value,
+            "wins": comparison.wins, "losses": comparison.losses, "fired": bool(fired),
+            "serves": CONTENT if fired and action != "warn" else "model", "action": action}
+

@@ -194,6 +194,11 @@ def evaluate_ranker(run) -> dict:
                 notes.append(f"{name}: the first-stage guard serves the {model.serves} order (on held-out "
                              f"training queries the model scored {check['delta']:+.4f} {check['measure']} against it)")
             if run.for_apps:  # as an app's list given in another order, without ranks (what the Scorer sees then)
+                if model.unranked_stage is not None:
+                    check = model.manifest["unranked_guard"]
+                    notes.append(f"{name}: the unranked guard serves lists without ranks with its content-only model "
+                                 f"(on held-out training queries shuffled without ranks the model scored "
+                                 f"{check['delta']:+.4f} {check['measure']} against it)")
                 shown = f"{name}, shuffled without ranks"
                 shuffled[shown] = ranking_from_scores(*served_scores(run, model, test, ranked=False), shown)
             runs[name] = ranking_from_scores(scored_on, scores, name)

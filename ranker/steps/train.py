@@ -142,15 +142,53 @@ def validate_cascade(run, model: RankingModel, specs, valid_q) -> dict:
                "first stage": float(per_query(data, first_stage_scores(data), measure).mean()),
                "in order": float(per_query(data, ranked.scores, measure).mean())}
     line = f"{figures['in order']:.4f} in the first stage's order with its ranks"
+    shuffled_q = None
     if run.for_apps:  # and as an app's list shuffled without ranks
         unranked, shuffled = score_stored(model, source, specs, valid_q, ranked=False,
                                           list_features=run.list_features, seed=cfg.ranker.base_params.seed)
-        figures["shuffled, without ranks"] = float(per_query(shuffled, unranked.scores, measure).mean())
+        shuffled_q = per_query(shuffled, unranked.scores, measure)
+        figures["shuffled, without ranks"] = float(shuffled_q.mean())
         line += f", {figures['shuffled, without ranks']:.4f} shuffled without them"
     run.log(f"lambdamart: {measure} on {figures['queries']} validation queries: {line} (first stage "
             f"{figures['first stage']:.4f})")
     served = serve(check["serves"], ranked.scores, first_stage_scores(data), data.group)
-    return {"figures": figures, "guard": check, "served": served, "data": data}
+    return {"figures": figures, "guard": check, "served": served, "data": data, "shuffled": shuffled_q}
+
+
+def train_unranked_guard(run, model: RankingModel, shuffled_q, folder: Path) -> dict | None:
+    """The unranked guard of a cascade for apps' lists (see :mod:`ranker.model`): a content-only model
+    (stage 1's features less the list features, with stage 1's settings) trained on the same training
+    queries, against the cascade on the validation queries shuffled without ranks (``shuffled_q``: the
+    cascade's per-query values there). Where the cascade is not better, the content-only model is saved in
+    ``folder``/unranked (calibrated on the validation queries) and serves lists without ranks. None for a
+    model that does not hide its list features for such lists (it takes the positions as ranks)."""
+    from ..model import CONTENT, UNRANKED
+    from ..tuning import per_query, unranked_guard
+
+    cfg, data = run.cfg, run.matrices
+    hidden = set(hidden_when_unranked(run, model.stages[0].features))
+    if shuffled_q is None or not hidden or data.valid is None:
+        return None
+    features = [f for f in model.stages[0].features if f not in set(run.list_features)]
+    params = cfg.ranker.stage_params(0) or cfg.ranker.base_params
+    train_data, valid = data.train.select(features), data.valid.select(features)
+    content = fit(run, params, train_data, valid)
+    scores = content.predict(valid)
+    measure = cfg.evaluate.measures[0]
+    check = unranked_guard(shuffled_q, per_query(valid, scores, measure), measure=measure, action=cfg.ranker.guard,
+                           where="every validation query, shuffled without ranks")
+    check["features"] = features
+    run.log(f"lambdamart: unranked guard: on the {check['queries']} validation queries shuffled without ranks the "
+            f"cascade scored {check['model']:.4f} {measure}, a content-only model {check['content_model']:.4f} "
+            f"(delta {check['delta']:+.4f}, p={check['p_value']:.3g}): a list without ranks is served by the "
+            + ("content-only model" if check["serves"] == CONTENT else "cascade")
+            + (" (ranker.guard = 'warn')" if check["fired"] and check["serves"] != CONTENT else ""))
+    if check["serves"] == CONTENT:
+        sub = folder / UNRANKED
+        content.save(sub, extra={"dataset": cfg.dataset.name, "config": cfg.source, "unranked_guard_of": "cascade",
+                                 "train_queries": len(data.train.group)})
+        calibrate(run, "lambdamart (content-only, for lists without ranks)", scores, valid, sub)
+    return check
 
 
 def hidden_when_unranked(run, features) -> list[str]:
@@ -183,9 +221,11 @@ def train_cascade(run, serving: dict) -> dict:
         model = RankingModel.load(layout.model(), verify=False)  # sealed below, once calibrated
         checked = validate_cascade(run, model, staged.raw_specs, data.valid.unique_qids)
         info["validation"], info["guard"] = checked["figures"], checked["guard"]
+        info["unranked_guard"] = train_unranked_guard(run, model, checked["shuffled"], layout.model())
         manifest_file = layout.model() / "manifest.json"
         manifest = json.loads(manifest_file.read_text())
-        manifest |= {"guard": checked["guard"], "validation": checked["figures"]}
+        manifest |= {"guard": checked["guard"], "validation": checked["figures"],
+                     "unranked_guard": info["unranked_guard"]}
         manifest_file.write_text(json.dumps(manifest, indent=2, default=str))
         warn_guard(run, "lambdamart", checked["guard"])
         info["calibration"] = calibrate(run, "lambdamart", checked["served"], checked["data"], layout.model())

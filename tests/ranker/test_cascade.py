@@ -412,3 +412,62 @@ def test_the_rerank_depth_orders_the_first_stages_top_by_the_model_and_keeps_the
     first = -np.arange(1.0, 6.0)  # first-stage ranks 1..5
     served = within_depth(scores, first, 3)
     assert np.argsort(-served, kind="stable").tolist() == [1, 0, 2, 3, 4]
+
+
+def test_the_unranked_guard_serves_lists_without_ranks_by_a_content_only_model_where_the_cascade_is_not_better(tmp_path):
+    """A cascade for apps' lists (ranker.hide_ranks) compared with a content-only model on the validation
+    queries shuffled without ranks: here (a few validation queries, each ranked perfectly by both) the
+    cascade is not better, so with ranker.guard = "fallback" a list without ranks is served by the
+    content-only model, in training's evaluation as in the Scorer, and a list with ranks by the cascade."""
+    from ranker.model import CONTENT
+    from ranker.lambdamart import LambdaMART
+
+    folder = generated_dataset(tmp_path / "gen", graded=True)
+    config = tmp_path / "gen.toml"
+    ranker = VARIED.replace('guard = "warn"', 'guard = "fallback"\nhide_ranks = 0.5')
+    write_config(config, folder, tmp_path / "run", ranker=ranker,
+                 extractors="[features.extractors.bm25]\n[features.extractors.length]\n[features.extractors.coverage]")
+    for argv in (["retrieve"], ["features", "--quiet"], ["train"], ["evaluate"]):
+        assert main([argv[0], "--config", str(config), *argv[1:]]) == 0
+    model_dir = tmp_path / "run" / "model"
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    check = manifest["unranked_guard"]
+    assert check["model"] == pytest.approx(manifest["validation"]["shuffled, without ranks"])
+    assert check["features"] == [f for f in manifest["stages"][0]["features"] if f not in ("fs_rank", "fs_score")]
+    assert check["fired"] and check["serves"] == CONTENT and check["delta"] <= 0
+    content = LambdaMART.load(model_dir / "unranked")
+    assert content.feature_names_ == check["features"]
+    queries = load_beir(str(folder)).queries.set_index("qid")["query"]
+    scorer = Scorer.load(tmp_path / "run")
+    assert scorer.model.unranked_stage is not None
+    docs = [{"id": r.id, "text": r.text, "title": r.title} for r in scorer.search(queries["q25"], top_k=None)]
+    unranked = scorer.rerank(queries["q25"], docs[::-1], explain=True)
+    X = np.array([[r.features[f] for f in content.feature_names_] for r in unranked])
+    assert [r.score for r in unranked] == pytest.approx(content.predict(X).tolist())  # the content-only model's
+    assert all(r.stage is None and r.contributions for r in unranked)
+    assert all(sum(r.contributions.values()) == pytest.approx(r.score, abs=1e-6) for r in unranked)
+    ranked = scorer.rerank(queries["q25"], [d | {"rank": k + 1} for k, d in enumerate(docs)])
+    assert {r.stage for r in ranked} == {1, 2}  # with ranks: the cascade
+    # evaluate's shuffled view is the same content-only order
+    from ranker.config import load_config
+    from ranker.layout import RunLayout
+    from ranker.run import Run
+
+    r = Run(load_config(config), progress=False)
+    sent = scorer.model.unranked(r.matrices.test, r.list_features, seed=r.cfg.ranker.base_params.seed)
+    offline = read_trec_run(RunLayout(tmp_path / "run").eval_trec("test", "lambdamart, shuffled without ranks"))
+    texts = load_beir(str(folder)).corpus.set_index("docno")
+    for qid in sent.unique_qids[:4]:
+        order = sent.docnos[sent.qids == qid]
+        served = scorer.rerank(queries[qid], [{"id": d, "text": texts.loc[d, "text"], "title": texts.loc[d, "title"]}
+                                             for d in order])
+        assert [x.id for x in served] == offline[offline["qid"] == qid].sort_values("rank")["docno"].tolist()
+    assert "the unranked guard serves lists without ranks" in (tmp_path / "run" / "eval" / "test" / "ranker.md").read_text()
+    # a folder whose manifest says so but lacks the model is refused by name
+    import shutil
+
+    from retrieval.errors import MissingInputError
+
+    shutil.rmtree(model_dir / "unranked")
+    with pytest.raises(MissingInputError, match="unranked"):
+        RankingModel.load(model_dir, verify=False)
