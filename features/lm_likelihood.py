@@ -132,6 +132,19 @@ def packaged_lm_path(name: str = DEFAULT_LM) -> Path:
     return out
 
 
+def load_causal_lm(name: str, device: str = "auto"):
+    """(model, tokenizer, device) of a causal LM: a packaged GGUF one (:data:`PACKAGED_GGUF`, converted once),
+    a local folder or a hub name; bf16 on a GPU, fp32 on a CPU, in eval mode."""
+    transformers = require("transformers", INSTALL)
+    torch = require("torch", INSTALL)
+    path = str(packaged_lm_path(name)) if name in PACKAGED_GGUF and not Path(name).exists() else resolve_model(name)
+    device = resolve_device(device)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return model, tok, device
+
+
 def kept_logits(model, ids, mask, keep):
     """Next-token logits at the positions where ``keep`` (batch x length, bool) holds, as (n_kept, vocab)
     rows in row-major order. Only those positions go through the vocabulary projection (with its log-
@@ -177,14 +190,7 @@ class LMLikelihoodExtractor(BaseExtractor):
 
     def _load(self):
         if self._model is None:
-            transformers = require("transformers", INSTALL)
-            torch = require("torch", INSTALL)
-            name = self.local_path(self.params.model)
-            path = str(packaged_lm_path(name)) if name in PACKAGED_GGUF and not Path(name).exists() else resolve_model(name)
-            self.device = resolve_device(self.params.device)
-            dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-            self._tok = transformers.AutoTokenizer.from_pretrained(path)
-            self._model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
+            self._model, self._tok, self.device = load_causal_lm(self.local_path(self.params.model), self.params.device)
             *_, yes, no = PROMPTS[self.params.language]
             self._yes = self._tok(yes, add_special_tokens=False).input_ids[-1]
             self._no = self._tok(no, add_special_tokens=False).input_ids[-1]
