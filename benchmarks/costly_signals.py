@@ -45,6 +45,23 @@ def extractor(signal: str, cfg, doc_tokens: int):
     raise SystemExit(f"unknown signal {signal!r}: ce, llm_grade:<model>, lm:<model>")
 
 
+def ranker_side_head(cfg, n_queries: int, top: int):
+    """(queries, qrels, run, head, layout): a seeded sample of ``n_queries`` of the ranker's side of the
+    training split (queries the fine-tuned cross-encoder never learned from), their qrels and first-stage
+    run, and the run's top ``top`` with query and document text."""
+    ds = load_beir(cfg.dataset.name)
+    layout = RunLayout(Path(cfg.run.dir))
+    train_q, train_qrels = ds.split("train")
+    p = cfg.finetune.params
+    _, ranker_qids = split_queries(train_q[QID], p.ranker_fraction, p.seed)
+    queries = train_q[train_q[QID].isin(set(ranker_qids))].sample(n=n_queries, random_state=0)
+    qrels = train_qrels[train_qrels[QID].isin(set(queries[QID]))]
+    run = read_trec_run(layout.retrieval_trec(cfg.features.candidates, "train"))
+    run = run[run[QID].isin(set(queries[QID]))]
+    head = attach(run[run[RANK] <= top], queries, ds.corpus).sort_values([QID, RANK]).reset_index(drop=True)
+    return queries, qrels, run, head, layout
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="configs/demo.toml")
@@ -57,16 +74,7 @@ def main() -> None:
     args = ap.parse_args()
 
     cfg = load_config(args.config)
-    ds = load_beir(cfg.dataset.name)
-    layout = RunLayout(Path(cfg.run.dir))
-    train_q, train_qrels = ds.split("train")
-    p = cfg.finetune.params
-    _, ranker_qids = split_queries(train_q[QID], p.ranker_fraction, p.seed)
-    queries = train_q[train_q[QID].isin(set(ranker_qids))].sample(n=args.queries, random_state=0)
-    qrels = train_qrels[train_qrels[QID].isin(set(queries[QID]))]
-    run = read_trec_run(layout.retrieval_trec(cfg.features.candidates, "train"))
-    run = run[run[QID].isin(set(queries[QID]))]
-    head = attach(run[run[RANK] <= args.top], queries, ds.corpus).sort_values([QID, RANK]).reset_index(drop=True)
+    queries, qrels, run, head, _ = ranker_side_head(cfg, args.queries, args.top)
     first = ev.per_query(run, qrels)
     print(f"{len(queries)} queries, {len(head)} pairs; first stage nDCG@10 {first['nDCG@10'].mean():.4f}", flush=True)
 

@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ranker.training.crossencoder import split_queries
+from costly_signals import ranker_side_head  # benchmarks/ (this script's folder) is on sys.path
 from features.lm_likelihood import DEFAULT_LM, GEMMA_LM, LMLikelihoodExtractor, LMParams
 from ranker import evaluate as ev
 from ranker.config import load_config
-from ranker.layout import RunLayout
-from retrieval import load_beir, read_trec_run
-from retrieval.frames import QID, RANK, attach
+from retrieval import read_trec_run
+from retrieval.frames import QID
 
 
 def main() -> None:
@@ -46,16 +45,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     cfg = load_config(args.config)
-    ds = load_beir(cfg.dataset.name)
-    layout = RunLayout(Path(cfg.run.dir))
-    train_q, train_qrels = ds.split("train")
-    p = cfg.finetune.params
-    _, ranker_qids = split_queries(train_q[QID], p.ranker_fraction, p.seed)
-    queries = train_q[train_q[QID].isin(set(ranker_qids))].sample(n=args.queries, random_state=0)
-    qrels = train_qrels[train_qrels[QID].isin(set(queries[QID]))]
-    run = read_trec_run(layout.retrieval_trec(cfg.features.candidates, "train"))
-    run = run[run[QID].isin(set(queries[QID]))]
-    head = attach(run[run[RANK] <= args.top], queries, ds.corpus).sort_values([QID, RANK]).reset_index(drop=True)
+    queries, qrels, run, head, layout = ranker_side_head(cfg, args.queries, args.top)
     bm25_run = read_trec_run(layout.retrieval_trec("bm25", "train"))
     first = ev.per_query(run, qrels)
     bm25 = ev.per_query(bm25_run[bm25_run[QID].isin(set(queries[QID]))], qrels)
