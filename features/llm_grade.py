@@ -47,7 +47,7 @@ PROMPTS = {
 
 @dataclass(frozen=True)
 class GradeParams:
-    backend: Literal["local", "endpoint"] = "local"
+    backend: Literal["local", "endpoint"] = "local"  # "local": a causal LM run here; "endpoint": an OpenAI-compatible server
     # local: a packaged GGUF LM, a local folder or a hub name; endpoint: the model name the server serves
     model: str = QWEN_LM
     base_url: str = ""  # endpoint: the server's OpenAI-compatible base URL, e.g. http://localhost:8000/v1

@@ -208,6 +208,16 @@ class Config:
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     source: str = ""  # the file it was read from (set by load_config)
 
+    def _check(self, make) -> None:
+        """Build and check a section's settings (``make()``: checked settings, or None when there are none to
+        check, or it checks them itself); an error names this config file."""
+        try:
+            params = make()
+            if params is not None:
+                params.check()
+        except ConfigError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
+
     def validate(self) -> "Config":
         if self.dataset.format == "letor" and not 1 <= self.dataset.fold <= 5:
             raise ConfigError(f"{self.source}: dataset.fold must be 1..5 for LETOR, found {self.dataset.fold}")
@@ -234,18 +244,10 @@ class Config:
                 if unknown or not isinstance(v.get("features"), list) or not isinstance(v.get("params", {}), dict):
                     raise ConfigError(f"{where}: a table needs features = [...] and may have params = {{...}} (settings "
                                       f"that replace [ranker.params]'s); found keys {sorted(v)}")
-                try:
-                    params = self.ranker.variant_params(name)
-                    if params is not None:
-                        params.check()
-                except ConfigError as exc:
-                    raise ConfigError(f"{self.source}: {exc}") from None
+                self._check(lambda: self.ranker.variant_params(name))
             elif not isinstance(v, list):
                 raise ConfigError(f"{where}: expected a list of features or a table, found {v!r}")
-        try:
-            self.compute.check()
-        except ConfigError as exc:
-            raise ConfigError(f"{self.source}: {exc}") from None
+        self._check(self.compute.check)
         stages = self.ranker.cascade
         if stages:
             keeps = [s.keep for s in stages[:-1]]
@@ -261,12 +263,7 @@ class Config:
                 raise ConfigError(f"{self.source}: ranker.cascade: max_train_queries must be >= 0 (0: no cap), found "
                                   f"{[s.max_train_queries for s in stages]}")
             for k in range(len(stages)):
-                try:
-                    params = self.ranker.stage_params(k)
-                    if params is not None:
-                        params.check()
-                except ConfigError as exc:
-                    raise ConfigError(f"{self.source}: {exc}") from None
+                self._check(lambda: self.ranker.stage_params(k))
         if self.labels.source == "clicks":
             if self.dataset.format == "letor" or stages or self.ranker.cv_folds:
                 raise ConfigError(f"{self.source}: labels.source = \"clicks\" trains a plain model on a run's training "

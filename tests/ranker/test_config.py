@@ -70,6 +70,27 @@ def test_ranker_params_auto_guard_and_compute_are_checked(tmp_path):
         load_config(write(tmp_path, '[compute]\nengine = "ray"\n'))
 
 
+def test_a_cascade_stage_carries_its_own_settings(tmp_path):
+    stages = """[ranker.params]
+num_leaves = 15
+learning_rate = 0.05
+[[ranker.cascade]]
+features = ["bm25"]
+keep = 5
+params = { num_leaves = 4, early_stopping_rounds = 0 }
+[[ranker.cascade]]
+features = ["coverage"]
+"""
+    r = load_config(write(tmp_path, stages)).ranker
+    first = r.stage_params(0)
+    assert (first.num_leaves, first.early_stopping_rounds, first.learning_rate) == (4, 0, 0.05)  # the rest kept
+    assert r.stage_params(1) is None  # the ranker's settings
+    with pytest.raises(ConfigError, match=r"c.toml: unknown key 'ranker.cascade\[0\].params.leaves'.*allowed keys: .*num_leaves"):
+        load_config(write(tmp_path, stages.replace("num_leaves = 4", "leaves = 4")))
+    with pytest.raises(ConfigError, match=r"c.toml: .*num_leaves"):
+        load_config(write(tmp_path, stages.replace("num_leaves = 4", "num_leaves = 0")))
+
+
 def test_a_variant_table_carries_its_own_settings(tmp_path):
     cfg = load_config(write(tmp_path, """[ranker.params]
 num_leaves = 15
