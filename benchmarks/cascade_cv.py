@@ -12,7 +12,9 @@ reaching each stage, and each stage's ceiling: nDCG@10 with a perfect order of t
 it); writes ``benchmarks/results/cascade_cv.json``.
 
 A setting: ``K1/K2@N`` (stage 1 keeps K1, stage 2 keeps K2, stages 2 and 3 learn from N training
-queries); a part left out keeps the config's value, ``@0`` lifts the cap; ``stage1``: the first stage alone.
+queries); a part left out keeps the config's value, ``@0`` lifts the cap; ``stage1``: the first stage alone;
+``variant:NAME``: the config's variant NAME (its features and settings) as one model over every candidate,
+the cheap reference a cascade has to beat.
 Each ``+S:f,g`` after it adds features ``f`` and ``g`` to stage S, e.g. a costly score's query-level
 normalisations (``ce_score_qz``: over the documents that reach the stage; their source joins
 ``ranker.normalize``). A setting may end in ``~auto`` (ranker settings chosen by CV inside each stage) or
@@ -70,6 +72,13 @@ def with_setting(cfg, name: str):
         raise SystemExit(f"{cfg.source}: needs a cascade of two stages or more")
     if name == "stage1":
         cascade_ = (dataclasses.replace(stages[0], keep=0),)
+    elif name.startswith("variant:"):  # a plain variant of the config, as one stage over every candidate
+        variant = name.partition(":")[2]
+        if variant not in cfg.ranker.variants:
+            raise SystemExit(f"{cfg.source}: no variant {variant!r} (found {sorted(cfg.ranker.variants)})")
+        v = cfg.ranker.variants[variant]
+        features, own = (v.get("features"), v.get("params") or {}) if isinstance(v, dict) else (v, {})
+        cascade_ = (dataclasses.replace(stages[0], features=tuple(features), params=dict(own), keep=0),)
     else:
         name, *extra = name.split("+")
         spec, at, cap = name.partition("@")
