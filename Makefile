@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # the demo, then (for the default config) the model for apps that rerank their own documents, trained on
-# the demo's features (~2 min more): the README's quickstart loads it
+# the demo's features (5-10 min more): the README's quickstart loads it
 demo: $(STAMP)
 	$(VENV)/bin/fusion-ltr run --config $(CONFIG)
 	test "$(CONFIG)" != configs/demo.toml || $(VENV)/bin/fusion-ltr run --config configs/demo-app.toml
