@@ -76,9 +76,9 @@ def with_setting(cfg, name: str):
         variant = name.partition(":")[2]
         if variant not in cfg.ranker.variants:
             raise SystemExit(f"{cfg.source}: no variant {variant!r} (found {sorted(cfg.ranker.variants)})")
-        v = cfg.ranker.variants[variant]
-        features, own = (v.get("features"), v.get("params") or {}) if isinstance(v, dict) else (v, {})
-        cascade_ = (dataclasses.replace(stages[0], features=tuple(features), params=dict(own), keep=0),)
+        own = cfg.ranker.variant_params(variant)  # the variant's settings, or None: the ranker's
+        cascade_ = (dataclasses.replace(stages[0], features=tuple(cfg.ranker.variant_features(variant)),
+                                        params=dataclasses.asdict(own) if own else {}, keep=0),)
     else:
         name, *extra = name.split("+")
         spec, at, cap = name.partition("@")
